@@ -1,0 +1,307 @@
+"""`embrel`: apply, watch and operate embedding releases from the command line.
+
+Exit codes: 0 the version is live (or the verb succeeded); 1 the release failed
+(validation rejected it, bad data, a conflict); 2 invalid input (spec, config,
+arguments); 3 waiting for a person (awaiting promotion, rolled back); 4 Milvus
+stayed unavailable after the configured retries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from tqdm import tqdm
+
+from controller.config import ControllerConfig, load_config
+from controller.drivers.local import (
+    ControllerBusy,
+    LocalController,
+    StateStore,
+    controller_lock,
+    read_spec,
+)
+from controller.engine import ReconcileResult
+from controller.errors import EmbrelError, PermanentError, SpecError, TemporaryError
+from controller.ports import Advance
+from controller.status import Phase, ReleaseStatus
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_WAITING, EXIT_UNAVAILABLE = 0, 1, 2, 3, 4
+HANDOFF_TIMEOUT = 600.0
+
+
+class ConsoleReporter:
+    """Events as short lines on stdout; progress bars on stderr when it is a terminal."""
+
+    def __init__(self, indent: str = "  ", quiet: bool = False) -> None:
+        self.indent = indent
+        self.quiet = quiet
+
+    def event(self, reason: str, message: str, warning: bool = False) -> None:
+        logging.getLogger("embrel.events").debug("%s: %s", reason, message)
+        if not self.quiet:
+            mark = "!" if warning else "-"
+            print(f"{self.indent}{mark} {message}", flush=True)
+
+    @contextmanager
+    def progress(self, stage: str, total: int | None) -> Iterator[Advance]:
+        # disable=None: tqdm switches itself off when stderr is not a terminal (CI, pipes).
+        with tqdm(
+            total=total, desc=f"{self.indent}{stage}", unit="rows", disable=None, leave=False
+        ) as bar:
+
+            def advance(rows: int) -> None:
+                bar.update(rows)
+
+            yield advance
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config(args.config)
+        if args.state_dir is not None:
+            config = config.model_copy(update={"state_dir": args.state_dir})
+        logging.getLogger("controller").setLevel(config.log.level)
+        code: int = args.handler(args, config)
+        return code
+    except SpecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except ControllerBusy as exc:
+        print(f"error: {exc}; stop it or let it pick up the file", file=sys.stderr)
+        return EXIT_FAILED
+    except TemporaryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except EmbrelError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="embrel", description="Blue/green releases of embeddings in Milvus."
+    )
+    p.add_argument("--config", type=Path, help="controller config file (see config.example.yaml)")
+    p.add_argument("--state-dir", type=Path, help="override stateDir from the config")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    apply = sub.add_parser("apply", help="reconcile a release YAML to completion")
+    apply.add_argument("-f", "--filename", type=Path, required=True)
+    apply.set_defaults(handler=cmd_apply)
+
+    run = sub.add_parser("run", help="keep reconciling every release YAML in a folder")
+    run.add_argument("--watch", type=Path, required=True, metavar="DIR")
+    run.add_argument("--once", action="store_true", help="one pass over the folder, then exit")
+    run.set_defaults(handler=cmd_run)
+
+    for name, handler, text in (
+        ("status", cmd_status, "show a release's phase, live and candidate versions, checks"),
+        ("history", cmd_history, "every version of a track: collection, when live, when retired"),
+    ):
+        verb = sub.add_parser(name, help=text)
+        verb.add_argument("track", metavar="TRACK", help="the release's metadata.name")
+        verb.add_argument("-o", "--output", choices=["text", "json"], default="text")
+        verb.set_defaults(handler=handler)
+
+    for name, text in (
+        ("promote", "promote a release waiting for manual promotion (or one rolled back)"),
+        ("abort", "abort an in-progress release; the live alias is not changed"),
+        ("rollback", "point the alias back at a retained previous version"),
+    ):
+        verb = sub.add_parser(name, help=text)
+        verb.add_argument("track", metavar="TRACK")
+        if name == "rollback":
+            verb.add_argument(
+                "--to", metavar="VERSION", help="a retained version (default: the previous one)"
+            )
+        verb.set_defaults(handler=cmd_request, intent=name)
+
+    demo = sub.add_parser("demo", help="v1 -> v2 -> rejected v3 -> rollback on Milvus Lite")
+    demo.add_argument("--workdir", type=Path, default=Path(".demo"))
+    demo.add_argument("--examples", type=Path, default=None, help="examples/demo folder")
+    demo.set_defaults(handler=cmd_demo)
+    return p
+
+
+# -- verbs -----------------------------------------------------------------------
+
+
+def cmd_apply(args: argparse.Namespace, config: ControllerConfig) -> int:
+    text, release = read_spec(args.filename)
+    print(f"Applying {release.track} version {release.spec.version} (alias {release.spec.alias})")
+    controller = LocalController(config, ConsoleReporter())
+    try:
+        with controller_lock(config.state_dir):
+            controller.record_spec(args.filename, text, release)
+            result = controller.reconcile_track(release.track)
+    finally:
+        controller.close()
+    return report_outcome(result.status, result)
+
+
+def cmd_run(args: argparse.Namespace, config: ControllerConfig) -> int:
+    from controller.drivers.watch import watch_folder
+
+    if not args.watch.is_dir():
+        raise SpecError(str(args.watch), [("", "not a folder")])
+    controller = LocalController(config, ConsoleReporter())
+    try:
+        with controller_lock(config.state_dir):
+            watch_folder(controller, args.watch, config.reconcile, once=args.once)
+    finally:
+        controller.close()
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace, config: ControllerConfig) -> int:
+    store = StateStore(config.state_dir)
+    record = store.load(store.find(args.track))
+    assert record is not None
+    if args.output == "json":
+        print(json.dumps(record.status.to_dict(), indent=2))
+    else:
+        print(format_status(record.status, record.spec_path))
+    return EXIT_OK
+
+
+def cmd_history(args: argparse.Namespace, config: ControllerConfig) -> int:
+    store = StateStore(config.state_dir)
+    record = store.load(store.find(args.track))
+    assert record is not None
+    history = record.status.to_dict().get("history", [])
+    if args.output == "json":
+        print(json.dumps(history, indent=2))
+        return EXIT_OK
+    rows = [("VERSION", "COLLECTION", "LIVE SINCE", "RETIRED", "OUTCOME")]
+    rows += [
+        (
+            h["version"],
+            h["collection"],
+            h.get("promotedAt", "-"),
+            h.get("retiredAt", "-"),
+            h["outcome"],
+        )
+        for h in history
+    ]
+    print(_table(rows))
+    return EXIT_OK
+
+
+def cmd_request(args: argparse.Namespace, config: ControllerConfig) -> int:
+    """promote / abort / rollback: leave the request, then act on it or let the running controller."""
+    store = StateStore(config.state_dir)
+    track = store.find(args.track)
+    value: object = {"to": args.to} if args.intent == "rollback" else True
+    store.update_intents(track, lambda intents: intents.__setitem__(args.intent, value))
+    controller = LocalController(config, ConsoleReporter())
+    try:
+        with controller_lock(config.state_dir):
+            result = controller.reconcile_track(track)
+            status = result.status
+    except ControllerBusy as busy:
+        print(f"Handed to the running controller (pid {busy.pid}); waiting for it to act...")
+        status, result = _wait_for_handoff(store, track, args.intent), None
+    finally:
+        controller.close()
+    return report_outcome(status, result)
+
+
+def _wait_for_handoff(store: StateStore, track: str, intent: str) -> ReleaseStatus:
+    deadline = time.monotonic() + HANDOFF_TIMEOUT
+    while time.monotonic() < deadline:
+        record = store.load(track)
+        assert record is not None
+        if intent not in record.intents:
+            return record.status
+        time.sleep(0.5)
+    raise TemporaryError(
+        f"the running controller did not act on {intent} within {HANDOFF_TIMEOUT:.0f}s"
+    )
+
+
+def cmd_demo(args: argparse.Namespace, config: ControllerConfig) -> int:
+    from controller.demo import run_demo
+
+    return run_demo(args.workdir, args.examples)
+
+
+# -- output ----------------------------------------------------------------------
+
+
+def report_outcome(status: ReleaseStatus, result: ReconcileResult | None) -> int:
+    live = status.live or {}
+    print(f"{status.phase}: {status.message}")
+    if live:
+        print(f"  alias -> {live.get('collection')} (version {live.get('version') or 'unknown'})")
+    if result is not None and isinstance(result.error, TemporaryError):
+        return EXIT_UNAVAILABLE
+    if (
+        result is not None
+        and isinstance(result.error, PermanentError)
+        and status.phase != Phase.FAILED
+    ):
+        return EXIT_FAILED
+    return {
+        Phase.LIVE: EXIT_OK,
+        Phase.FAILED: EXIT_FAILED,
+        Phase.AWAITING_PROMOTION: EXIT_WAITING,
+        Phase.ROLLED_BACK: EXIT_WAITING,
+    }.get(status.phase, EXIT_UNAVAILABLE)
+
+
+def format_status(status: ReleaseStatus, spec_path: str) -> str:
+    d = status.to_dict()
+    lines = [
+        f"Phase:      {status.phase}",
+        f"Message:    {status.message}",
+        f"Spec:       {spec_path}",
+    ]
+    for key in ("live", "candidate"):
+        if part := d.get(key):
+            lines.append(
+                f"{key.title() + ':':<11} {part.get('version', '?')} in {part.get('collection')}"
+            )
+    if validation := d.get("validation"):
+        lines.append(f"Validation: {'passed' if validation['passed'] else 'FAILED'}")
+        for c in validation.get("checks", []):
+            mark = "ok  " if c["passed"] else "FAIL"
+            lines.append(
+                f"  {mark} {c['name']:<14} {c['value']:<10.4g} threshold {c['threshold']:.4g}  {c.get('detail', '')}"
+            )
+    lines.append("Conditions:")
+    for cond in status.conditions:
+        lines.append(
+            f"  {cond.type:<12} {cond.status:<6} {cond.reason:<18} since {cond.last_transition_time}"
+        )
+    return "\n".join(lines)
+
+
+def format_history(status: ReleaseStatus) -> str:
+    rows = [("VERSION", "COLLECTION", "LIVE SINCE", "RETIRED", "OUTCOME")]
+    rows += [
+        (h.version, h.collection, h.promoted_at or "-", h.retired_at or "-", h.outcome)
+        for h in status.history
+    ]
+    return _table(rows)
+
+
+def _table(rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Controller configuration: file (config.example.yaml documents every option) + environment.
+
+Credentials come only from the environment (or a Kubernetes Secret, later), never
+from a release spec or this file, and are never logged.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
+
+from controller.errors import SpecError
+
+ENV_TOKEN = "EMBREL_MILVUS_TOKEN"
+ENV_USER = "EMBREL_MILVUS_USER"
+ENV_PASSWORD = "EMBREL_MILVUS_PASSWORD"
+ENV_CONFIG = "EMBREL_CONFIG"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class MilvusOptions(_Section):
+    timeout_seconds: Annotated[float, Field(gt=0)] = 60.0
+    retry_attempts: Annotated[int, Field(ge=1, le=50)] = 5
+    retry_max_wait_seconds: Annotated[float, Field(gt=0)] = 30.0
+
+
+class BuildOptions(_Section):
+    batch_size: Annotated[int, Field(ge=1, le=100_000)] = 5000
+    index_timeout_seconds: Annotated[float, Field(gt=0)] = 3600.0
+    load_timeout_seconds: Annotated[float, Field(gt=0)] = 600.0
+
+
+class ReconcileOptions(_Section):
+    max_attempts: Annotated[int, Field(ge=1)] = 5
+    watch_interval_seconds: Annotated[float, Field(gt=0)] = 2.0
+    resync_seconds: Annotated[float, Field(gt=0)] = 300.0
+
+
+class LogOptions(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+
+class ControllerConfig(_Section):
+    state_dir: Path = Path(".embrel")
+    milvus: MilvusOptions = MilvusOptions()
+    build: BuildOptions = BuildOptions()
+    reconcile: ReconcileOptions = ReconcileOptions()
+    log: LogOptions = LogOptions()
+
+
+def load_config(path: Path | None) -> ControllerConfig:
+    """Read the config file (``--config`` or $EMBREL_CONFIG); defaults when there is none."""
+    path = path or (Path(os.environ[ENV_CONFIG]) if ENV_CONFIG in os.environ else None)
+    if path is None:
+        return ControllerConfig()
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise SpecError(str(path), [("", f"cannot read config file: {exc.strerror}")]) from exc
+    except yaml.YAMLError as exc:
+        raise SpecError(str(path), [("", f"malformed YAML: {exc}")]) from exc
+    try:
+        return ControllerConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = [(".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()]
+        raise SpecError(str(path), problems) from exc
+
+
+def credentials_from_env() -> tuple[str, str, str]:
+    """(token, user, password) from the environment; empty strings when unset."""
+    return (
+        os.environ.get(ENV_TOKEN, ""),
+        os.environ.get(ENV_USER, ""),
+        os.environ.get(ENV_PASSWORD, ""),
+    )

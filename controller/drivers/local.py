@@ -1,0 +1,283 @@
+"""The embedded driver: release YAML files, a state folder, no cluster.
+
+Per track, ``<stateDir>/tracks/<namespace>.<name>.json`` keeps what the engine cannot
+read from Milvus: the last applied spec (so `promote`, `abort` and `rollback` can act
+without the file), the last status, and pending requests (intents). Milvus itself
+holds everything needed to resume a release (see controller.engine).
+
+One controller acts on a state folder at a time: ``controller.lock`` (an exclusive
+``flock``) is held by `embrel run --watch` for its lifetime and by the other verbs
+while they act. A verb that finds the lock taken leaves its request in the track's
+file for the running controller and waits for it to be applied. Milvus Lite locks its
+data folder to one process anyway, so this is also what makes the verbs work while a
+watcher runs.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from controller.config import ControllerConfig, credentials_from_env
+from controller.engine import Engine, Intents, ReconcileResult, Settings
+from controller.errors import EmbrelError, SpecError, TemporaryError
+from controller.milvus import Credentials, MilvusGateway, RetryPolicy
+from controller.ports import Reporter
+from controller.sources import LocalFiles
+from controller.spec import EmbeddingRelease, parse_release
+from controller.status import ReleaseStatus
+
+
+@dataclass
+class TrackRecord:
+    """What the state folder remembers of one release track."""
+
+    spec_path: str
+    spec_text: str
+    status: ReleaseStatus
+    intents: dict[str, Any]
+    generation: int = 0
+
+    def release(self) -> EmbeddingRelease:
+        return parse_release(self.spec_text, self.spec_path)
+
+
+class StateStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.tracks = root / "tracks"
+
+    def path(self, track: str) -> Path:
+        return self.tracks / f"{track.replace('/', '.')}.json"
+
+    def load(self, track: str) -> TrackRecord | None:
+        path = self.path(track)
+        if not path.exists():
+            return None
+        data = json.loads(path.read_text())
+        return TrackRecord(
+            spec_path=data["specPath"],
+            spec_text=data["specText"],
+            status=ReleaseStatus.from_dict(data.get("status", {})),
+            intents=data.get("intents", {}),
+            generation=data.get("generation", 0),
+        )
+
+    def save(self, track: str, record: TrackRecord) -> None:
+        """Write atomically (temp file + rename) so a crash never leaves half a file."""
+        self.tracks.mkdir(parents=True, exist_ok=True)
+        path = self.path(track)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(
+            json.dumps(
+                {
+                    "specPath": record.spec_path,
+                    "specText": record.spec_text,
+                    "generation": record.generation,
+                    "status": record.status.to_dict(),
+                    "intents": record.intents,
+                },
+                indent=2,
+            )
+        )
+        os.replace(tmp, path)
+
+    def find(self, name: str) -> str:
+        """The track for ``name`` or ``namespace/name``; SpecError when unknown or ambiguous."""
+        if "/" in name:
+            if self.path(name).exists():
+                return name
+            matches = []
+        else:
+            matches = [
+                p.stem.replace(".", "/", 1)
+                for p in sorted(self.tracks.glob("*.json"))
+                if p.stem.split(".", 1)[1] == name
+            ]
+            if len(matches) == 1:
+                return matches[0]
+        known = [p.stem.replace(".", "/", 1) for p in sorted(self.tracks.glob("*.json"))]
+        why = "is ambiguous" if matches else "is not known"
+        raise SpecError(
+            name,
+            [("", f"release track {why} in {self.root} (known: {', '.join(known) or 'none'})")],
+        )
+
+    def update_intents(self, track: str, change: Callable[[dict[str, Any]], None]) -> None:
+        with self.lock():
+            record = self.load(track)
+            if record is None:
+                raise SpecError(track, [("", "no release has been applied for this track")])
+            change(record.intents)
+            self.save(track, record)
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """A short lock guarding read-modify-write of track files."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with _open_lock(self.root / "files.lock"):
+            yield
+
+
+@contextmanager
+def _open_lock(path: Path, blocking: bool = True) -> Iterator[IO[str]]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as fh:
+        flags = fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB)
+        fcntl.flock(fh, flags)
+        try:
+            yield fh
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+class ControllerBusy(EmbrelError):
+    """Another controller process holds the state folder."""
+
+    def __init__(self, pid: str) -> None:
+        super().__init__(f"another embrel controller (pid {pid or 'unknown'}) is acting")
+        self.pid = pid
+
+
+@contextmanager
+def controller_lock(root: Path) -> Iterator[None]:
+    """Exclusive right to act on this state folder; ControllerBusy when taken."""
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / "controller.lock"
+    with path.open("a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            raise ControllerBusy(fh.read().strip()) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        try:
+            yield
+        finally:
+            fh.truncate(0)
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+class LocalController:
+    """Reconciles releases from files against Milvus, persisting status in the state folder."""
+
+    def __init__(self, config: ControllerConfig, reporter: Reporter) -> None:
+        self.config = config
+        self.reporter = reporter
+        self.store = StateStore(config.state_dir)
+        self._gateways: dict[tuple[str, str], MilvusGateway] = {}
+
+    def close(self) -> None:
+        for gateway in self._gateways.values():
+            gateway.close()
+        self._gateways.clear()
+
+    def gateway(self, release: EmbeddingRelease, base_dir: Path) -> MilvusGateway:
+        ref = release.spec.milvus
+        uri = ref.uri.removeprefix("file://")
+        if ref.is_lite:  # a local path is relative to the spec's folder, like its sources
+            uri = str((base_dir / uri).resolve())
+            Path(uri).parent.mkdir(parents=True, exist_ok=True)
+        key = (uri, ref.db)
+        if key not in self._gateways:
+            token, user, password = credentials_from_env()
+            opts = self.config.milvus
+            self._gateways[key] = MilvusGateway(
+                uri,
+                ref.db,
+                Credentials(token, user, password),
+                RetryPolicy(opts.retry_attempts, opts.retry_max_wait_seconds, opts.timeout_seconds),
+            )
+        return self._gateways[key]
+
+    def engine(self, release: EmbeddingRelease, base_dir: Path) -> Engine:
+        build = self.config.build
+        settings = Settings(
+            batch_size=build.batch_size,
+            index_timeout=build.index_timeout_seconds,
+            load_timeout=build.load_timeout_seconds,
+        )
+        return Engine(
+            self.gateway(release, base_dir), LocalFiles(base_dir), self.reporter, settings
+        )
+
+    def record_spec(self, path: Path, text: str, release: EmbeddingRelease) -> TrackRecord:
+        """Remember the applied spec; a changed spec is a new generation."""
+        with self.store.lock():
+            record = self.store.load(release.track)
+            if record is None:
+                record = TrackRecord(str(path.resolve()), text, ReleaseStatus(), {}, 1)
+            elif record.spec_text != text or record.spec_path != str(path.resolve()):
+                record.spec_path, record.spec_text = str(path.resolve()), text
+                record.generation += 1
+            self.store.save(release.track, record)
+            return record
+
+    def reconcile_track(self, track: str, wait: bool = True) -> ReconcileResult:
+        """Reconcile a known track until it settles (retrying temporary errors when ``wait``)."""
+        attempts = self.config.reconcile.max_attempts
+        for attempt in range(1, attempts + 1):
+            record = self.store.load(track)
+            assert record is not None, track
+            release = record.release()
+            base_dir = Path(record.spec_path).parent
+            intents = _intents(record.intents)
+            try:
+                result = self.engine(release, base_dir).reconcile(
+                    release, intents, record.status, record.generation
+                )
+            except TemporaryError as exc:  # could not even connect
+                result = ReconcileResult(record.status, False, exc, exc.delay)
+            self._save_result(track, result)
+            if result.done or not wait or attempt == attempts:
+                return result
+            delay = min(result.requeue_after or 1.0, 30.0)
+            self.reporter.event(
+                "Retrying",
+                f"{result.error}; retry {attempt}/{attempts - 1} in {delay:.0f}s",
+                warning=True,
+            )
+            time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _save_result(self, track: str, result: ReconcileResult) -> None:
+        with self.store.lock():
+            record = self.store.load(track)
+            assert record is not None
+            record.status = result.status
+            for name in result.applied:
+                record.intents.pop(name, None)
+            if result.done:
+                # Requests are for now: a stale `promote` must not promote a later release.
+                record.intents.clear()
+            self.store.save(track, record)
+
+
+def _intents(raw: dict[str, Any]) -> Intents:
+    rollback = raw.get("rollback")
+    return Intents(
+        promote=bool(raw.get("promote")),
+        abort=bool(raw.get("abort")),
+        rollback=rollback is not None,
+        rollback_to=(rollback or {}).get("to") if isinstance(rollback, dict) else None,
+    )
+
+
+def read_spec(path: Path) -> tuple[str, EmbeddingRelease]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise SpecError(str(path), [("", "file not found")]) from None
+    except OSError as exc:
+        raise SpecError(str(path), [("", f"cannot read: {exc.strerror}")]) from exc
+    return text, parse_release(text, str(path))

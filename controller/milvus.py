@@ -1,0 +1,309 @@
+"""The Milvus gateway: the only module that imports pymilvus.
+
+It translates pymilvus exceptions into ``controller.errors`` at the boundary (the
+original stays as ``__cause__``), retries transient failures with tenacity, and
+encodes the Milvus behaviour measured in DESIGN.md §6:
+
+* rows are invisible to ``row_count`` until flushed -> ``row_count`` flushes first;
+* validation searches use ``consistency_level="Strong"``;
+* some versions drop a collection that still has an alias (and the alias with it)
+  -> ``drop`` refuses while any alias points at the collection.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+from pymilvus import DataType, MilvusClient, MilvusException
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from controller.errors import MilvusRejected, MilvusUnavailable, NotFound
+from controller.sources.base import VectorBatch
+from controller.spec import FieldSpec
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# pymilvus logs every failed RPC at ERROR with a traceback, even those we expect and
+# handle (a missing alias on first release); our own messages say what matters.
+logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
+# Milvus Lite serves gRPC in-process and logs "Method not implemented" for AllocTimestamp,
+# which pymilvus tries before a Strong search and then does without.
+logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
+
+# Status codes from milvus-proto common.proto / pymilvus ErrorCode that mean "gone".
+_NOT_FOUND_CODES = {100, 4}
+# Codes that mean the server could not be reached or is not ready yet.
+_UNAVAILABLE_CODES = {2, 1, 65535, 503}
+
+_SCALAR_TYPES: dict[str, DataType] = {
+    "VARCHAR": DataType.VARCHAR,
+    "INT64": DataType.INT64,
+    "INT32": DataType.INT32,
+    "INT16": DataType.INT16,
+    "INT8": DataType.INT8,
+    "FLOAT": DataType.FLOAT,
+    "DOUBLE": DataType.DOUBLE,
+    "BOOL": DataType.BOOL,
+    "JSON": DataType.JSON,
+}
+
+ID_FIELD = "id"
+VECTOR_FIELD = "vector"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Kept out of repr so a credential never reaches a log line by accident."""
+
+    token: str = ""
+    user: str = ""
+    password: str = ""
+
+    def __repr__(self) -> str:
+        return "Credentials(<redacted>)"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 5
+    max_wait: float = 30.0
+    timeout: float = 60.0
+
+
+@contextmanager
+def _translated(action: str) -> Iterator[None]:
+    """Turn pymilvus/grpc exceptions into embrel errors that say what to do."""
+    try:
+        yield
+    except MilvusException as exc:
+        code = getattr(exc, "code", None)
+        message = getattr(exc, "message", str(exc))
+        if code in _NOT_FOUND_CODES or "not exist" in message or "not found" in message:
+            raise NotFound(f"{action}: {message}") from exc
+        if (
+            code in _UNAVAILABLE_CODES
+            or "connect" in message.lower()
+            or "unavailable" in message.lower()
+        ):
+            raise MilvusUnavailable(f"{action}: Milvus is unavailable ({message})") from exc
+        raise MilvusRejected(f"{action}: Milvus refused ({message}, code {code})") from exc
+    except (ConnectionError, TimeoutError, OSError) as exc:
+        raise MilvusUnavailable(f"{action}: cannot reach Milvus ({exc})") from exc
+    except Exception as exc:  # grpc.RpcError and friends: pymilvus does not always wrap them
+        if type(exc).__module__.startswith("grpc"):
+            raise MilvusUnavailable(f"{action}: Milvus RPC failed ({exc})") from exc
+        raise
+
+
+class MilvusGateway:
+    """Everything embrel asks of Milvus, in its own vocabulary."""
+
+    def __init__(
+        self,
+        uri: str,
+        db: str = "default",
+        credentials: Credentials | None = None,
+        policy: RetryPolicy | None = None,
+    ) -> None:
+        self.uri = uri
+        self.policy = policy or RetryPolicy()
+        creds = credentials or Credentials()
+        self._retry = retry(
+            retry=retry_if_exception_type(MilvusUnavailable),
+            stop=stop_after_attempt(self.policy.attempts),
+            wait=wait_exponential(multiplier=0.5, max=self.policy.max_wait),
+            reraise=True,
+        )
+        db_name = "" if db == "default" else db
+        with _translated(f"connecting to Milvus at {uri}"):
+            try:
+                self._client = MilvusClient(
+                    uri=uri,
+                    token=creds.token,
+                    user=creds.user,
+                    password=creds.password,
+                    db_name=db_name,
+                    timeout=self.policy.timeout,
+                )
+            except MilvusException:
+                raise
+            except Exception as exc:  # milvus-lite start-up failures arrive as plain exceptions
+                raise MilvusUnavailable(f"cannot open Milvus at {uri}: {exc}") from exc
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _call(self, action: str, fn: Callable[[], T]) -> T:
+        def attempt() -> T:
+            with _translated(action):
+                return fn()
+
+        return self._retry(attempt)()
+
+    # -- collections ---------------------------------------------------------
+
+    def list_collections(self) -> list[str]:
+        return self._call("listing collections", self._client.list_collections)
+
+    def properties(self, name: str) -> dict[str, str]:
+        desc = self._call(f"describing {name}", lambda: self._client.describe_collection(name))
+        return {str(k): str(v) for k, v in (desc.get("properties") or {}).items()}
+
+    def create_collection(
+        self,
+        name: str,
+        dimension: int,
+        fields: Sequence[FieldSpec],
+        properties: Mapping[str, str],
+    ) -> None:
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field(ID_FIELD, DataType.INT64, is_primary=True)
+        schema.add_field(VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=dimension)
+        for f in fields:
+            extra = {"max_length": f.max_length} if f.type == "VARCHAR" else {}
+            schema.add_field(f.name, _SCALAR_TYPES[f.type], **extra)
+        self._call(
+            f"creating collection {name}",
+            lambda: self._client.create_collection(
+                name, schema=schema, properties=dict(properties), consistency_level="Strong"
+            ),
+        )
+
+    def set_properties(self, name: str, properties: Mapping[str, str]) -> None:
+        # Never drop properties: drop_collection_properties fails on 2.3.5 when none exist.
+        self._call(
+            f"updating properties of {name}",
+            lambda: self._client.alter_collection_properties(name, properties=dict(properties)),
+        )
+
+    def drop(self, name: str) -> None:
+        """Drop a collection; refused while an alias points at it (DESIGN.md §6)."""
+        if aliases := self.aliases_of(name):
+            raise MilvusRejected(f"refusing to drop {name}: aliases {aliases} point at it")
+        self._call(f"dropping {name}", lambda: self._client.drop_collection(name))
+
+    # -- data ----------------------------------------------------------------
+
+    def insert(self, name: str, batch: VectorBatch) -> None:
+        ids = batch.ids.tolist()
+        rows: list[dict[str, Any]] = [
+            {ID_FIELD: ids[i], VECTOR_FIELD: batch.vectors[i]} for i in range(len(ids))
+        ]
+        for field, values in batch.fields.items():
+            for row, value in zip(rows, values, strict=True):
+                row[field] = value
+        self._call(f"inserting into {name}", lambda: self._client.insert(name, rows))
+
+    def row_count(self, name: str) -> int:
+        """Rows in the collection, after a flush so that recent inserts are counted."""
+        self._call(f"flushing {name}", lambda: self._client.flush(name))
+        stats = self._call(
+            f"counting rows of {name}", lambda: self._client.get_collection_stats(name)
+        )
+        return int(stats["row_count"])
+
+    def vectors_by_id(self, name: str, ids: Sequence[int]) -> dict[int, np.ndarray]:
+        rows = self._call(
+            f"reading vectors from {name}",
+            lambda: self._client.get(name, ids=list(ids), output_fields=[VECTOR_FIELD]),
+        )
+        return {int(r[ID_FIELD]): np.asarray(r[VECTOR_FIELD], dtype=np.float32) for r in rows}
+
+    # -- index and load ------------------------------------------------------
+
+    def ensure_index(
+        self, name: str, index_type: str, metric: str, params: Mapping[str, Any]
+    ) -> None:
+        if self._call(f"listing indexes of {name}", lambda: self._client.list_indexes(name)):
+            return
+        index = self._client.prepare_index_params()
+        index.add_index(
+            field_name=VECTOR_FIELD, index_type=index_type, metric_type=metric, params=dict(params)
+        )
+        self._call(f"creating index on {name}", lambda: self._client.create_index(name, index))
+
+    def index_progress(self, name: str) -> tuple[int, int] | None:
+        """(indexed rows, total rows) of the vector index, or None when there is none."""
+        indexes = self._call(f"listing indexes of {name}", lambda: self._client.list_indexes(name))
+        if not indexes:
+            return None
+        info = self._call(
+            f"describing index of {name}", lambda: self._client.describe_index(name, indexes[0])
+        )
+        return int(info.get("indexed_rows", 0)), int(info.get("total_rows", 0))
+
+    def is_loaded(self, name: str) -> bool:
+        state = self._call(
+            f"reading load state of {name}", lambda: self._client.get_load_state(name)
+        )
+        return str(state.get("state")).endswith("Loaded") and "Not" not in str(state.get("state"))
+
+    def load(self, name: str) -> None:
+        self._call(f"loading {name}", lambda: self._client.load_collection(name))
+
+    def release(self, name: str) -> None:
+        self._call(f"releasing {name}", lambda: self._client.release_collection(name))
+
+    # -- aliases -------------------------------------------------------------
+
+    def alias_target(self, alias: str) -> str | None:
+        try:
+            desc = self._call(
+                f"describing alias {alias}", lambda: self._client.describe_alias(alias)
+            )
+        except NotFound:
+            return None
+        return str(desc["collection_name"]) if desc else None
+
+    def aliases_of(self, name: str) -> list[str]:
+        desc = self._call(f"listing aliases of {name}", lambda: self._client.list_aliases(name))
+        return [str(a) for a in desc.get("aliases", [])]
+
+    def point_alias(self, alias: str, collection: str) -> None:
+        """Create the alias or move it: one atomic call either way."""
+        if self.alias_target(alias) is None:
+            self._call(
+                f"creating alias {alias}", lambda: self._client.create_alias(collection, alias)
+            )
+        else:
+            self._call(f"moving alias {alias}", lambda: self._client.alter_alias(collection, alias))
+
+    # -- search --------------------------------------------------------------
+
+    def search_ids(
+        self, target: str, queries: np.ndarray, k: int, params: Mapping[str, Any]
+    ) -> np.ndarray:
+        """Top-k ids per query with Strong consistency, padded with -1; shape (nq, k)."""
+        result = self._call(
+            f"searching {target}",
+            lambda: self._client.search(
+                target,
+                data=[q for q in np.asarray(queries, dtype=np.float32)],
+                limit=k,
+                output_fields=[ID_FIELD],
+                search_params={"params": dict(params)},
+                consistency_level="Strong",
+            ),
+        )
+        out = np.full((len(queries), k), -1, dtype=np.int64)
+        for row, hits in enumerate(result):
+            ids = [int(h["id"]) for h in hits][:k]
+            out[row, : len(ids)] = ids
+        return out
+
+    def wait_until(
+        self, what: str, done: Callable[[], bool], timeout: float, poll: float = 0.5
+    ) -> None:
+        """Poll ``done`` until true; MilvusUnavailable names ``what`` when time runs out."""
+        deadline = time.monotonic() + timeout
+        while not done():
+            if time.monotonic() > deadline:
+                raise MilvusUnavailable(f"timed out after {timeout:.0f}s waiting for {what}")
+            time.sleep(poll)

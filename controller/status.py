@@ -1,0 +1,186 @@
+"""Phases, conditions and reasons: the status of a release, computed in one place.
+
+Conditions follow the Kubernetes API conventions so that kstatus (Flux) and Argo CD
+can read them: ``Ready``, ``Reconciling`` and ``Stalled``, each with a CamelCase
+reason, a message, ``observedGeneration`` and a ``lastTransitionTime`` that only
+moves when the condition's status changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    BUILDING = "Building"
+    INDEXING = "Indexing"
+    VALIDATING = "Validating"
+    AWAITING_PROMOTION = "AwaitingPromotion"
+    PROMOTING = "Promoting"
+    LIVE = "Live"
+    FAILED = "Failed"
+    ROLLED_BACK = "RolledBack"
+
+
+class Reason(StrEnum):
+    """Every reason embrel writes into a condition or event."""
+
+    LIVE = "Live"
+    BUILDING = "Building"
+    INDEXING = "Indexing"
+    LOADING = "Loading"
+    VALIDATING = "Validating"
+    AWAITING_PROMOTION = "AwaitingPromotion"
+    PROMOTING = "Promoting"
+    PROMOTED = "Promoted"
+    ROLLED_BACK = "RolledBack"
+    VALIDATION_FAILED = "ValidationFailed"
+    ABORTED = "Aborted"
+    INVALID_SOURCE = "InvalidSource"
+    VERSION_CONFLICT = "VersionConflict"
+    ALIAS_CONFLICT = "AliasConflict"
+    NO_ROLLBACK_TARGET = "NoRollbackTarget"
+    MILVUS_UNAVAILABLE = "MilvusUnavailable"
+    MILVUS_REJECTED = "MilvusRejected"
+    RETENTION = "Retention"
+
+
+# Phases in which the controller is still working towards the spec.
+IN_PROGRESS = {
+    Phase.PENDING,
+    Phase.BUILDING,
+    Phase.INDEXING,
+    Phase.VALIDATING,
+    Phase.PROMOTING,
+}
+# Phases that wait for a person (promote, abort, a new spec).
+NEEDS_HUMAN = {Phase.FAILED, Phase.ROLLED_BACK}
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: str
+    status: str  # "True" | "False" | "Unknown"
+    reason: str
+    message: str
+    observed_generation: int
+    last_transition_time: str
+
+
+@dataclass(frozen=True)
+class Check:
+    """One validation gate's outcome."""
+
+    name: str
+    value: float
+    threshold: float
+    passed: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    version: str
+    collection: str
+    outcome: str  # Live | Retired | RolledBack | Failed | Aborted | Dropped
+    promoted_at: str | None = None
+    retired_at: str | None = None
+
+
+@dataclass
+class ReleaseStatus:
+    phase: Phase = Phase.PENDING
+    message: str = ""
+    observed_generation: int = 0
+    spec_hash: str = ""
+    conditions: list[Condition] = field(default_factory=list)
+    live: dict[str, Any] | None = None
+    candidate: dict[str, Any] | None = None
+    validation: dict[str, Any] | None = None
+    history: list[HistoryEntry] = field(default_factory=list)
+
+    def condition(self, type_: str) -> Condition | None:
+        return next((c for c in self.conditions if c.type == type_), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """camelCase, as it appears in a CR's status or `embrel status -o json`."""
+        out: dict[str, Any] = _camel(asdict(self))
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ReleaseStatus:
+        d = _snake(data)
+        return cls(
+            phase=Phase(d.get("phase", Phase.PENDING)),
+            message=d.get("message", ""),
+            observed_generation=d.get("observed_generation", 0),
+            spec_hash=d.get("spec_hash", ""),
+            conditions=[Condition(**c) for c in d.get("conditions", [])],
+            live=d.get("live"),
+            candidate=d.get("candidate"),
+            validation=d.get("validation"),
+            history=[HistoryEntry(**h) for h in d.get("history", [])],
+        )
+
+
+def conditions_for(
+    phase: Phase,
+    reason: str,
+    message: str,
+    generation: int,
+    now: str,
+    previous: list[Condition],
+) -> list[Condition]:
+    """Ready / Reconciling / Stalled for a phase, keeping unchanged transition times."""
+    ready = phase == Phase.LIVE
+    wanted = [
+        ("Ready", ready),
+        ("Reconciling", phase in IN_PROGRESS),
+        ("Stalled", phase in NEEDS_HUMAN),
+    ]
+    by_type = {c.type: c for c in previous}
+    out = []
+    for type_, truth in wanted:
+        status = "True" if truth else "False"
+        old = by_type.get(type_)
+        since = old.last_transition_time if old and old.status == status else now
+        out.append(Condition(type_, status, reason, message, generation, since))
+    return out
+
+
+def with_phase(
+    status: ReleaseStatus, phase: Phase, reason: str, message: str, now: str
+) -> ReleaseStatus:
+    """A copy of ``status`` in ``phase``, with conditions recomputed."""
+    conds = conditions_for(
+        phase, reason, message, status.observed_generation, now, status.conditions
+    )
+    return replace(status, phase=phase, message=message, conditions=conds)
+
+
+def _camel(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {_to_camel(k): _camel(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_camel(v) for v in value]
+    return value
+
+
+def _snake(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {_to_snake(k): _snake(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_snake(v) for v in value]
+    return value
+
+
+def _to_camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(p.title() for p in rest)
+
+
+def _to_snake(name: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name)
