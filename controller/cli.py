@@ -208,22 +208,34 @@ def cmd_request(args: argparse.Namespace, config: ControllerConfig) -> int:
     try:
         with controller_lock(config.state_dir):
             result = controller.reconcile_track(track)
-            status = result.status
+        status, applied = result.status, set(result.applied)
     except ControllerBusy as busy:
         print(f"Handed to the running controller (pid {busy.pid}); waiting for it to act...")
-        status, result = _wait_for_handoff(store, track, args.intent), None
+        status, handed = _wait_for_handoff(store, track, args.intent)
+        applied = set(handed)
+        result = None
     finally:
         controller.close()
-    return report_outcome(status, result)
+    if args.intent == "promote":
+        return report_outcome(status, result)
+    live = status.live or {}
+    if args.intent in applied:
+        done = "Rolled back" if args.intent == "rollback" else "Aborted"
+        print(f"{done}: alias -> {live.get('collection')} (version {live.get('version')})")
+        return EXIT_OK
+    print(f"Nothing to {args.intent}: {status.phase}: {status.message}")
+    return EXIT_FAILED
 
 
-def _wait_for_handoff(store: StateStore, track: str, intent: str) -> ReleaseStatus:
+def _wait_for_handoff(
+    store: StateStore, track: str, intent: str
+) -> tuple[ReleaseStatus, list[str]]:
     deadline = time.monotonic() + HANDOFF_TIMEOUT
     while time.monotonic() < deadline:
         record = store.load(track)
         assert record is not None
         if intent not in record.intents:
-            return record.status
+            return record.status, record.applied
         time.sleep(0.5)
     raise TemporaryError(
         f"the running controller did not act on {intent} within {HANDOFF_TIMEOUT:.0f}s"

@@ -274,6 +274,14 @@ def _decide_rollback(release: EmbeddingRelease, obs: Observation, intents: Inten
             f"(kept: {[c.version for c in rollback_targets(release, obs)] or 'none'})",
         )
     target = kept[0]
+    if not target.loaded:  # keepLoaded was exceeded, or Milvus Lite restarted
+        return Step(
+            "load",
+            target.name,
+            Phase.PROMOTING,
+            Reason.LOADING,
+            f"loading {target.version} to roll back",
+        )
     return Step(
         "flip",
         target.name,

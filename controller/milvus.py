@@ -36,6 +36,8 @@ logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
 # Milvus Lite serves gRPC in-process and logs "Method not implemented" for AllocTimestamp,
 # which pymilvus tries before a Strong search and then does without.
 logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
+# milvus-lite logs a traceback when its folder is locked; we raise a clearer error.
+logging.getLogger("milvus_lite").setLevel(logging.CRITICAL)
 
 # Status codes from milvus-proto common.proto / pymilvus ErrorCode that mean "gone".
 _NOT_FOUND_CODES = {100, 4}
@@ -121,10 +123,12 @@ class MilvusGateway:
             wait=wait_exponential(multiplier=0.5, max=self.policy.max_wait),
             reraise=True,
         )
-        db_name = "" if db == "default" else db
-        with _translated(f"connecting to Milvus at {uri}"):
-            try:
-                self._client = MilvusClient(
+        self._client = self._connect(uri, "" if db == "default" else db, creds)
+
+    def _connect(self, uri: str, db_name: str, creds: Credentials) -> MilvusClient:
+        try:
+            with _translated(f"connecting to Milvus at {uri}"):
+                return MilvusClient(
                     uri=uri,
                     token=creds.token,
                     user=creds.user,
@@ -132,10 +136,14 @@ class MilvusGateway:
                     db_name=db_name,
                     timeout=self.policy.timeout,
                 )
-            except MilvusException:
+        except MilvusUnavailable as exc:
+            if "://" in uri:
                 raise
-            except Exception as exc:  # milvus-lite start-up failures arrive as plain exceptions
-                raise MilvusUnavailable(f"cannot open Milvus at {uri}: {exc}") from exc
+            # Milvus Lite locks its data folder to one process (DESIGN.md §6).
+            raise MilvusUnavailable(
+                f"cannot open the Milvus Lite database {uri}: another process may hold it "
+                "(is `embrel run --watch` running on it?) or it is damaged"
+            ) from exc
 
     def close(self) -> None:
         self._client.close()

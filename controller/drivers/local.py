@@ -21,7 +21,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -44,6 +44,7 @@ class TrackRecord:
     status: ReleaseStatus
     intents: dict[str, Any]
     generation: int = 0
+    applied: list[str] = field(default_factory=list)  # requests the last pass carried out
 
     def release(self) -> EmbeddingRelease:
         return parse_release(self.spec_text, self.spec_path)
@@ -68,6 +69,7 @@ class StateStore:
             status=ReleaseStatus.from_dict(data.get("status", {})),
             intents=data.get("intents", {}),
             generation=data.get("generation", 0),
+            applied=data.get("applied", []),
         )
 
     def save(self, track: str, record: TrackRecord) -> None:
@@ -83,6 +85,7 @@ class StateStore:
                     "generation": record.generation,
                     "status": record.status.to_dict(),
                     "intents": record.intents,
+                    "applied": record.applied,
                 },
                 indent=2,
             )
@@ -255,6 +258,7 @@ class LocalController:
             record = self.store.load(track)
             assert record is not None
             record.status = result.status
+            record.applied = sorted(result.applied)
             for name in result.applied:
                 record.intents.pop(name, None)
             if result.done:

@@ -1,0 +1,43 @@
+# Two entry points from a fresh clone:
+#   make run    create .venv, install embrel, run the demo release on Milvus Lite
+#   make test   install the test tools and the real Milvus server, lint, type-check, run the suite
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+
+.PHONY: run test lint unit benchmarks clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+	$(PIP) install -e .
+	@touch $@
+
+# milvus==2.3.5 ships the real Milvus standalone binary (`milvus-server`); the
+# suite starts it once per session (tests/support/milvus_server.py).
+$(VENV)/.test-installed: $(VENV)/.installed
+	$(PIP) install -e '.[test]'
+	$(PIP) install 'milvus==2.3.5'
+	@touch $@
+
+run: $(VENV)/.installed
+	$(VENV)/bin/embrel demo
+
+lint: $(VENV)/.test-installed
+	$(VENV)/bin/ruff check controller tests benchmarks examples
+	$(VENV)/bin/ruff format --check controller tests benchmarks examples
+	$(VENV)/bin/mypy controller
+	$(VENV)/bin/lint-imports
+
+test: lint
+	$(PY) -m pytest
+
+unit: $(VENV)/.test-installed
+	$(PY) -m pytest tests/unit
+
+benchmarks: $(VENV)/.test-installed
+	$(PY) -m benchmarks.run_all
+
+clean:
+	rm -rf $(VENV) .demo .embrel .mypy_cache .ruff_cache .pytest_cache
