@@ -465,6 +465,7 @@ class Engine:
                 P_CREATED_AT: now,
             },
         )
+        self.reporter.event(Reason.BUILDING, f"created {step.target}; inserting {rows} rows")
         try:
             loaded = self._insert_all(release, source, step.target, rows)
         except SourceError:

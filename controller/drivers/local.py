@@ -26,13 +26,13 @@ from pathlib import Path
 from typing import IO, Any
 
 from controller.config import ControllerConfig, credentials_from_env
-from controller.engine import Engine, Intents, ReconcileResult, Settings
+from controller.engine import Engine, Intents, ReconcileResult, Settings, utc_now
 from controller.errors import EmbrelError, SpecError, TemporaryError
 from controller.milvus import Credentials, MilvusGateway, RetryPolicy
 from controller.ports import Reporter
 from controller.sources import LocalFiles
 from controller.spec import EmbeddingRelease, parse_release
-from controller.status import ReleaseStatus
+from controller.status import Reason, ReleaseStatus, with_phase
 
 
 @dataclass
@@ -240,7 +240,10 @@ class LocalController:
                     release, intents, record.status, record.generation
                 )
             except TemporaryError as exc:  # could not even connect
-                result = ReconcileResult(record.status, False, exc, exc.delay)
+                status = with_phase(
+                    record.status, record.status.phase, Reason.MILVUS_UNAVAILABLE, str(exc), utc_now()
+                )
+                result = ReconcileResult(status, False, exc, exc.delay)
             self._save_result(track, result)
             if result.done or not wait or attempt == attempts:
                 return result
