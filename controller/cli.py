@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -34,6 +35,34 @@ from controller.status import Phase, ReleaseStatus
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_WAITING, EXIT_UNAVAILABLE = 0, 1, 2, 3, 4
 HANDOFF_TIMEOUT = 600.0
+EVENTS = logging.getLogger("controller.events")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log pipelines."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps(
+            {
+                "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+                "level": record.levelname,
+                "logger": record.name,
+                "message": record.getMessage(),
+                **({"reason": record.reason} if hasattr(record, "reason") else {}),
+            }
+        )
+
+
+def setup_logging(config: ControllerConfig) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if config.log.format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("controller")
+    root.handlers[:] = [handler]
+    root.setLevel(config.log.level)
+    root.propagate = False
 
 
 class ConsoleReporter:
@@ -44,7 +73,8 @@ class ConsoleReporter:
         self.quiet = quiet
 
     def event(self, reason: str, message: str, warning: bool = False) -> None:
-        logging.getLogger("embrel.events").debug("%s: %s", reason, message)
+        level = logging.WARNING if warning else logging.INFO
+        EVENTS.log(level, message, extra={"reason": reason})
         if not self.quiet:
             mark = "!" if warning else "-"
             print(f"{self.indent}{mark} {message}", flush=True)
@@ -64,12 +94,11 @@ class ConsoleReporter:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         config = load_config(args.config)
         if args.state_dir is not None:
             config = config.model_copy(update={"state_dir": args.state_dir})
-        logging.getLogger("controller").setLevel(config.log.level)
+        setup_logging(config)
         code: int = args.handler(args, config)
         return code
     except SpecError as exc:
@@ -85,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
         return 130
 
 
@@ -153,6 +183,9 @@ def cmd_apply(args: argparse.Namespace, config: ControllerConfig) -> int:
 def cmd_run(args: argparse.Namespace, config: ControllerConfig) -> int:
     from controller.drivers.watch import watch_folder
 
+    # Stop on SIGTERM (systemd, kubectl delete) as on Ctrl-C: between passes, locks released.
+    signal.signal(signal.SIGTERM, _interrupt)
+
     if not args.watch.is_dir():
         raise SpecError(str(args.watch), [("", "not a folder")])
     controller = LocalController(config, ConsoleReporter())
@@ -162,6 +195,10 @@ def cmd_run(args: argparse.Namespace, config: ControllerConfig) -> int:
     finally:
         controller.close()
     return EXIT_OK
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def cmd_status(args: argparse.Namespace, config: ControllerConfig) -> int:

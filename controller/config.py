@@ -45,7 +45,7 @@ class ReconcileOptions(_Section):
 
 
 class LogOptions(_Section):
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
     format: Literal["text", "json"] = "text"
 
 

@@ -41,14 +41,18 @@ def _doc(backend: Backend, source: Path, **changes: object) -> str:
     return json.dumps(doc)  # JSON is YAML
 
 
-def test_malformed_yaml(tmp_path: Path, backend: Backend, corpus: Corpus, live_v1: dict[str, object]) -> None:
+def test_malformed_yaml(
+    tmp_path: Path, backend: Backend, corpus: Corpus, live_v1: dict[str, object]
+) -> None:
     code, out = _apply(tmp_path, "apiVersion: embrel.dev/v1alpha1\nspec: {alias: [\n")
     assert code == 2
     assert "bad.yaml" in out and "malformed YAML (line" in out
     assert _holdings(backend) == live_v1
 
 
-def test_unknown_field_and_invalid_alias(tmp_path: Path, backend: Backend, corpus: Corpus, live_v1: dict[str, object]) -> None:
+def test_unknown_field_and_invalid_alias(
+    tmp_path: Path, backend: Backend, corpus: Corpus, live_v1: dict[str, object]
+) -> None:
     code, out = _apply(tmp_path, _doc(backend, corpus.path("v2"), colection={"dimension": 3}))
     assert code == 2 and "spec.colection: unknown field" in out
     code, out = _apply(tmp_path, _doc(backend, corpus.path("v2"), alias="bad-alias!"))
@@ -56,7 +60,9 @@ def test_unknown_field_and_invalid_alias(tmp_path: Path, backend: Backend, corpu
     assert _holdings(backend) == live_v1
 
 
-def test_wrong_dimension(tmp_path: Path, backend: Backend, corpus: Corpus, live_v1: dict[str, object]) -> None:
+def test_wrong_dimension(
+    tmp_path: Path, backend: Backend, corpus: Corpus, live_v1: dict[str, object]
+) -> None:
     wide = write_vectors(tmp_path / "wide.parquet", np.arange(10), np.ones((10, 48), np.float32))
     code, out = _apply(tmp_path, _doc(backend, wide))
     assert code == 1
@@ -64,7 +70,9 @@ def test_wrong_dimension(tmp_path: Path, backend: Backend, corpus: Corpus, live_
     assert _holdings(backend) == live_v1
 
 
-def test_nan_vectors(tmp_path: Path, backend: Backend, corpus: Corpus, live_v1: dict[str, object]) -> None:
+def test_nan_vectors(
+    tmp_path: Path, backend: Backend, corpus: Corpus, live_v1: dict[str, object]
+) -> None:
     vectors = corpus.vectors["v2"].copy()
     vectors[1234, 5] = np.nan
     bad = write_vectors(tmp_path / "nan.parquet", corpus.ids, vectors)
@@ -74,7 +82,9 @@ def test_nan_vectors(tmp_path: Path, backend: Backend, corpus: Corpus, live_v1: 
     assert _holdings(backend) == live_v1
 
 
-def test_duplicate_ids(tmp_path: Path, backend: Backend, corpus: Corpus, live_v1: dict[str, object]) -> None:
+def test_duplicate_ids(
+    tmp_path: Path, backend: Backend, corpus: Corpus, live_v1: dict[str, object]
+) -> None:
     ids = corpus.ids.copy()
     ids[1500] = 7
     bad = write_vectors(tmp_path / "dupes.parquet", ids, corpus.vectors["v2"])
@@ -84,7 +94,9 @@ def test_duplicate_ids(tmp_path: Path, backend: Backend, corpus: Corpus, live_v1
     assert _holdings(backend) == live_v1
 
 
-def test_missing_file(tmp_path: Path, backend: Backend, corpus: Corpus, live_v1: dict[str, object]) -> None:
+def test_missing_file(
+    tmp_path: Path, backend: Backend, corpus: Corpus, live_v1: dict[str, object]
+) -> None:
     code, out = _apply(tmp_path, _doc(backend, tmp_path / "nowhere.parquet"))
     assert code == 1 and "nowhere.parquet" in out
     r = embrel("apply", "-f", str(tmp_path / "no-such-release.yaml"), cwd=tmp_path)
@@ -94,10 +106,21 @@ def test_missing_file(tmp_path: Path, backend: Backend, corpus: Corpus, live_v1:
 
 def test_unreachable_milvus(tmp_path: Path, corpus: Corpus) -> None:
     config = tmp_path / "config.yaml"
-    config.write_text("milvus: {timeoutSeconds: 2, retryAttempts: 1}\nreconcile: {maxAttempts: 1}\n")
+    config.write_text(
+        "milvus: {timeoutSeconds: 2, retryAttempts: 1}\nreconcile: {maxAttempts: 1}\n"
+    )
     doc = release_yaml(Backend("server", "http://127.0.0.1:1", "products"), "v1", corpus.path("v1"))
     spec = write_release(tmp_path / "r.yaml", doc)
-    r = embrel("--config", str(config), "--state-dir", str(tmp_path / "s"), "apply", "-f", str(spec), cwd=tmp_path)
+    r = embrel(
+        "--config",
+        str(config),
+        "--state-dir",
+        str(tmp_path / "s"),
+        "apply",
+        "-f",
+        str(spec),
+        cwd=tmp_path,
+    )
     assert r.returncode == 4, r.stdout + r.stderr
     assert "127.0.0.1:1" in r.stdout + r.stderr
     assert "Traceback" not in r.stderr

@@ -21,7 +21,15 @@ from controller.drivers.local import LocalController
 from controller.ports import Advance
 from controller.spec import parse_release
 from controller.status import Phase
-from tests.conftest import REPO, Backend, release_yaml, unit_vectors, write_golden, write_release, write_vectors
+from tests.conftest import (
+    REPO,
+    Backend,
+    release_yaml,
+    unit_vectors,
+    write_golden,
+    write_release,
+    write_vectors,
+)
 
 N, DIM = 3000, 32
 RANGES = {"v1": 0, "v2": 1_000_000, "v3": 2_000_000}  # each version's ids live in their own range
@@ -45,7 +53,9 @@ def version_of(ids: list[int]) -> str:
 
 
 @contextmanager
-def readers(uri: str, alias: str, query: np.ndarray, threads: int = 3) -> Iterator[dict[str, object]]:
+def readers(
+    uri: str, alias: str, query: np.ndarray, threads: int = 3
+) -> Iterator[dict[str, object]]:
     """Search through the alias continuously from several clients until the block ends."""
     stop = threading.Event()
     seen: Counter[str] = Counter()
@@ -59,7 +69,9 @@ def readers(uri: str, alias: str, query: np.ndarray, threads: int = 3) -> Iterat
             while not stop.is_set():
                 for attempt in (1, 2):
                     try:
-                        hits = client.search(alias, data=[query.tolist()], limit=5, output_fields=["id"])
+                        hits = client.search(
+                            alias, data=[query.tolist()], limit=5, output_fields=["id"]
+                        )
                         version = version_of([int(h["id"]) for h in hits[0]])
                         with lock:
                             seen[version] += 1
@@ -86,7 +98,9 @@ def readers(uri: str, alias: str, query: np.ndarray, threads: int = 3) -> Iterat
             w.join(timeout=30)
 
 
-def test_zero_failed_searches_through_cutover_and_rollback(tmp_path: Path, backend: Backend) -> None:
+def test_zero_failed_searches_through_cutover_and_rollback(
+    tmp_path: Path, backend: Backend
+) -> None:
     rng = np.random.default_rng(3)
     base = unit_vectors(rng, N, DIM)
     specs = {}
@@ -116,7 +130,9 @@ def test_zero_failed_searches_through_cutover_and_rollback(tmp_path: Path, backe
             time.sleep(0.5)
             assert apply("v3") == Phase.FAILED  # built and validated while readers run
             time.sleep(0.5)
-            controller.store.update_intents(track, lambda i: i.__setitem__("rollback", {"to": "v1"}))
+            controller.store.update_intents(
+                track, lambda i: i.__setitem__("rollback", {"to": "v1"})
+            )
             controller.reconcile_track(track)
             time.sleep(0.5)
         assert check.describe_alias(backend.alias)["collection_name"] == f"{backend.alias}__v1"
@@ -141,8 +157,12 @@ def crash_specs(tmp_path: Path, backend: Backend) -> dict[str, Path]:
     specs = {}
     for version in ("v1", "v2"):
         rows = 2000 if version == "v1" else CRASH_ROWS
-        source = write_vectors(tmp_path / f"{version}.parquet", np.arange(rows), unit_vectors(rng, rows, DIM))
-        specs[version] = write_release(tmp_path / f"{version}.yaml", release_yaml(backend, version, source))
+        source = write_vectors(
+            tmp_path / f"{version}.parquet", np.arange(rows), unit_vectors(rng, rows, DIM)
+        )
+        specs[version] = write_release(
+            tmp_path / f"{version}.yaml", release_yaml(backend, version, source)
+        )
     config = ControllerConfig(
         state_dir=tmp_path / "state",
         build=BuildOptions(batch_size=1000),
@@ -183,7 +203,16 @@ def test_killed_apply_resumes_and_never_exposes_incomplete(
 ) -> None:
     def apply(version: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "controller.cli", "--config", str(crash_specs["config"]), "apply", "-f", str(crash_specs[version])],
+            [
+                sys.executable,
+                "-m",
+                "controller.cli",
+                "--config",
+                str(crash_specs["config"]),
+                "apply",
+                "-f",
+                str(crash_specs[version]),
+            ],
             cwd=REPO,
             capture_output=True,
             text=True,
@@ -193,7 +222,9 @@ def test_killed_apply_resumes_and_never_exposes_incomplete(
     assert apply("v1").returncode == 0
     _apply_and_kill(crash_specs["v2"], crash_specs["config"], marker, delay)
     held = backend.inspect()
-    assert held["alias_target"] == f"{backend.alias}__v1", "the alias moved onto an incomplete build"
+    assert held["alias_target"] == f"{backend.alias}__v1", (
+        "the alias moved onto an incomplete build"
+    )
 
     r = apply("v2")
     assert r.returncode == 0, r.stdout + r.stderr
