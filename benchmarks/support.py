@@ -139,6 +139,15 @@ class TimedReporter:
     def between(self, start: str, end: str) -> float:
         return self.at(end) - self.at(start)
 
+    def span(self, fragment: str) -> float:
+        """From the first event containing ``fragment`` to the next event; 0 when absent
+        (Milvus Lite, for one, needs no load step after indexing)."""
+        stamps = [stamp for stamp, _, _ in self.events]
+        for i, (_, _, message) in enumerate(self.events[:-1]):
+            if fragment in message:
+                return stamps[i + 1] - stamps[i]
+        return 0.0
+
 
 def _ignore(rows: int) -> None:
     return None
@@ -248,7 +257,9 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """A Markdown table, readable on a terminal and pasteable into docs/benchmarks.md."""
     cells = [[str(h) for h in headers], *[[str(c) for c in r] for r in rows]]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in cells]
+    lines = [
+        "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in cells
+    ]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
     return "\n".join(lines)
 

@@ -241,7 +241,11 @@ class LocalController:
                 )
             except TemporaryError as exc:  # could not even connect
                 status = with_phase(
-                    record.status, record.status.phase, Reason.MILVUS_UNAVAILABLE, str(exc), utc_now()
+                    record.status,
+                    record.status.phase,
+                    Reason.MILVUS_UNAVAILABLE,
+                    str(exc),
+                    utc_now(),
                 )
                 result = ReconcileResult(status, False, exc, exc.delay)
             self._save_result(track, result)

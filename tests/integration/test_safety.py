@@ -76,7 +76,7 @@ def readers(
                         with lock:
                             seen[version] += 1
                         break
-                    except Exception as exc:  # noqa: BLE001 - every failure is counted
+                    except Exception as exc:  # every failure is counted
                         if attempt == 1 and any(t in str(exc) for t in TRANSIENT):
                             retried["transient"] += 1
                             continue
