@@ -193,6 +193,13 @@ class LocalController:
             Path(uri).parent.mkdir(parents=True, exist_ok=True)
         key = (uri, ref.db)
         if key not in self._gateways:
+            if ref.secret_ref:
+                self.reporter.event(
+                    "CredentialsFromEnvironment",
+                    f"milvus.secretRef {ref.secret_ref!r} is read by the Kubernetes driver only; "
+                    "the local driver takes credentials from EMBREL_MILVUS_* variables",
+                    warning=True,
+                )
             token, user, password = credentials_from_env()
             opts = self.config.milvus
             self._gateways[key] = MilvusGateway(
