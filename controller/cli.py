@@ -48,7 +48,7 @@ class JsonFormatter(logging.Formatter):
                 "level": record.levelname,
                 "logger": record.name,
                 "message": record.getMessage(),
-                **({"reason": record.reason} if hasattr(record, "reason") else {}),
+                **{k: getattr(record, k) for k in ("reason", "warning") if hasattr(record, k)},
             }
         )
 
@@ -73,8 +73,8 @@ class ConsoleReporter:
         self.quiet = quiet
 
     def event(self, reason: str, message: str, warning: bool = False) -> None:
-        level = logging.WARNING if warning else logging.INFO
-        EVENTS.log(level, message, extra={"reason": reason})
+        # Logged at INFO whatever the outcome: stdout already shows them to a person.
+        EVENTS.info(message, extra={"reason": reason, "warning": warning})
         if not self.quiet:
             mark = "!" if warning else "-"
             print(f"{self.indent}{mark} {message}", flush=True)

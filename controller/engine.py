@@ -139,6 +139,16 @@ class Step:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def _without(intents: Intents, applied: set[str]) -> Intents:
+    """Each request acts once: drop those already carried out in this pass."""
+    return replace(
+        intents,
+        promote=intents.promote and "promote" not in applied,
+        abort=intents.abort and "abort" not in applied,
+        rollback=intents.rollback and "rollback" not in applied,
+    )
+
+
 def _done(phase: Phase, reason: Reason, message: str) -> Step:
     return Step("done", phase=phase, reason=reason, message=message, terminal=True)
 
@@ -181,6 +191,10 @@ def decide(release: EmbeddingRelease, obs: Observation, intents: Intents) -> Ste
         return rollback
     if live == desired and cand is not None:
         return _decide_live(release, obs, cand)
+    if cand and cand.get(P_ABORTED_AT) != UNSET:
+        return _finish_stopped(cand, Reason.ABORTED, f"release of {spec.version} was aborted")
+    if intents.abort:
+        return Step("abort", desired, Phase.FAILED, Reason.ABORTED, "aborting")
     if cand is None:
         return Step("build", desired, Phase.BUILDING, Reason.BUILDING, "building the candidate")
     if not cand.complete:
@@ -191,10 +205,6 @@ def decide(release: EmbeddingRelease, obs: Observation, intents: Intents) -> Ste
             Reason.BUILDING,
             "discarding an incomplete candidate left by an interrupted build",
         )
-    if cand.get(P_ABORTED_AT) != UNSET:
-        return _finish_stopped(cand, Reason.ABORTED, f"release of {spec.version} was aborted")
-    if intents.abort:
-        return Step("abort", desired, Phase.FAILED, Reason.ABORTED, "aborting")
     if cand.get(P_VALIDATION) == "failed":
         return _finish_stopped(cand, Reason.VALIDATION_FAILED, _failed_message(cand))
     if not cand.indexed:
@@ -224,7 +234,9 @@ def decide(release: EmbeddingRelease, obs: Observation, intents: Intents) -> Ste
 
 
 def _finish_stopped(cand: CollectionState, reason: Reason, message: str) -> Step:
-    if cand.loaded:  # free the memory of a candidate that will never serve
+    # Free the memory of a candidate that will never serve. Milvus Lite reports a
+    # collection without an index as loaded, though nothing was ever loaded.
+    if cand.loaded and cand.index is not None:
         return Step(
             "release", cand.name, Phase.FAILED, reason, f"releasing {cand.name}: it will not serve"
         )
@@ -395,25 +407,32 @@ class Engine:
     def reconcile(
         self,
         release: EmbeddingRelease,
-        intents: Intents = Intents(),
+        intents: Intents | Callable[[], Intents] = Intents(),
         previous: ReleaseStatus | None = None,
         generation: int = 0,
     ) -> ReconcileResult:
-        """Run steps until the release is settled, or an error stops the pass."""
+        """Run steps until the release is settled, or an error stops the pass.
+
+        ``intents`` may be a callable, read again before every step, so that an abort
+        requested while a long step runs stops the release before its flip.
+        """
         status = replace(previous or ReleaseStatus(), observed_generation=generation)
         status.spec_hash = release.spec_hash()
         applied: set[str] = set()
         try:
+            previous_step: tuple[str, str] | None = None
             for _ in range(MAX_STEPS_PER_PASS):
+                wanted = _without(intents() if callable(intents) else intents, applied)
                 obs = self.observe(release)
-                step = decide(release, obs, intents)
+                step = decide(release, obs, wanted)
                 status = self._status(release, obs, step, status)
                 if step.terminal:
                     return ReconcileResult(status, done=True, applied=frozenset(applied))
+                if (step.name, step.target) == previous_step:  # no hot loops
+                    raise TemporaryError(f"{step.name} on {step.target} did not take effect")
+                previous_step = (step.name, step.target)
                 self._execute(release, step, obs)
-                applied |= self._applied_by(step, intents)
-                if step.name == "flip" or step.name == "abort":
-                    intents = Intents()  # each request acts once
+                applied |= self._applied_by(step, wanted)
             raise TemporaryError("reconcile did not settle; will retry", delay=5.0)
         except TemporaryError as exc:
             status = with_phase(
@@ -449,22 +468,7 @@ class Engine:
         extra = [f.name for f in spec.collection.fields]
         source = self.data.open_vectors(spec.source.files, extra)
         rows = self._check_source(release, source)
-        now = self.clock()
-        self.milvus.create_collection(
-            step.target,
-            spec.collection.dimension,
-            spec.collection.fields,
-            {
-                P_OWNER: OWNER_VALUE,
-                P_TRACK: release.track,
-                P_ALIAS: spec.alias,
-                P_VERSION: spec.version,
-                P_BUILD_HASH: release.build_hash(),
-                P_SPEC_HASH: release.spec_hash(),
-                P_MODEL: spec.model.label(),
-                P_CREATED_AT: now,
-            },
-        )
+        self._create(release, step.target)
         self.reporter.event(Reason.BUILDING, f"created {step.target}; inserting {rows} rows")
         try:
             loaded = self._insert_all(release, source, step.target, rows)
@@ -479,6 +483,24 @@ class Engine:
             )
         self.milvus.set_properties(step.target, {P_SOURCE_ROWS: str(loaded)})
         self.reporter.event(Reason.BUILDING, f"loaded {loaded} rows into {step.target}")
+
+    def _create(
+        self, release: EmbeddingRelease, name: str, extra: dict[str, str] | None = None
+    ) -> None:
+        """Create a collection recording what it is and that embrel owns it."""
+        spec = release.spec
+        identity = {
+            P_OWNER: OWNER_VALUE,
+            P_TRACK: release.track,
+            P_ALIAS: spec.alias,
+            P_VERSION: spec.version,
+            P_BUILD_HASH: release.build_hash(),
+            P_SPEC_HASH: release.spec_hash(),
+            P_MODEL: spec.model.label(),
+            P_CREATED_AT: self.clock(),
+        }
+        dims, fields = spec.collection.dimension, spec.collection.fields
+        self.milvus.create_collection(name, dims, fields, identity | (extra or {}))
 
     def _check_source(self, release: EmbeddingRelease, source: Any) -> int:
         spec = release.spec
@@ -625,7 +647,11 @@ class Engine:
         ]
 
     def _step_abort(self, release: EmbeddingRelease, step: Step, obs: Observation) -> None:
-        self.milvus.set_properties(step.target, {P_ABORTED_AT: self.clock()})
+        mark = {P_ABORTED_AT: self.clock()}
+        if step.target in obs.collections:
+            self.milvus.set_properties(step.target, mark)
+        else:  # aborted before the build began: an empty collection records the decision
+            self._create(release, step.target, mark)
         self.reporter.event(
             Reason.ABORTED,
             f"aborted {release.spec.version}; the live alias was not changed",

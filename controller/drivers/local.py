@@ -241,10 +241,9 @@ class LocalController:
             assert record is not None, track
             release = record.release()
             base_dir = Path(record.spec_path).parent
-            intents = _intents(record.intents)
             try:
                 result = self.engine(release, base_dir).reconcile(
-                    release, intents, record.status, record.generation
+                    release, lambda: self._pending(track), record.status, record.generation
                 )
             except TemporaryError as exc:  # could not even connect
                 status = with_phase(
@@ -266,6 +265,12 @@ class LocalController:
             )
             time.sleep(delay)
         raise AssertionError("unreachable")
+
+    def _pending(self, track: str) -> Intents:
+        """Requests as the track file holds them now (another process may add one)."""
+        with self.store.lock():
+            record = self.store.load(track)
+        return _intents(record.intents if record else {})
 
     def _save_result(self, track: str, result: ReconcileResult) -> None:
         with self.store.lock():

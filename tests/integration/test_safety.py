@@ -231,3 +231,37 @@ def test_killed_apply_resumes_and_never_exposes_incomplete(
     held = backend.inspect()
     assert held["alias_target"] == f"{backend.alias}__v2"
     assert held["collections"][f"{backend.alias}__v2"]["rows"] == CRASH_ROWS
+
+
+def test_abort_while_apply_runs_stops_before_the_flip(
+    tmp_path: Path, backend: Backend, crash_specs: dict[str, Path]
+) -> None:
+    """`embrel abort` from another shell reaches a running apply between its steps."""
+    config = crash_specs["config"]
+    base = [sys.executable, "-m", "controller.cli", "--config", str(config)]
+    assert (
+        subprocess.run(
+            [*base, "apply", "-f", str(crash_specs["v1"])], cwd=REPO, timeout=300
+        ).returncode
+        == 0
+    )
+    proc = subprocess.Popen(
+        [*base, "apply", "-f", str(crash_specs["v2"])],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "inserting" in line:
+            break
+    aborted = subprocess.run(
+        [*base, "abort", "products"], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    rest = proc.stdout.read()
+    assert proc.wait(timeout=300) == 1, rest
+    assert aborted.returncode == 0, aborted.stdout + aborted.stderr
+    assert "Handed to the running controller" in aborted.stdout
+    assert "aborted v2" in rest and "switched alias" not in rest
+    assert backend.alias_target() == f"{backend.alias}__v1"

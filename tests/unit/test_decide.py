@@ -131,6 +131,24 @@ def test_aborted_release_stays_aborted() -> None:
     assert step.name == "abort"
 
 
+def test_abort_before_or_during_a_build_stops_it() -> None:
+    live = coll("v1", promoted="t1")
+    assert (
+        decide(release("v2"), snapshot("products__v1", live), Intents(abort=True)).name == "abort"
+    )
+    partial = coll("v2", complete=False, validation="")
+    step = decide(release("v2"), snapshot("products__v1", live, partial), Intents(abort=True))
+    assert step.name == "abort"
+    marked = coll("v2", complete=False, validation="", loaded=False, **{P_ABORTED_AT: "t2"})
+    step = decide(release("v2"), snapshot("products__v1", live, marked), Intents())
+    assert step.terminal and step.reason == Reason.ABORTED, "an aborted build is not restarted"
+    # nothing to abort when the desired version is already live
+    assert (
+        decide(release("v1"), snapshot("products__v1", live), Intents(abort=True)).phase
+        == Phase.LIVE
+    )
+
+
 def test_manual_mode_waits_for_promote() -> None:
     obs = snapshot("products__v1", coll("v1", promoted="t1"), coll("v2"))
     wait = decide(release("v2", "manual"), obs, Intents())
