@@ -118,15 +118,24 @@ def fresh_alias(prefix: str) -> str:
 
 @dataclass
 class TimedReporter:
-    """Records each engine event with a monotonic timestamp; progress is ignored."""
+    """Records each engine event, and the last progress tick of each stage, with a
+    monotonic timestamp. The engine ticks after each inserted batch, so the last tick
+    of "loading ..." splits the ingest into inserts and the flush that follows."""
 
     events: list[tuple[float, str, str]] = field(default_factory=list)
+    last_tick: dict[str, float] = field(default_factory=dict)
 
     def event(self, reason: str, message: str, warning: bool = False) -> None:
         self.events.append((time.perf_counter(), reason, message))
 
     def progress(self, stage: str, total: int | None) -> AbstractContextManager[Advance]:
-        return contextlib.nullcontext(_ignore)
+        def advance(rows: int) -> None:
+            self.last_tick[stage] = time.perf_counter()
+
+        return contextlib.nullcontext(advance)
+
+    def last_tick_of(self, prefix: str) -> float:
+        return max(stamp for stage, stamp in self.last_tick.items() if stage.startswith(prefix))
 
     def at(self, fragment: str) -> float:
         """Time of the first event whose message contains ``fragment``."""
@@ -147,10 +156,6 @@ class TimedReporter:
             if fragment in message:
                 return stamps[i + 1] - stamps[i]
         return 0.0
-
-
-def _ignore(rows: int) -> None:
-    return None
 
 
 # -- backends ----------------------------------------------------------------------
@@ -190,7 +195,7 @@ class Backend:
 
 def _release_lite(uri: str) -> None:
     # Milvus Lite 3 serves each .db from threads of this process until exit unless told.
-    from milvus_lite.server_manager import server_manager_instance
+    from milvus_lite.server_manager import server_manager_instance  # type: ignore[import-untyped]
 
     server_manager_instance.release_server(uri)
 
@@ -274,5 +279,6 @@ def machine() -> str:
     mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return (
         f"{os.cpu_count()} cores ({model}), {mem_gib:.0f} GiB RAM, "
-        f"{platform.system()} {platform.release()}, Python {platform.python_version()}"
+        f"{platform.system()} {platform.release()}, Python {platform.python_version()}, "
+        f"load average {os.getloadavg()[0]:.2f} now"  # other work on the machine skews timings
     )

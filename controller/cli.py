@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
@@ -128,7 +129,13 @@ def _parser() -> argparse.ArgumentParser:
 
     apply = sub.add_parser("apply", help="reconcile a release YAML to completion")
     apply.add_argument("-f", "--filename", type=Path, required=True)
-    apply.set_defaults(handler=cmd_apply)
+    apply.set_defaults(handler=cmd_apply, hold=False)
+
+    validate = sub.add_parser(
+        "validate", help="build (or reuse) the candidate and run every gate; never promote"
+    )
+    validate.add_argument("-f", "--filename", type=Path, required=True)
+    validate.set_defaults(handler=cmd_apply, hold=True)
 
     run = sub.add_parser("run", help="keep reconciling every release YAML in a folder")
     run.add_argument("--watch", type=Path, required=True, metavar="DIR")
@@ -169,14 +176,17 @@ def _parser() -> argparse.ArgumentParser:
 
 def cmd_apply(args: argparse.Namespace, config: ControllerConfig) -> int:
     text, release = read_spec(args.filename)
-    print(f"Applying {release.track} version {release.spec.version} (alias {release.spec.alias})")
+    verb = "Validating" if args.hold else "Applying"
+    print(f"{verb} {release.track} version {release.spec.version} (alias {release.spec.alias})")
     controller = LocalController(config, ConsoleReporter())
     try:
         with controller_lock(config.state_dir):
             controller.record_spec(args.filename, text, release)
-            result = controller.reconcile_track(release.track)
+            result = controller.reconcile_track(release.track, hold=args.hold)
     finally:
         controller.close()
+    if args.hold:
+        return report_validation(result.status)
     return report_outcome(result.status, result)
 
 
@@ -309,31 +319,48 @@ def report_outcome(status: ReleaseStatus, result: ReconcileResult | None) -> int
     }.get(status.phase, EXIT_UNAVAILABLE)
 
 
+def report_validation(status: ReleaseStatus) -> int:
+    """`embrel validate`: 0 when every gate passed, 1 when one failed, 3 when inconclusive."""
+    print(format_status(status, ""))
+    outcome = (status.validation or {}).get("outcome")
+    if status.live and status.live.get("version") and not status.candidate:
+        print("This version is live; its validation is shown as recorded.")
+    return {"passed": EXIT_OK, "accepted": EXIT_OK, "inconclusive": EXIT_WAITING}.get(
+        str(outcome), EXIT_FAILED
+    )
+
+
 def format_status(status: ReleaseStatus, spec_path: str) -> str:
     d = status.to_dict()
-    lines = [
-        f"Phase:      {status.phase}",
-        f"Message:    {status.message}",
-        f"Spec:       {spec_path}",
-    ]
+    lines = [f"Phase:      {status.phase}", f"Message:    {status.message}"]
+    if spec_path:
+        lines.append(f"Spec:       {spec_path}")
     for key in ("live", "candidate"):
         if part := d.get(key):
             lines.append(
                 f"{key.title() + ':':<11} {part.get('version', '?')} in {part.get('collection')}"
             )
     if validation := d.get("validation"):
-        lines.append(f"Validation: {'passed' if validation['passed'] else 'FAILED'}")
-        for c in validation.get("checks", []):
-            mark = "ok  " if c["passed"] else "FAIL"
-            lines.append(
-                f"  {mark} {c['name']:<14} {c['value']:<10.4g} threshold {c['threshold']:.4g}  {c.get('detail', '')}"
-            )
+        lines.append(f"Validation: {validation.get('outcome', '?')}")
+        lines += [f"  {_check_line(c)}" for c in validation.get("checks", [])]
+        if report := validation.get("report"):
+            lines.append(f"Report:     {report}")
     lines.append("Conditions:")
     for cond in status.conditions:
         lines.append(
             f"  {cond.type:<12} {cond.status:<6} {cond.reason:<18} since {cond.last_transition_time}"
         )
     return "\n".join(lines)
+
+
+def _check_line(c: dict[str, Any]) -> str:
+    value = "—" if c.get("value") is None else f"{c['value']:.4g}"
+    bound = (
+        "" if c.get("threshold") is None else f"{c.get('comparison', '>=')} {c['threshold']:.4g}"
+    )
+    return (
+        f"{c.get('outcome', '?'):<13} {c['name']:<22} {value:<10} {bound:<12} {c.get('detail', '')}"
+    )
 
 
 def format_history(status: ReleaseStatus) -> str:

@@ -121,7 +121,11 @@ def _show(
         print(f"    => {phase} ({mark}): {status.message}")
     print(f"    => alias products -> {live.get('collection')} (version {live.get('version')})")
     if status.validation and not rolled_back:
-        checks = ", ".join(f"{c['name']}={c['value']:.4g}" for c in status.validation["checks"])
+        checks = ", ".join(
+            f"{c['name']}={c['value']:.4g}"
+            for c in status.validation["checks"]
+            if c.get("value") is not None
+        )
         print(f"    => checks: {checks}")
     print()
     return phase == expected

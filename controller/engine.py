@@ -27,17 +27,18 @@ from controller.errors import (
     SourceError,
     TemporaryError,
 )
-from controller.ports import DataPort, MilvusPort, Reporter
+from controller.ports import DataPort, MilvusPort, Reporter, ReportSink
 from controller.spec import EmbeddingRelease
 from controller.status import (
-    Check,
     HistoryEntry,
     Phase,
     Reason,
     ReleaseStatus,
     with_phase,
 )
-from controller.validation.metrics import mrr_at_k, ndcg_at_k, recall_at_k
+from controller.validation.gates import GateContext, run_validation
+from controller.validation.report import render_report
+from controller.validation.results import Check, Outcome
 from controller.validation.sanity import DuplicateIdTracker, check_batch
 
 # -- what embrel records on each collection (Milvus Lite drops descriptions) ------
@@ -51,14 +52,24 @@ P_SPEC_HASH = "embrel.specHash"
 P_MODEL = "embrel.model"
 P_CREATED_AT = "embrel.createdAt"
 P_SOURCE_ROWS = "embrel.sourceRows"  # set only once every row is in and flushed
-P_VALIDATION = "embrel.validation"  # "passed" | "failed"
+P_VALIDATION = "embrel.validation"  # "passed" | "failed" | "inconclusive" | "accepted"
 P_CHECKS = "embrel.checks"  # JSON list of Check
+P_VALIDATED_HASH = "embrel.validatedHash"  # spec.validation the checks were run against
+P_REPORT = "embrel.report"  # where the validation report was written
+P_ACCEPTED_AT = "embrel.acceptedAt"  # a person promoted an Inconclusive validation
 P_PROMOTED_AT = "embrel.promotedAt"
 P_RETIRED_AT = "embrel.retiredAt"
 P_ROLLED_BACK_AT = "embrel.rolledBackAt"
 P_ABORTED_AT = "embrel.abortedAt"
 # Properties cannot be deleted portably (2.3.5), so "unset" is the empty string.
 UNSET = ""
+PASSED, FAILED, INCONCLUSIVE, ACCEPTED = "passed", "failed", "inconclusive", "accepted"
+PROMOTABLE = (PASSED, ACCEPTED)  # invariant 1: validated, or a person's explicit call
+_VALIDATION_MARK = {
+    Outcome.PASSED: PASSED,
+    Outcome.FAILED: FAILED,
+    Outcome.INCONCLUSIVE: INCONCLUSIVE,
+}
 
 MAX_STEPS_PER_PASS = 50
 
@@ -79,6 +90,7 @@ class Intents:
     abort: bool = False
     rollback: bool = False
     rollback_to: str | None = None  # a version; None means "the previous one"
+    hold: bool = False  # validate but do not promote (`embrel validate`)
 
 
 @dataclass(frozen=True)
@@ -187,6 +199,12 @@ def decide(release: EmbeddingRelease, obs: Observation, intents: Intents) -> Ste
             "embrel never modifies collections it does not own",
         )
 
+    if live_state and live_state.get(P_OWNER) == OWNER_VALUE and not live_state.loaded:
+        # Milvus Lite forgets load state on restart: applications need live loaded, always.
+        phase = Phase.LIVE if live == desired else Phase.PENDING
+        return Step(
+            "load", live_state.name, phase, Reason.LOADING, "re-loading the live collection"
+        )
     if intents.rollback and (rollback := _decide_rollback(release, obs, intents)):
         return rollback
     if live == desired and cand is not None:
@@ -205,14 +223,27 @@ def decide(release: EmbeddingRelease, obs: Observation, intents: Intents) -> Ste
             Reason.BUILDING,
             "discarding an incomplete candidate left by an interrupted build",
         )
-    if cand.get(P_VALIDATION) == "failed":
+    # Thresholds changed since the checks ran: judge again (never a kept, once-live version).
+    stale = cand.get(P_VALIDATED_HASH) != release.validation_hash() and not cand.was_live
+    if cand.get(P_VALIDATION) == FAILED and not stale:
         return _finish_stopped(cand, Reason.VALIDATION_FAILED, _failed_message(cand))
     if not cand.indexed:
         return Step("index", desired, Phase.INDEXING, Reason.INDEXING, "building the index")
     if not cand.loaded:
         return Step("load", desired, Phase.INDEXING, Reason.LOADING, "loading the candidate")
-    if cand.get(P_VALIDATION) != "passed":
+    if cand.get(P_VALIDATION) not in (*PROMOTABLE, INCONCLUSIVE) or stale:
         return Step("validate", desired, Phase.VALIDATING, Reason.VALIDATING, "validating")
+    if cand.get(P_VALIDATION) == INCONCLUSIVE:
+        if intents.promote:
+            return Step(
+                "accept", desired, Phase.PROMOTING, Reason.PROMOTING, "promoted by a person"
+            )
+        return _done(
+            Phase.AWAITING_PROMOTION,
+            Reason.INCONCLUSIVE,
+            f"validation of {spec.version} was inconclusive ({_inconclusive(cand)}); "
+            f"run `embrel promote {release.metadata.name}` or `embrel abort {release.metadata.name}`",
+        )
     if cand.get(P_ROLLED_BACK_AT) != UNSET and not intents.promote:
         return _done(
             Phase.ROLLED_BACK,
@@ -223,6 +254,12 @@ def decide(release: EmbeddingRelease, obs: Observation, intents: Intents) -> Ste
     if cand.was_live:  # a revert to a retained version: instant, no rebuild (invariant 5)
         return Step(
             "flip", desired, Phase.PROMOTING, Reason.PROMOTING, "returning to a kept version"
+        )
+    if intents.hold:
+        return _done(
+            Phase.AWAITING_PROMOTION,
+            Reason.VALIDATED,
+            f"{spec.version} passed validation; not promoted (embrel validate)",
         )
     if spec.promotion.mode == "manual" and not intents.promote:
         return _done(
@@ -243,15 +280,26 @@ def _finish_stopped(cand: CollectionState, reason: Reason, message: str) -> Step
     return _done(Phase.FAILED, reason, message)
 
 
+def _inconclusive(cand: CollectionState) -> str:
+    return "; ".join(
+        f"{c.name}: {c.detail}" for c in _checks(cand) if c.outcome == Outcome.INCONCLUSIVE
+    )
+
+
+def _summarise(c: Check) -> str:
+    value = "—" if c.value is None else f"{c.value:.4g}"
+    if c.threshold is None or c.value is None:
+        return f"{c.name}={value} ({c.outcome})"
+    return f"{c.name}={value} ({c.comparison} {c.threshold:.4g}: {c.outcome})"
+
+
 def _failed_message(cand: CollectionState) -> str:
     failed = [c for c in _checks(cand) if not c.passed]
-    parts = [f"{c.name} {c.value:.4g} (needs {c.threshold:.4g}) {c.detail}".strip() for c in failed]
+    parts = [f"{_summarise(c)} {c.detail}".strip() for c in failed]
     return f"validation failed: {'; '.join(parts) or 'see checks'}; the live alias was not changed"
 
 
 def _decide_live(release: EmbeddingRelease, obs: Observation, live: CollectionState) -> Step:
-    if not live.loaded:  # Milvus Lite forgets load state on restart
-        return Step("load", live.name, Phase.LIVE, Reason.LIVE, "re-loading the live collection")
     if action := retention_plan(release, obs, live.name):
         name, verb = action[0]
         return Step(
@@ -309,7 +357,7 @@ def rollback_targets(release: EmbeddingRelease, obs: Observation) -> list[Collec
     kept = [
         c
         for c in obs.owned(release.track)
-        if c.was_live and c.name != obs.alias_target and c.get(P_VALIDATION) == "passed"
+        if c.was_live and c.name != obs.alias_target and c.get(P_VALIDATION) in PROMOTABLE
     ]
     return sorted(kept, key=lambda c: c.get(P_RETIRED_AT), reverse=True)
 
@@ -341,7 +389,7 @@ def retention_plan(release: EmbeddingRelease, obs: Observation, live: str) -> li
 
 def _checks(c: CollectionState) -> list[Check]:
     raw = c.get(P_CHECKS)
-    return [Check(**d) for d in json.loads(raw)] if raw else []
+    return [Check.from_dict(d) for d in json.loads(raw)] if raw else []
 
 
 # -- the engine ----------------------------------------------------------------
@@ -370,7 +418,9 @@ class Engine:
         reporter: Reporter,
         settings: Settings | None = None,
         clock: Callable[[], str] = utc_now,
+        reports: ReportSink | None = None,
     ) -> None:
+        self.reports = reports
         self.milvus = milvus
         self.data = data
         self.reporter = reporter
@@ -575,76 +625,44 @@ class Engine:
 
     def _step_validate(self, release: EmbeddingRelease, step: Step, obs: Observation) -> None:
         cand = obs.collections[step.target]
-        checks = self._run_gates(release, cand)
-        passed = all(c.passed for c in checks)
-        self.milvus.set_properties(
-            step.target,
-            {
-                P_CHECKS: json.dumps([c.__dict__ for c in checks]),
-                P_VALIDATION: "passed" if passed else "failed",
-            },
+        live = obs.collections.get(obs.alias_target or "")
+        run = run_validation(
+            GateContext(
+                release=release,
+                candidate=cand.name,
+                source_rows=int(cand.get(P_SOURCE_ROWS)),
+                live=obs.alias_target,
+                live_version=live.version or None if live else None,
+                live_model=live.get(P_MODEL) or None if live else None,
+                milvus=self.milvus,
+                data=self.data,
+            )
         )
-        summary = ", ".join(
-            f"{c.name}={c.value:.4g} (>= {c.threshold:.4g}: {'ok' if c.passed else 'FAIL'})"
-            for c in checks
-        )
+        outcome = run.outcome
+        props = {
+            P_CHECKS: json.dumps([c.to_dict() for c in run.checks]),
+            P_VALIDATION: _VALIDATION_MARK[outcome],
+            P_VALIDATED_HASH: release.validation_hash(),
+        }
+        if self.reports is not None:
+            files = render_report(run)
+            props[P_REPORT] = self.reports.write_report(release.track, release.spec.version, files)
+        self.milvus.set_properties(step.target, props)
+        gated = (Outcome.PASSED, Outcome.FAILED, Outcome.INCONCLUSIVE)
+        summary = ", ".join(_summarise(c) for c in run.checks if c.outcome in gated)
         self.reporter.event(
-            Reason.VALIDATING if passed else Reason.VALIDATION_FAILED,
-            f"validation {'passed' if passed else 'failed'}: {summary}",
-            warning=not passed,
+            Reason.VALIDATING if outcome == Outcome.PASSED else Reason.VALIDATION_FAILED,
+            f"validation {outcome.lower()}: {summary}",
+            warning=outcome != Outcome.PASSED,
         )
+        if P_REPORT in props:
+            self.reporter.event(Reason.VALIDATING, f"report: {props[P_REPORT]}")
 
-    def _run_gates(self, release: EmbeddingRelease, cand: CollectionState) -> list[Check]:
-        expected = int(cand.get(P_SOURCE_ROWS))
-        rows = self.milvus.row_count(cand.name)
-        checks = [
-            Check("rowCount", rows, expected, rows == expected, "collection rows vs source rows"),
-            Check(
-                "vectorSanity",
-                expected,
-                expected,
-                True,
-                "dimension, NaN/inf, zero vectors, duplicate ids",
-            ),
-        ]
-        golden = release.spec.validation.golden_set
-        if golden is not None:
-            checks.extend(
-                self._golden_set_checks(release, cand.name, golden.uri, golden.k, golden.min_recall)
-            )
-        return checks
-
-    def _golden_set_checks(
-        self, release: EmbeddingRelease, target: str, uri: str, k: int, min_recall: float
-    ) -> list[Check]:
-        gs = self.data.read_golden_set(uri)
-        dim = release.spec.collection.dimension
-        if gs.queries.shape[1] != dim:
-            raise SourceError(
-                f"golden set {gs.origin} has {gs.queries.shape[1]}-dim query vectors, "
-                f"the spec says collection.dimension: {dim}"
-            )
-        params = search_params(release, k)
-        found = self.milvus.search_ids(target, gs.queries, k, params)
-        recall = recall_at_k(found, gs.relevant, k)
-        detail = f"{len(gs.relevant)} queries, search params {params}"
-        return [
-            Check(f"recall@{k}", round(recall, 6), min_recall, bool(recall >= min_recall), detail),
-            Check(
-                f"ndcg@{k}",
-                round(ndcg_at_k(found, gs.relevant, k), 6),
-                0.0,
-                True,
-                "reported, not gated",
-            ),
-            Check(
-                f"mrr@{k}",
-                round(mrr_at_k(found, gs.relevant, k), 6),
-                0.0,
-                True,
-                "reported, not gated",
-            ),
-        ]
+    def _step_accept(self, release: EmbeddingRelease, step: Step, obs: Observation) -> None:
+        """A person promoted an Inconclusive validation: record that it was their call."""
+        self.milvus.set_properties(
+            step.target, {P_VALIDATION: ACCEPTED, P_ACCEPTED_AT: self.clock()}
+        )
 
     def _step_abort(self, release: EmbeddingRelease, step: Step, obs: Observation) -> None:
         mark = {P_ABORTED_AT: self.clock()}
@@ -728,17 +746,10 @@ def assert_promotable(c: CollectionState, rows: int) -> None:
         problems.append(f"index incomplete ({c.index})")
     if not c.loaded:
         problems.append("not loaded")
-    if c.get(P_VALIDATION) != "passed":
+    if c.get(P_VALIDATION) not in PROMOTABLE:
         problems.append("not validated")
     if problems:
         raise ConflictError(f"refusing to point the alias at {c.name}: {', '.join(problems)}")
-
-
-def search_params(release: EmbeddingRelease, k: int) -> dict[str, Any]:
-    params: dict[str, Any] = dict(release.spec.validation.search_params)
-    if release.spec.collection.index.type == "HNSW":
-        params.setdefault("ef", max(64, 2 * k))
-    return params
 
 
 def _describe(c: CollectionState | None, name: str | None) -> dict[str, Any] | None:
@@ -761,7 +772,12 @@ def _describe(c: CollectionState | None, name: str | None) -> dict[str, Any] | N
 def _validation(c: CollectionState | None) -> dict[str, Any] | None:
     if c is None or c.get(P_VALIDATION) == UNSET:
         return None
-    return {"passed": c.get(P_VALIDATION) == "passed", "checks": [c_.__dict__ for c_ in _checks(c)]}
+    return {
+        "outcome": c.get(P_VALIDATION),
+        "passed": c.get(P_VALIDATION) in PROMOTABLE,
+        "checks": [check.to_dict() for check in _checks(c)],
+        "report": c.get(P_REPORT) or None,
+    }
 
 
 def _history(
@@ -774,7 +790,7 @@ def _history(
     """
     entries = {(h.collection, h.promoted_at): h for h in before}
     for c in obs.owned(release.track):
-        if c.get(P_ABORTED_AT) or c.get(P_VALIDATION) == "failed":
+        if c.get(P_ABORTED_AT) or c.get(P_VALIDATION) == FAILED:
             outcome = "Aborted" if c.get(P_ABORTED_AT) else "Failed"
             entries[(c.name, None)] = HistoryEntry(c.version, c.name, outcome)
         elif c.was_live:

@@ -40,6 +40,7 @@ class MilvusPort(Protocol):
     def search_ids(
         self, target: str, queries: np.ndarray, k: int, params: Mapping[str, Any]
     ) -> np.ndarray: ...
+    def vectors_by_id(self, name: str, ids: Sequence[int]) -> dict[int, np.ndarray]: ...
 
 
 class DataPort(Protocol):
@@ -47,6 +48,15 @@ class DataPort(Protocol):
 
     def open_vectors(self, files: FilesSource, extra_fields: Sequence[str]) -> VectorSource: ...
     def read_golden_set(self, uri: str) -> GoldenSet: ...
+    def read_query_vectors(
+        self, uri: str, vector_field: str, sample: int, seed: int
+    ) -> np.ndarray: ...
+
+
+class ReportSink(Protocol):
+    """Where validation reports go; returns where a person can open the HTML."""
+
+    def write_report(self, track: str, version: str, files: dict[str, bytes]) -> str: ...
 
 
 Advance = Callable[[int], None]

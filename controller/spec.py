@@ -144,12 +144,71 @@ class GoldenSetSpec(_Model):
     min_recall: Annotated[float, Field(ge=0.0, le=1.0)]
 
 
+class QuerySetSpec(_Model):
+    """Real query vectors (e.g. sampled from production logs), Parquet."""
+
+    uri: Annotated[str, Field(min_length=1)]
+    sample: Annotated[int, Field(ge=1, le=100_000)] = 500
+    vector_field: str = "vector"
+
+
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class OverlapGate(_Model):
+    """Mean top-k overlap (and optionally RBO) between live and candidate answers."""
+
+    k: Annotated[int, Field(ge=1, le=1024)] = 10
+    min: Fraction
+    min_rbo: Fraction | None = None
+
+
+class CosineGate(_Model):
+    """Mean cosine of the same ids' vectors in live and candidate (same model only)."""
+
+    min: Annotated[float, Field(ge=-1.0, le=1.0)]
+    sample: Annotated[int, Field(ge=1, le=100_000)] = 2000
+
+
+class AnnRecallGate(_Model):
+    """The candidate index's top-k against exact brute-force top-k over the source."""
+
+    k: Annotated[int, Field(ge=1, le=1024)] = 10
+    min: Fraction
+    sample: Annotated[int, Field(ge=1, le=10_000)] = 100
+
+
+class DriftGate(_Model):
+    """Distribution drift between live and candidate samples (centroids, RBF MMD)."""
+
+    max_mmd: Annotated[float | None, Field(ge=0.0)] = None
+    max_centroid_distance: Annotated[float | None, Field(ge=0.0)] = None
+    sample: Annotated[int, Field(ge=2, le=5000)] = 1000
+
+
+class GatesSpec(_Model):
+    min_overlap_with_live: OverlapGate | None = None
+    min_mean_cosine_to_live: CosineGate | None = None
+    min_ann_recall: AnnRecallGate | None = None
+    max_row_count_change: Annotated[float | None, Field(ge=0.0)] = None
+    max_p99_latency_ratio_to_live: Annotated[float | None, Field(gt=0.0)] = None
+    max_p99_latency_ms: Annotated[float | None, Field(gt=0.0)] = None
+    distribution_drift: DriftGate | None = None
+
+
 class ValidationSpec(_Model):
     golden_set: GoldenSetSpec | None = None
+    queries: QuerySetSpec | None = None
+    gates: GatesSpec = GatesSpec()
     # Search params used for validation queries, e.g. {"ef": 128} for HNSW. Milvus Lite's
     # HNSW default ef gave recall@10 of 0.13 on random 384-dim data here, so we default
     # ef to max(64, 2k) when the index is HNSW and nothing is set (see controller.engine).
     search_params: dict[str, int | float | str] = {}
+    # Seed for every sample validation draws (queries from the source, ids, drift samples).
+    seed: int = 0
+    # Latency gates: queries run on each side before measuring, then measured queries.
+    warmup_queries: Annotated[int, Field(ge=0, le=10_000)] = 20
+    latency_queries: Annotated[int, Field(ge=1, le=10_000)] = 100
 
 
 class PromotionSpec(_Model):
@@ -212,6 +271,10 @@ class EmbeddingRelease(_Model):
     def spec_hash(self) -> str:
         """Identity of this revision: any change to the spec makes a new one."""
         return _digest(self.spec.model_dump(mode="json", by_alias=True))
+
+    def validation_hash(self) -> str:
+        """Identity of what validation checks: changed thresholds mean validating again."""
+        return _digest(self.spec.validation.model_dump(mode="json", by_alias=True))
 
     def build_hash(self) -> str:
         """Identity of the collection's content: what must match to reuse a collection."""

@@ -38,6 +38,8 @@ class Reason(StrEnum):
     PROMOTED = "Promoted"
     ROLLED_BACK = "RolledBack"
     VALIDATION_FAILED = "ValidationFailed"
+    VALIDATED = "Validated"
+    INCONCLUSIVE = "Inconclusive"
     ABORTED = "Aborted"
     INVALID_SOURCE = "InvalidSource"
     VERSION_CONFLICT = "VersionConflict"
@@ -68,17 +70,6 @@ class Condition:
     message: str
     observed_generation: int
     last_transition_time: str
-
-
-@dataclass(frozen=True)
-class Check:
-    """One validation gate's outcome."""
-
-    name: str
-    value: float
-    threshold: float
-    passed: bool
-    detail: str = ""
 
 
 @dataclass(frozen=True)

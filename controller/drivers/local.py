@@ -21,7 +21,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -141,6 +141,20 @@ def _open_lock(path: Path, blocking: bool = True) -> Iterator[IO[str]]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+class ReportFolder:
+    """Validation reports under ``<stateDir>/reports/<namespace>.<name>/<version>/``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def write_report(self, track: str, version: str, files: dict[str, bytes]) -> str:
+        folder = self.root / track.replace("/", ".") / version
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, content in files.items():
+            (folder / name).write_bytes(content)
+        return str((folder / "report.html").resolve())
+
+
 class ControllerBusy(EmbrelError):
     """Another controller process holds the state folder."""
 
@@ -218,7 +232,11 @@ class LocalController:
             load_timeout=build.load_timeout_seconds,
         )
         return Engine(
-            self.gateway(release, base_dir), LocalFiles(base_dir), self.reporter, settings
+            self.gateway(release, base_dir),
+            LocalFiles(base_dir),
+            self.reporter,
+            settings,
+            reports=ReportFolder(self.config.state_dir / "reports"),
         )
 
     def record_spec(self, path: Path, text: str, release: EmbeddingRelease) -> TrackRecord:
@@ -233,7 +251,7 @@ class LocalController:
             self.store.save(release.track, record)
             return record
 
-    def reconcile_track(self, track: str, wait: bool = True) -> ReconcileResult:
+    def reconcile_track(self, track: str, wait: bool = True, hold: bool = False) -> ReconcileResult:
         """Reconcile a known track until it settles (retrying temporary errors when ``wait``)."""
         attempts = self.config.reconcile.max_attempts
         for attempt in range(1, attempts + 1):
@@ -243,7 +261,10 @@ class LocalController:
             base_dir = Path(record.spec_path).parent
             try:
                 result = self.engine(release, base_dir).reconcile(
-                    release, lambda: self._pending(track), record.status, record.generation
+                    release,
+                    lambda: replace(self._pending(track), hold=hold),
+                    record.status,
+                    record.generation,
                 )
             except TemporaryError as exc:  # could not even connect
                 status = with_phase(

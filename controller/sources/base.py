@@ -6,7 +6,7 @@ one file, matching what pyarrow, pandas and numpy show for the same data.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -70,3 +70,35 @@ class GoldenSet:
     queries: npt.NDArray[np.float32]  # (nq, d)
     relevant: list[npt.NDArray[np.int64]]  # nq arrays of relevant ids
     origin: str
+
+
+def sample_rows(
+    batches: Iterable[VectorBatch], total: int, n: int, seed: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """A seeded uniform sample of ``n`` rows (ids, vectors) from a stream of ``total`` rows.
+
+    One pass, memory bounded by the sample: the row positions are drawn first, then
+    picked out of each batch as it streams by. The order is the draw's (random) order.
+    """
+    n = min(n, total)
+    picks = np.random.default_rng(seed).choice(total, size=n, replace=False)
+    order = np.argsort(picks)
+    wanted = picks[order]
+    ids = np.empty(n, dtype=np.int64)
+    vectors: npt.NDArray[np.float32] | None = None
+    offset = taken = 0
+    for batch in batches:
+        end = offset + len(batch.ids)
+        stop = int(np.searchsorted(wanted, end))
+        local = wanted[taken:stop] - offset
+        if len(local):
+            if vectors is None:
+                vectors = np.empty((n, batch.vectors.shape[1]), dtype=np.float32)
+            ids[order[taken:stop]] = batch.ids[local]
+            vectors[order[taken:stop]] = batch.vectors[local]
+        taken, offset = stop, end
+        if taken == n:
+            break
+    if taken != n or vectors is None:
+        raise ValueError(f"expected {total} rows to sample from, the source ended after {offset}")
+    return ids, vectors

@@ -30,8 +30,43 @@ class LocalFiles:
         )
 
     def read_golden_set(self, uri: str) -> GoldenSet:
-        path = self.base_dir / uri.removeprefix("file://")
-        return read_golden_set(path)
+        return read_golden_set(self._path(uri))
+
+    def read_query_vectors(self, uri: str, vector_field: str, sample: int, seed: int) -> np.ndarray:
+        return read_query_vectors(self._path(uri), vector_field, sample, seed)
+
+    def _path(self, uri: str) -> Path:
+        return self.base_dir / uri.removeprefix("file://")
+
+
+def read_query_vectors(path: Path, vector_field: str, sample: int, seed: int) -> np.ndarray:
+    """A seeded sample of up to ``sample`` query vectors from a Parquet column."""
+    if not path.exists():
+        raise SourceError(f"query set {path} does not exist (validation.queries.uri)")
+    try:
+        parquet = pq.ParquetFile(path)
+        if vector_field not in parquet.schema_arrow.names:
+            raise SourceError(
+                f"query set {path} has no column {vector_field!r} (validation.queries.vectorField); "
+                f"it has {parquet.schema_arrow.names}"
+            )
+        total = parquet.metadata.num_rows
+        keep = np.sort(np.random.default_rng(seed).choice(total, min(sample, total), replace=False))
+        rows: list[list[float]] = []
+        offset = 0
+        for batch in parquet.iter_batches(batch_size=10_000, columns=[vector_field]):
+            local = keep[(keep >= offset) & (keep < offset + batch.num_rows)] - offset
+            column = batch.column(0)
+            rows += [column[int(i)].as_py() for i in local]
+            offset += batch.num_rows
+    except (pa.ArrowException, OSError) as exc:
+        raise SourceError(f"cannot read query set {path}: {exc}") from exc
+    if not rows or any(r is None for r in rows) or len({len(r) for r in rows}) != 1:
+        raise SourceError(f"query set {path}: {vector_field!r} must hold equal-length float lists")
+    queries = np.asarray(rows, dtype=np.float32)
+    if not np.isfinite(queries).all():
+        raise SourceError(f"query set {path} has NaN or infinite values")
+    return queries
 
 
 def read_golden_set(path: Path) -> GoldenSet:

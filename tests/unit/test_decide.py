@@ -18,6 +18,7 @@ from controller.engine import (
     P_ROLLED_BACK_AT,
     P_SOURCE_ROWS,
     P_TRACK,
+    P_VALIDATED_HASH,
     P_VALIDATION,
     P_VERSION,
     CollectionState,
@@ -72,6 +73,7 @@ def coll(
         props[P_SOURCE_ROWS] = "100"
     if validation:
         props[P_VALIDATION] = validation
+        props[P_VALIDATED_HASH] = r.validation_hash()
     if promoted:
         props[P_PROMOTED_AT] = promoted
     if retired:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -438,3 +438,22 @@ def test_jsonl_float_overflow_becomes_inf_and_huge_int_is_refused(tmp_path: Path
     )
     message = error_of(open_jsonl("i.jsonl", tmp_path), 1)
     assert "i.jsonl, line 2: a vector holds a number too large to represent" in message
+
+
+def test_sample_rows_is_seeded_uniform_and_streams() -> None:
+    from controller.sources.base import VectorBatch, sample_rows
+
+    def batches() -> Iterator[VectorBatch]:
+        for start in range(0, 1000, 64):
+            ids = np.arange(start, min(start + 64, 1000), dtype=np.int64)
+            vectors = np.repeat(ids[:, None], 3, axis=1).astype(np.float32)
+            yield VectorBatch(ids, vectors, {}, "mem", start)
+
+    ids, vectors = sample_rows(batches(), 1000, 100, seed=1)
+    assert len(set(ids.tolist())) == 100
+    assert np.array_equal(vectors[:, 0], ids.astype(np.float32)), "ids and vectors stay paired"
+    again, _ = sample_rows(batches(), 1000, 100, seed=1)
+    other, _ = sample_rows(batches(), 1000, 100, seed=2)
+    assert np.array_equal(ids, again) and not np.array_equal(ids, other)
+    everything, _ = sample_rows(batches(), 1000, 5000, seed=0)
+    assert sorted(everything.tolist()) == list(range(1000))

@@ -1,0 +1,67 @@
+"""Run every benchmark with its defaults, then print one summary.
+
+    python -m benchmarks.run_all        (or: make benchmarks)
+
+Takes a while (about 15 minutes on 2 cores): build throughput on Milvus Lite and the
+real server (and the client-side share of it), the 100k and 1M-row memory builds, and
+the flip latencies on both backends.
+The real server is started and stopped by each benchmark in turn.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+
+from benchmarks import build_memory, build_throughput, flip_latency, ingest_overhead
+from benchmarks.support import BACKENDS, machine, median, table
+
+MB = 1e6
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    started = time.perf_counter()
+    print(f"embrel benchmarks on {machine()}\n", flush=True)
+    throughput = build_throughput.run(100_000, 2, BACKENDS)
+    print(flush=True)
+    ingest_overhead.run(100_000, 5)  # explains the throughput gap, if any (seconds to run)
+    print(flush=True)
+    floor, memory = build_memory.run(1_000_000, 100_000)
+    print(flush=True)
+    flips = flip_latency.run(20, 10_000, BACKENDS)
+    rows = [
+        [
+            f"build throughput ({r.kind}, {r.rows:,} rows)",
+            f"embrel {r.embrel_rps:,.0f} rows/s vs plain loop {r.baseline_rps:,.0f}",
+            f"{r.ratio:.2f} (target >= {build_throughput.TARGET_RATIO:.2f}: "
+            f"{'met' if r.ratio >= build_throughput.TARGET_RATIO else 'NOT met'})",
+        ]
+        for r in throughput
+    ]
+    small, large = memory
+    rows.append(
+        [
+            f"build memory (server, {large.rows:,} rows)",
+            f"peak RSS {large.peak_rss / MB:,.0f} MB for {large.data_bytes / MB:,.0f} MB of vectors",
+            f"x{large.peak_rss / small.peak_rss:.2f} of the {small.rows:,}-row peak "
+            f"({small.peak_rss / MB:,.0f} MB; import floor {floor.peak_rss / MB:,.0f} MB)",
+        ]
+    )
+    rows += [
+        [
+            f"flip latency ({f.kind})",
+            f"embrel rollback/promote median {median([*f.rollback, *f.promote]) * 1000:.0f} ms, "
+            f"max {max([*f.rollback, *f.promote]) * 1000:.0f} ms",
+            f"raw alias flip median {median(f.raw) * 1000:.1f} ms, max {max(f.raw) * 1000:.1f} ms",
+        ]
+        for f in flips
+    ]
+    print("\nSummary\n")
+    print(table(["benchmark", "result", "vs baseline"], rows))
+    print(f"\nAll benchmarks took {(time.perf_counter() - started) / 60:.1f} min.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,396 @@
+"""Validation gates: measure the candidate, alone and side by side with the live collection.
+
+Each gate yields a ``Check`` (Passed / Failed / NotApplicable / Inconclusive /
+Reported). Gates that compare with live are NotApplicable on a first release and
+Inconclusive when live cannot be measured (it vanished, it is not loaded): a person
+then decides. The metric arithmetic lives in ``metrics`` (pure numpy); this module
+only gathers the vectors and answers through the ports.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from controller.errors import MilvusRejected, SourceError
+from controller.ports import DataPort, MilvusPort
+from controller.sources.base import sample_rows
+from controller.spec import EmbeddingRelease
+from controller.validation import metrics as m
+from controller.validation.results import Check, Outcome, ValidationRun, judge
+
+DEFAULT_QUERY_SAMPLE = 500
+FETCH_CHUNK = 1000  # ids per get-by-id call
+COSINE_FLOOR = 0.9  # "share of ids below 0.9" (issue: validation gates)
+
+
+@dataclass
+class GateContext:
+    release: EmbeddingRelease
+    candidate: str
+    source_rows: int
+    live: str | None  # the collection the alias points to, by its own name
+    live_version: str | None
+    live_model: str | None  # None when live was not created by embrel
+    milvus: MilvusPort
+    data: DataPort
+
+
+def search_params(release: EmbeddingRelease, k: int) -> dict[str, Any]:
+    params: dict[str, Any] = dict(release.spec.validation.search_params)
+    if release.spec.collection.index.type == "HNSW":
+        params.setdefault("ef", max(64, 2 * k))
+    return params
+
+
+def run_validation(ctx: GateContext) -> ValidationRun:
+    """Run every gate the spec asks for; never promotes, never changes anything."""
+    v = ctx.release.spec.validation
+    gates = v.gates
+    k = max([g.k for g in (gates.min_overlap_with_live, gates.min_ann_recall) if g] + [10])
+    params = search_params(ctx.release, k)
+    sample_ids, sample_vectors = _source_sample(ctx)
+    queries, described = _query_set(ctx, sample_vectors)
+    run = ValidationRun(
+        ctx.release.track,
+        ctx.release.spec.version,
+        ctx.candidate,
+        ctx.live,
+        ctx.live_version,
+        [],
+        described,
+        params,
+    )
+    run.checks += _row_checks(ctx)
+    run.checks += _golden_set(ctx, run)
+    run.checks += _overlap(ctx, queries)
+    run.checks += _same_id_gates(ctx, run, sample_ids)
+    run.checks += _ann_recall(ctx, queries)
+    run.checks += _latency(ctx, run, queries)
+    return run
+
+
+# -- inputs ----------------------------------------------------------------------
+
+
+def _sample_size(ctx: GateContext) -> int:
+    gates = ctx.release.spec.validation.gates
+    sizes = [DEFAULT_QUERY_SAMPLE]
+    sizes += [g.sample for g in (gates.min_mean_cosine_to_live, gates.distribution_drift) if g]
+    return max(sizes)
+
+
+def _source_sample(ctx: GateContext) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded sample of source rows: ids for same-id gates, vectors as default queries."""
+    files = ctx.release.spec.source.files
+    source = ctx.data.open_vectors(files, ())
+    seed = ctx.release.spec.validation.seed
+    return sample_rows(source.batches(5000), ctx.source_rows, _sample_size(ctx), seed)
+
+
+def _query_set(ctx: GateContext, sample_vectors: np.ndarray) -> tuple[np.ndarray, str]:
+    v = ctx.release.spec.validation
+    if v.queries is not None:
+        queries = ctx.data.read_query_vectors(
+            v.queries.uri, v.queries.vector_field, v.queries.sample, v.seed
+        )
+        return queries, f"{len(queries)} queries from {v.queries.uri} (seed {v.seed})"
+    n = min(DEFAULT_QUERY_SAMPLE, len(sample_vectors))
+    return sample_vectors[
+        :n
+    ], f"{n} source vectors sampled with seed {v.seed} (no validation.queries)"
+
+
+def _search(ctx: GateContext, target: str, queries: np.ndarray, k: int) -> np.ndarray:
+    return ctx.milvus.search_ids(target, queries, k, search_params(ctx.release, k))
+
+
+def _against_live(
+    ctx: GateContext,
+    names: list[tuple[str, float | None, str]],
+    measure: Callable[[str], list[Check]],
+) -> list[Check]:
+    """Run a live-comparing gate: NotApplicable without live, Inconclusive if live fails."""
+    if ctx.live is None:
+        why = "no live collection yet: this is the first release"
+        return [Check(n, None, t, Outcome.NOT_APPLICABLE, why, c) for n, t, c in names]
+    try:
+        return measure(ctx.live)
+    except MilvusRejected as exc:
+        why = f"could not measure against live {ctx.live}: {exc}"
+        return [Check(n, None, t, Outcome.INCONCLUSIVE, why, c) for n, t, c in names]
+
+
+# -- gates -----------------------------------------------------------------------
+
+
+def _row_checks(ctx: GateContext) -> list[Check]:
+    rows = ctx.milvus.row_count(ctx.candidate)
+    checks = [
+        Check(
+            "rowCount",
+            rows,
+            ctx.source_rows,
+            Outcome.PASSED if rows == ctx.source_rows else Outcome.FAILED,
+            "collection rows (after flush) vs source rows",
+            "==",
+        ),
+        Check(
+            "vectorSanity",
+            ctx.source_rows,
+            ctx.source_rows,
+            Outcome.PASSED,
+            "every row checked: dimension, NaN/inf, zero vectors (COSINE), duplicate ids",
+            "==",
+        ),
+    ]
+    limit = ctx.release.spec.validation.gates.max_row_count_change
+    if limit is None:
+        return checks
+
+    def change(live: str) -> list[Check]:
+        live_rows = ctx.milvus.row_count(live)
+        value = abs(rows - live_rows) / max(live_rows, 1)
+        detail = f"{rows} candidate rows vs {live_rows} live"
+        return [judge("maxRowCountChange", value, limit, "<=", detail)]
+
+    return checks + _against_live(ctx, [("maxRowCountChange", limit, "<=")], change)
+
+
+def _golden_set(ctx: GateContext, run: ValidationRun) -> list[Check]:
+    golden = ctx.release.spec.validation.golden_set
+    if golden is None:
+        return []
+    gs = ctx.data.read_golden_set(golden.uri)
+    dim = ctx.release.spec.collection.dimension
+    if gs.queries.shape[1] != dim:
+        raise SourceError(
+            f"golden set {gs.origin} has {gs.queries.shape[1]}-dim query vectors, "
+            f"the spec says collection.dimension: {dim}"
+        )
+    k = golden.k
+    found = _search(ctx, ctx.candidate, gs.queries, k)
+    run.recall_curve["candidate"] = [m.recall_at_k(found, gs.relevant, j) for j in range(1, k + 1)]
+    extra = {"ndcg": m.ndcg_at_k(found, gs.relevant, k), "mrr": m.mrr_at_k(found, gs.relevant, k)}
+    if ctx.live is not None and ctx.live_model == ctx.release.spec.model.label():
+        try:  # the baseline: the same labelled queries against what is live now
+            live = _search(ctx, ctx.live, gs.queries, k)
+            run.recall_curve["live"] = [
+                m.recall_at_k(live, gs.relevant, j) for j in range(1, k + 1)
+            ]
+            extra["liveRecall"] = run.recall_curve["live"][-1]
+        except MilvusRejected:
+            pass  # reported only; the gate is on the candidate
+    detail = f"{len(gs.relevant)} labelled queries from {golden.uri}"
+    return [
+        judge(
+            f"recall@{k}", run.recall_curve["candidate"][-1], golden.min_recall, ">=", detail, extra
+        )
+    ]
+
+
+def _overlap(ctx: GateContext, queries: np.ndarray) -> list[Check]:
+    gate = ctx.release.spec.validation.gates.min_overlap_with_live
+    if gate is None:
+        return []
+    names = [("minOverlapWithLive", gate.min, ">="), ("minRboWithLive", gate.min_rbo, ">=")]
+
+    def measure(live: str) -> list[Check]:
+        ours = _search(ctx, ctx.candidate, queries, gate.k)
+        theirs = _search(ctx, live, queries, gate.k)
+        overlap, rbo = m.topk_overlap(ours, theirs, gate.k), m.mean_rbo(ours, theirs, 0.9)
+        detail = f"top-{gate.k} answers to {len(queries)} queries, candidate vs live"
+        return [
+            judge("minOverlapWithLive", overlap, gate.min, ">=", detail, {"rbo": rbo}),
+            judge(
+                "minRboWithLive", rbo, gate.min_rbo, ">=", f"rank-biased overlap p=0.9; {detail}"
+            ),
+        ]
+
+    return _against_live(ctx, names, measure)
+
+
+def _same_id_gates(ctx: GateContext, run: ValidationRun, sample_ids: np.ndarray) -> list[Check]:
+    """Same ids, two collections: per-id cosine (same model) and distribution drift."""
+    gates = ctx.release.spec.validation.gates
+    cos_gate, drift = gates.min_mean_cosine_to_live, gates.distribution_drift
+    names: list[tuple[str, float | None, str]] = []
+    if cos_gate:
+        names.append(("minMeanCosineToLive", cos_gate.min, ">="))
+    if drift:
+        names += [
+            ("mmdToLive", drift.max_mmd, "<="),
+            ("centroidDistanceToLive", drift.max_centroid_distance, "<="),
+        ]
+    if not names:
+        return []
+    model = ctx.release.spec.model.label()
+
+    def measure(live: str) -> list[Check]:
+        n = max(g.sample for g in (cos_gate, drift) if g)
+        ours, theirs = _paired_vectors(ctx, live, sample_ids[:n])
+        checks: list[Check] = []
+        if cos_gate:
+            checks.append(
+                _cosine_check(
+                    ctx,
+                    run,
+                    cos_gate.min,
+                    ours[: cos_gate.sample],
+                    theirs[: cos_gate.sample],
+                    model,
+                )
+            )
+        if drift:
+            checks += _drift_checks(
+                drift.max_mmd,
+                drift.max_centroid_distance,
+                ours[: drift.sample],
+                theirs[: drift.sample],
+            )
+        return checks
+
+    return _against_live(ctx, names, measure)
+
+
+def _paired_vectors(ctx: GateContext, live: str, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Vectors of the ids present in both collections, read back from Milvus, aligned."""
+    ours: dict[int, np.ndarray] = {}
+    theirs: dict[int, np.ndarray] = {}
+    for start in range(0, len(ids), FETCH_CHUNK):
+        chunk = [int(i) for i in ids[start : start + FETCH_CHUNK]]
+        ours.update(ctx.milvus.vectors_by_id(ctx.candidate, chunk))
+        theirs.update(ctx.milvus.vectors_by_id(live, chunk))
+    common = [int(i) for i in ids if int(i) in ours and int(i) in theirs]
+    if not common:
+        return np.empty((0, 0), np.float32), np.empty((0, 0), np.float32)
+    return np.stack([ours[i] for i in common]), np.stack([theirs[i] for i in common])
+
+
+def _cosine_check(
+    ctx: GateContext,
+    run: ValidationRun,
+    threshold: float,
+    ours: np.ndarray,
+    theirs: np.ndarray,
+    model: str,
+) -> Check:
+    name = "minMeanCosineToLive"
+    if ctx.live_model != model:
+        why = (
+            f"model changed ({ctx.live_model or 'unknown'} -> {model}): the vectors live in "
+            "different spaces, so the rank-based gates decide"
+        )
+        return Check(name, None, threshold, Outcome.NOT_APPLICABLE, why)
+    if len(ours) == 0:
+        return Check(
+            name,
+            None,
+            threshold,
+            Outcome.NOT_APPLICABLE,
+            "no sampled id exists in both collections",
+        )
+    cos = m.cosine_same_ids(ours, theirs)
+    run.cosines = cos
+    s = m.cosine_summary(cos, COSINE_FLOOR)
+    detail = f"{int(s['n'])} ids in both; {s['share_below'] * 100:.1f}% below {COSINE_FLOOR}"
+    metrics = {"p5": s["p5"], "min": s["min"], "shareBelow0.9": s["share_below"]}
+    return judge(name, s["mean"], threshold, ">=", detail, metrics)
+
+
+def _drift_checks(
+    max_mmd: float | None, max_dist: float | None, ours: np.ndarray, theirs: np.ndarray
+) -> list[Check]:
+    if len(ours) < 2 or ours.shape[1] != theirs.shape[1]:
+        why = "fewer than 2 common ids, or different dimensions"
+        return [
+            Check("mmdToLive", None, max_mmd, Outcome.NOT_APPLICABLE, why, "<="),
+            Check("centroidDistanceToLive", None, max_dist, Outcome.NOT_APPLICABLE, why, "<="),
+        ]
+    mmd2, sigma = m.mmd_rbf(ours, theirs)
+    detail = f"{len(ours)} vectors per side"
+    return [
+        judge(
+            "mmdToLive",
+            mmd2,
+            max_mmd,
+            "<=",
+            f"RBF MMD², median bandwidth σ={sigma:.4g}; {detail}",
+            {"sigma": sigma},
+        ),
+        judge("centroidDistanceToLive", m.centroid_distance(ours, theirs), max_dist, "<=", detail),
+    ]
+
+
+def _ann_recall(ctx: GateContext, queries: np.ndarray) -> list[Check]:
+    gate = ctx.release.spec.validation.gates.min_ann_recall
+    if gate is None:
+        return []
+    q = queries[: gate.sample]
+    ann = _search(ctx, ctx.candidate, q, gate.k)
+    exact = m.StreamingTopK(q, gate.k, ctx.release.spec.collection.metric)
+    for batch in ctx.data.open_vectors(ctx.release.spec.source.files, ()).batches(20_000):
+        exact.add(batch.vectors, batch.ids)
+    value = m.ann_recall(ann, exact.result(), gate.k)
+    detail = f"{len(q)} queries vs exact search over {ctx.source_rows} source vectors; params {search_params(ctx.release, gate.k)}"
+    return [judge("minAnnRecall", value, gate.min, ">=", detail)]
+
+
+def _latency(ctx: GateContext, run: ValidationRun, queries: np.ndarray) -> list[Check]:
+    """p50/p99 of single-query searches after warm-up, candidate and live on the same queries."""
+    v = ctx.release.spec.validation
+    gates = v.gates
+    q = queries[: v.latency_queries]
+    samples = {"candidate": _timed_searches(ctx, ctx.candidate, q)}
+    cand = m.latency_percentiles(samples["candidate"])
+    detail = f"{len(q)} single-query searches after {v.warmup_queries} warm-up"
+    checks = [
+        judge(
+            "p99LatencyMs",
+            cand["p99"],
+            gates.max_p99_latency_ms,
+            "<=",
+            detail,
+            {"p50": cand["p50"]},
+        )
+    ]
+
+    def versus_live(live: str) -> list[Check]:
+        samples["live"] = _timed_searches(ctx, live, q)
+        theirs = m.latency_percentiles(samples["live"])
+        ratio = cand["p99"] / theirs["p99"] if theirs["p99"] > 0 else float("nan")
+        why = f"candidate p99 {cand['p99']:.2f} ms vs live {theirs['p99']:.2f} ms"
+        extra = {"liveP50": theirs["p50"], "liveP99": theirs["p99"]}
+        return [
+            judge(
+                "p99LatencyRatioToLive",
+                ratio,
+                gates.max_p99_latency_ratio_to_live,
+                "<=",
+                why,
+                extra,
+            )
+        ]
+
+    limit = gates.max_p99_latency_ratio_to_live
+    ratio = _against_live(ctx, [("p99LatencyRatioToLive", limit, "<=")], versus_live)
+    if limit is not None or ratio[0].outcome != Outcome.INCONCLUSIVE:
+        checks += ratio  # without a gate, live being unmeasurable is not worth a pause
+    run.latencies_ms = samples
+    return checks
+
+
+def _timed_searches(ctx: GateContext, target: str, queries: np.ndarray, k: int = 10) -> list[float]:
+    """Warm the target's caches, then time one search per query, in milliseconds."""
+    for i in range(min(ctx.release.spec.validation.warmup_queries, len(queries))):
+        _search(ctx, target, queries[i : i + 1], k)
+    samples = []
+    for i in range(len(queries)):
+        started = time.perf_counter()
+        _search(ctx, target, queries[i : i + 1], k)
+        samples.append((time.perf_counter() - started) * 1000)
+    return samples

@@ -1,0 +1,106 @@
+"""What a validation produces: gate outcomes plus the raw numbers behind the plots."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+
+
+class Outcome(StrEnum):
+    PASSED = "Passed"
+    FAILED = "Failed"
+    NOT_APPLICABLE = "NotApplicable"  # e.g. no live collection yet, or a model change
+    INCONCLUSIVE = "Inconclusive"  # could not be measured: a person decides
+    REPORTED = "Reported"  # measured for the record, no threshold
+
+
+@dataclass(frozen=True)
+class Check:
+    """One gate: its headline value against its threshold, and the numbers around it."""
+
+    name: str
+    value: float | None
+    threshold: float | None
+    outcome: Outcome
+    detail: str = ""
+    comparison: str = ">="  # how value must relate to threshold to pass
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return self.outcome not in (Outcome.FAILED, Outcome.INCONCLUSIVE)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"outcome": str(self.outcome), "passed": self.passed}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Check:
+        return cls(
+            name=d["name"],
+            value=d.get("value"),
+            threshold=d.get("threshold"),
+            outcome=Outcome(d.get("outcome", Outcome.PASSED)),
+            detail=d.get("detail", ""),
+            comparison=d.get("comparison", ">="),
+            metrics=dict(d.get("metrics", {})),
+        )
+
+
+def judge(
+    name: str,
+    value: float,
+    threshold: float | None,
+    comparison: str = ">=",
+    detail: str = "",
+    metrics: dict[str, float] | None = None,
+) -> Check:
+    """A Check from a measured value: Reported without a threshold; NaN never passes."""
+    if threshold is None:
+        outcome = Outcome.REPORTED
+    elif np.isnan(value):
+        outcome = Outcome.FAILED
+    elif comparison == ">=":
+        outcome = Outcome.PASSED if value >= threshold else Outcome.FAILED
+    else:
+        outcome = Outcome.PASSED if value <= threshold else Outcome.FAILED
+    clean = {k: round(float(v), 6) for k, v in (metrics or {}).items()}
+    return Check(name, round(float(value), 6), threshold, outcome, detail, comparison, clean)
+
+
+def verdict(checks: list[Check]) -> Outcome:
+    """Failed if any gate failed; else Inconclusive if any could not be measured."""
+    outcomes = {c.outcome for c in checks}
+    if Outcome.FAILED in outcomes:
+        return Outcome.FAILED
+    if Outcome.INCONCLUSIVE in outcomes:
+        return Outcome.INCONCLUSIVE
+    return Outcome.PASSED
+
+
+@dataclass
+class ValidationRun:
+    """Everything one validation measured, for status, events and the report."""
+
+    release: str  # track
+    version: str
+    candidate: str  # collection
+    live: str | None  # collection the alias pointed to, if any
+    live_version: str | None
+    checks: list[Check]
+    query_set: str  # where the queries came from (file, or seeded source sample)
+    search_params: dict[str, Any]
+    # Raw series for plots; empty when the gate did not run.
+    cosines: np.ndarray = field(default_factory=lambda: np.empty(0))
+    recall_curve: dict[str, list[float]] = field(
+        default_factory=dict
+    )  # "candidate"/"live" -> recall@1..K
+    latencies_ms: dict[str, list[float]] = field(
+        default_factory=dict
+    )  # "candidate"/"live" -> samples
+
+    @property
+    def outcome(self) -> Outcome:
+        return verdict(self.checks)
