@@ -67,7 +67,7 @@ def run_validation(ctx: GateContext) -> ValidationRun:
     )
     run.checks += _row_checks(ctx)
     run.checks += _golden_set(ctx, run)
-    run.checks += _overlap(ctx, queries)
+    run.checks += _overlap(ctx, queries, sample_ids)
     run.checks += _same_id_gates(ctx, run, sample_ids)
     run.checks += _ann_recall(ctx, queries)
     run.checks += _latency(ctx, run, queries)
@@ -193,17 +193,31 @@ def _golden_set(ctx: GateContext, run: ValidationRun) -> list[Check]:
     ]
 
 
-def _overlap(ctx: GateContext, queries: np.ndarray) -> list[Check]:
+def _overlap(ctx: GateContext, queries: np.ndarray, sample_ids: np.ndarray) -> list[Check]:
+    """Top-k overlap and RBO of live and candidate answers to the same questions.
+
+    Same model: the query set runs against both. A model change puts the two
+    collections in different spaces, where one query vector cannot ask both; then
+    each sampled item asks each collection with its own vector there, and the two
+    neighbourhoods of the same item are compared.
+    """
     gate = ctx.release.spec.validation.gates.min_overlap_with_live
     if gate is None:
         return []
     names = [("minOverlapWithLive", gate.min, ">="), ("minRboWithLive", gate.min_rbo, ">=")]
+    same_model = ctx.live_model == ctx.release.spec.model.label()
 
     def measure(live: str) -> list[Check]:
-        ours = _search(ctx, ctx.candidate, queries, gate.k)
-        theirs = _search(ctx, live, queries, gate.k)
+        if same_model:
+            ours_q, theirs_q, asked = queries, queries, f"{len(queries)} queries"
+        else:
+            n = len(queries)
+            ours_q, theirs_q = _paired_vectors(ctx, live, sample_ids[:n])
+            asked = f"{len(ours_q)} items' neighbourhoods (model changed)"
+        ours = _search(ctx, ctx.candidate, ours_q, gate.k)
+        theirs = _search(ctx, live, theirs_q, gate.k)
         overlap, rbo = m.topk_overlap(ours, theirs, gate.k), m.mean_rbo(ours, theirs, 0.9)
-        detail = f"top-{gate.k} answers to {len(queries)} queries, candidate vs live"
+        detail = f"top-{gate.k} answers to {asked}, candidate vs live"
         return [
             judge("minOverlapWithLive", overlap, gate.min, ">=", detail, {"rbo": rbo}),
             judge(

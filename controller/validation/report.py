@@ -319,9 +319,18 @@ def _plots(run: ValidationRun) -> dict[str, bytes]:
     return plots
 
 
+def _bins(values: Floats, count: int) -> list[float]:
+    """Bin edges that also work when every value is (nearly) the same, e.g. cosine 1.0."""
+    low, high = float(values.min()), float(values.max())
+    if high - low < 1e-6:
+        low, high = low - 0.005, high + 0.005
+    edges: list[float] = np.linspace(low, high, count + 1).tolist()
+    return edges
+
+
 def _draw_cosine(ax: Axes, cosines: Floats, left_out: int) -> None:
     mean = float(cosines.mean())
-    ax.hist(cosines, bins=50, color=SERIES_COLOURS["candidate"], alpha=0.8)
+    ax.hist(cosines, bins=_bins(cosines, 50), color=SERIES_COLOURS["candidate"], alpha=0.8)
     ax.axvline(COSINE_LINE, color="#cf222e", linestyle="--", label=f"{COSINE_LINE}")
     ax.axvline(mean, color="black", linewidth=1.5, label=f"mean {format_value(mean)}")
     note = f", {left_out} NaN left out" if left_out else ""
@@ -345,12 +354,12 @@ def _draw_recall(ax: Axes, curves: Mapping[str, Floats]) -> None:
 
 
 def _draw_latency(ax: Axes, samples: Mapping[str, Floats]) -> None:
-    edges = np.histogram_bin_edges(np.concatenate(list(samples.values())), bins=40)
+    edges = _bins(np.concatenate(list(samples.values())), 40)
     for name, values in samples.items():
         colour = SERIES_COLOURS[name]
         p50, p99 = (float(p) for p in np.percentile(values, [50, 99]))
         label = f"{name}: p50 {format_value(p50)}, p99 {format_value(p99)} ms (n={values.size})"
-        ax.hist(values, bins=edges.tolist(), color=colour, alpha=0.45, label=label)
+        ax.hist(values, bins=edges, color=colour, alpha=0.45, label=label)
         ax.axvline(p50, color=colour, linestyle="--")
         ax.axvline(p99, color=colour, linestyle=":")
     ax.set_title(f"{PLOT_TITLES['latency.png']} (dashed p50, dotted p99)")

@@ -27,13 +27,15 @@ if action == "legacy":
     c.create_index(name, ip)
     c.load_collection(name)
     c.create_alias(name, alias)
+elif action == "release":
+    c.release_collection(f"{alias}__legacy")
 else:
     c.create_alias(f"{alias}__v1", f"{alias}_pinned")
 c.close()
 """
 
 
-def _setup(backend: Backend, action: str) -> None:
+def setup_milvus(backend: Backend, action: str) -> None:
     subprocess.run(
         [sys.executable, "-c", SETUP, backend.uri, backend.alias, action],
         cwd=REPO,
@@ -46,7 +48,7 @@ def _setup(backend: Backend, action: str) -> None:
 def test_foreign_and_aliased_collections_survive_retention(
     tmp_path: Path, backend: Backend, corpus: Corpus
 ) -> None:
-    _setup(backend, "legacy")  # an existing deployment, not made by embrel, behind the alias
+    setup_milvus(backend, "legacy")  # an existing deployment, not made by embrel, behind the alias
     keep_nothing = {"retention": {"keepPrevious": 0, "keepLoaded": 0}}
     state = ("--state-dir", str(tmp_path / "state"))
 
@@ -57,7 +59,7 @@ def test_foreign_and_aliased_collections_survive_retention(
         assert r.returncode == 0, r.stdout + r.stderr
         if version == "v1":
             assert "(none)" not in r.stdout and f"{backend.alias}__legacy ->" in r.stdout
-            _setup(backend, "pin")  # someone else points another alias at v1
+            setup_milvus(backend, "pin")  # someone else points another alias at v1
 
     held = backend.inspect()
     assert held["alias_target"] == f"{backend.alias}__v2"

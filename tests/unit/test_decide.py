@@ -270,3 +270,38 @@ def test_flip_guard_checks_rows_against_source() -> None:
     with pytest.raises(ConflictError, match="row count 99"):
         assert_promotable(coll("v1"), 99)
     assert_promotable(coll("v1"), 100)
+
+
+def test_inconclusive_waits_for_a_person_then_promote_accepts() -> None:
+    obs = snapshot("products__v1", coll("v1", promoted="t1"), coll("v2", validation="inconclusive"))
+    wait = decide(release("v2"), obs, Intents())
+    assert (
+        wait.terminal
+        and wait.phase == Phase.AWAITING_PROMOTION
+        and wait.reason == Reason.INCONCLUSIVE
+    )
+    assert decide(release("v2"), obs, Intents(promote=True)).name == "accept"
+    assert decide(release("v2"), obs, Intents(abort=True)).name == "abort"
+    accepted = snapshot(
+        "products__v1", coll("v1", promoted="t1"), coll("v2", validation="accepted")
+    )
+    assert decide(release("v2"), accepted, Intents()).name == "flip"
+    with pytest.raises(ConflictError):
+        assert_promotable(coll("v2", validation="inconclusive"), 100)
+
+
+def test_changed_thresholds_validate_again_but_never_a_kept_version() -> None:
+    stale = coll("v2", validation="failed")
+    stale.props[P_VALIDATED_HASH] = "thresholds-of-yesterday"
+    obs = snapshot("products__v1", coll("v1", promoted="t1"), stale)
+    assert decide(release("v2"), obs, Intents()).name == "validate"
+    kept = coll("v1", promoted="t1", retired="t2")
+    kept.props[P_VALIDATED_HASH] = "thresholds-of-yesterday"
+    obs = snapshot("products__v2", kept, coll("v2", promoted="t2"))
+    assert decide(release("v1"), obs, Intents()).name == "flip", "a revert is never re-validated"
+
+
+def test_validate_only_holds_before_the_flip() -> None:
+    obs = snapshot("products__v1", coll("v1", promoted="t1"), coll("v2"))
+    step = decide(release("v2"), obs, Intents(hold=True))
+    assert step.terminal and step.reason == Reason.VALIDATED

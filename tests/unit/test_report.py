@@ -291,3 +291,18 @@ def test_markdown_neutralises_hostile_text() -> None:
 )
 def test_format_value(value: float | None, text: str) -> None:
     assert format_value(value) == text
+
+
+def test_identical_values_still_plot() -> None:
+    """Every id unchanged gives cosine exactly 1.0 everywhere: one value, still a histogram."""
+    import numpy as np
+
+    from controller.validation.report import render_report
+    from controller.validation.results import ValidationRun
+
+    run = ValidationRun("t/p", "v2", "p__v2", "p__v1", "v1", [], "q", {})
+    run.cosines = np.ones(500)
+    run.latencies_ms = {"candidate": [1.0] * 10, "live": [1.0] * 10}
+    files = render_report(run)
+    assert files["cosine.png"][:8] == b"\x89PNG\r\n\x1a\n"
+    assert files["latency.png"][:8] == b"\x89PNG\r\n\x1a\n"
