@@ -10,7 +10,8 @@ only gathers the vectors and answers through the ports.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,8 +54,10 @@ def run_validation(ctx: GateContext) -> ValidationRun:
     gates = v.gates
     k = max([g.k for g in (gates.min_overlap_with_live, gates.min_ann_recall) if g] + [10])
     params = search_params(ctx.release, k)
-    sample_ids, sample_vectors = _source_sample(ctx)
-    queries, described = _query_set(ctx, sample_vectors)
+    timer = _Stopwatch()
+    with timer("sampling"):
+        sample_ids, sample_vectors = _source_sample(ctx)
+        queries, described = _query_set(ctx, sample_vectors)
     run = ValidationRun(
         ctx.release.track,
         ctx.release.spec.version,
@@ -65,13 +68,35 @@ def run_validation(ctx: GateContext) -> ValidationRun:
         described,
         params,
     )
-    run.checks += _row_checks(ctx)
-    run.checks += _golden_set(ctx, run)
-    run.checks += _overlap(ctx, queries, sample_ids)
-    run.checks += _same_id_gates(ctx, run, sample_ids)
-    run.checks += _ann_recall(ctx, queries)
-    run.checks += _latency(ctx, run, queries)
+    with timer("rowCount"):
+        run.checks += _row_checks(ctx)
+    with timer("goldenSet"):
+        run.checks += _golden_set(ctx, run)
+    with timer("overlapWithLive"):
+        run.checks += _overlap(ctx, queries, sample_ids)
+    with timer("sameIdCosineAndDrift"):
+        run.checks += _same_id_gates(ctx, run, sample_ids)
+    with timer("annRecall"):
+        run.checks += _ann_recall(ctx, queries)
+    with timer("latency"):
+        run.checks += _latency(ctx, run, queries)
+    run.seconds = timer.seconds
     return run
+
+
+class _Stopwatch:
+    """Seconds spent per gate, for the report and the validation benchmark."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(time.perf_counter() - started, 4)
 
 
 # -- inputs ----------------------------------------------------------------------

@@ -117,6 +117,7 @@ def _facts(run: ValidationRun) -> list[tuple[str, str]]:
         ("Live collection", _live_text(run)),
         ("Query set", run.query_set),
         ("Search params", _params_text(run.search_params)),
+        ("Time per gate", ", ".join(f"{k} {v:.2f}s" for k, v in run.seconds.items()) or "—"),
     ]
 
 

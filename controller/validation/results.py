@@ -94,12 +94,11 @@ class ValidationRun:
     search_params: dict[str, Any]
     # Raw series for plots; empty when the gate did not run.
     cosines: np.ndarray = field(default_factory=lambda: np.empty(0))
-    recall_curve: dict[str, list[float]] = field(
-        default_factory=dict
-    )  # "candidate"/"live" -> recall@1..K
-    latencies_ms: dict[str, list[float]] = field(
-        default_factory=dict
-    )  # "candidate"/"live" -> samples
+    # "candidate"/"live" -> recall@1..K on the golden set
+    recall_curve: dict[str, list[float]] = field(default_factory=dict)
+    # "candidate"/"live" -> single-query search latencies
+    latencies_ms: dict[str, list[float]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # time spent per gate
 
     @property
     def outcome(self) -> Outcome:
