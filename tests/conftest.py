@@ -159,6 +159,10 @@ def corpus(tmp_path: Path) -> Corpus:
     return c
 
 
+# Latency is measured in every validation; a few searches are enough for tests.
+QUICK_LATENCY = {"warmupQueries": 5, "latencyQueries": 20}
+
+
 def release_yaml(
     backend: Backend,
     version: str,
@@ -181,8 +185,12 @@ def release_yaml(
         },
         "source": {"files": {"uri": str(source), "idField": "id", "vectorField": "vector"}},
     }
+    validation: dict[str, object] = dict(QUICK_LATENCY)
     if golden is not None:
-        body["validation"] = {"goldenSet": {"uri": str(golden), "k": 10, "minRecall": min_recall}}
+        validation["goldenSet"] = {"uri": str(golden), "k": 10, "minRecall": min_recall}
+    extra = spec.pop("validation", {})
+    assert isinstance(extra, dict)
+    body["validation"] = validation | extra
     body.update(spec)
     return {
         "apiVersion": "embrel.dev/v1alpha1",

@@ -119,15 +119,19 @@ def _source_sample(ctx: GateContext) -> tuple[np.ndarray, np.ndarray]:
 
 def _query_set(ctx: GateContext, sample_vectors: np.ndarray) -> tuple[np.ndarray, str]:
     v = ctx.release.spec.validation
-    if v.queries is not None:
-        queries = ctx.data.read_query_vectors(
-            v.queries.uri, v.queries.vector_field, v.queries.sample, v.seed
+    if v.queries is None:
+        n = min(DEFAULT_QUERY_SAMPLE, len(sample_vectors))
+        return sample_vectors[:n], f"{n} source vectors sampled with seed {v.seed}"
+    queries = ctx.data.read_query_vectors(
+        v.queries.uri, v.queries.vector_field, v.queries.sample, v.seed
+    )
+    dim = ctx.release.spec.collection.dimension
+    if queries.shape[1] != dim:
+        raise SourceError(
+            f"query set {v.queries.uri} has {queries.shape[1]}-dim vectors, "
+            f"the spec says collection.dimension: {dim}"
         )
-        return queries, f"{len(queries)} queries from {v.queries.uri} (seed {v.seed})"
-    n = min(DEFAULT_QUERY_SAMPLE, len(sample_vectors))
-    return sample_vectors[
-        :n
-    ], f"{n} source vectors sampled with seed {v.seed} (no validation.queries)"
+    return queries, f"{len(queries)} queries from {v.queries.uri} (seed {v.seed})"
 
 
 def _search(ctx: GateContext, target: str, queries: np.ndarray, k: int) -> np.ndarray:

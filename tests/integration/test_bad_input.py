@@ -41,67 +41,51 @@ def _doc(backend: Backend, source: Path, **changes: object) -> str:
     return json.dumps(doc)  # JSON is YAML
 
 
-def test_malformed_yaml(
+def test_bad_input_is_refused_and_leaves_milvus_untouched(
     tmp_path: Path, backend: Backend, corpus: Corpus, live_v1: dict[str, object]
 ) -> None:
-    code, out = _apply(tmp_path, "apiVersion: embrel.dev/v1alpha1\nspec: {alias: [\n")
-    assert code == 2
-    assert "bad.yaml" in out and "malformed YAML (line" in out
-    assert _holdings(backend) == live_v1
-
-
-def test_unknown_field_and_invalid_alias(
-    tmp_path: Path, backend: Backend, corpus: Corpus, live_v1: dict[str, object]
-) -> None:
-    code, out = _apply(tmp_path, _doc(backend, corpus.path("v2"), colection={"dimension": 3}))
-    assert code == 2 and "spec.colection: unknown field" in out
-    code, out = _apply(tmp_path, _doc(backend, corpus.path("v2"), alias="bad-alias!"))
-    assert code == 2 and "spec.alias" in out and "not a valid Milvus alias" in out
-    assert _holdings(backend) == live_v1
-
-
-def test_wrong_dimension(
-    tmp_path: Path, backend: Backend, corpus: Corpus, live_v1: dict[str, object]
-) -> None:
-    wide = write_vectors(tmp_path / "wide.parquet", np.arange(10), np.ones((10, 48), np.float32))
-    code, out = _apply(tmp_path, _doc(backend, wide))
-    assert code == 1
-    assert "wide.parquet" in out and "48" in out and "32" in out
-    assert _holdings(backend) == live_v1
-
-
-def test_nan_vectors(
-    tmp_path: Path, backend: Backend, corpus: Corpus, live_v1: dict[str, object]
-) -> None:
+    """One live track, every kind of bad input against it (one test: each apply is cheap,
+    setting up the live track is not)."""
     vectors = corpus.vectors["v2"].copy()
     vectors[1234, 5] = np.nan
-    bad = write_vectors(tmp_path / "nan.parquet", corpus.ids, vectors)
-    code, out = _apply(tmp_path, _doc(backend, bad))
-    assert code == 1
-    assert "nan.parquet" in out and "1234" in out and "NaN" in out
-    assert _holdings(backend) == live_v1
-
-
-def test_duplicate_ids(
-    tmp_path: Path, backend: Backend, corpus: Corpus, live_v1: dict[str, object]
-) -> None:
+    with_nan = write_vectors(tmp_path / "nan.parquet", corpus.ids, vectors)
     ids = corpus.ids.copy()
     ids[1500] = 7
-    bad = write_vectors(tmp_path / "dupes.parquet", ids, corpus.vectors["v2"])
-    code, out = _apply(tmp_path, _doc(backend, bad))
-    assert code == 1
-    assert "dupes.parquet" in out and "7" in out and "duplicate" in out.lower()
-    assert _holdings(backend) == live_v1
-
-
-def test_missing_file(
-    tmp_path: Path, backend: Backend, corpus: Corpus, live_v1: dict[str, object]
-) -> None:
-    code, out = _apply(tmp_path, _doc(backend, tmp_path / "nowhere.parquet"))
-    assert code == 1 and "nowhere.parquet" in out
+    dupes = write_vectors(tmp_path / "dupes.parquet", ids, corpus.vectors["v2"])
+    wide = write_vectors(tmp_path / "wide.parquet", np.arange(10), np.ones((10, 48), np.float32))
+    cases = [
+        # (what, spec text, exit code, fragments the message must contain)
+        (
+            "malformed YAML",
+            "apiVersion: embrel.dev/v1alpha1\nspec: {alias: [\n",
+            2,
+            ["bad.yaml", "malformed YAML (line"],
+        ),
+        (
+            "unknown field",
+            _doc(backend, corpus.path("v2"), colection={"dimension": 3}),
+            2,
+            ["spec.colection: unknown field"],
+        ),
+        (
+            "invalid alias",
+            _doc(backend, corpus.path("v2"), alias="bad-alias!"),
+            2,
+            ["spec.alias", "not a valid Milvus alias"],
+        ),
+        ("wrong dimension", _doc(backend, wide), 1, ["wide.parquet", "48", "32"]),
+        ("NaN vectors", _doc(backend, with_nan), 1, ["nan.parquet", "1234", "NaN"]),
+        ("duplicate ids", _doc(backend, dupes), 1, ["dupes.parquet", "7", "uplicate"]),
+        ("missing file", _doc(backend, tmp_path / "nowhere.parquet"), 1, ["nowhere.parquet"]),
+    ]
+    for what, text, expected_code, fragments in cases:
+        code, out = _apply(tmp_path, text)
+        assert code == expected_code, (what, out)
+        for fragment in fragments:
+            assert fragment in out, (what, fragment, out)
+        assert _holdings(backend) == live_v1, f"{what} changed Milvus"
     r = embrel("apply", "-f", str(tmp_path / "no-such-release.yaml"), cwd=tmp_path)
     assert r.returncode == 2 and "no-such-release.yaml" in r.stderr and "not found" in r.stderr
-    assert _holdings(backend) == live_v1
 
 
 def test_unreachable_milvus(tmp_path: Path, corpus: Corpus) -> None:

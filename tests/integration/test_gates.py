@@ -94,7 +94,7 @@ def test_each_bad_candidate_fails_its_gate(backend: Backend, track) -> None:  # 
 
 
 def test_model_change_skips_same_id_cosine_and_decides_on_ranks(backend: Backend, track) -> None:  # type: ignore[no-untyped-def]
-    rng, live, ids, apply = track
+    rng, live, _ids, apply = track
     new_model = {"model": {"name": "another-model", "revision": "2"}}
     code, checks = apply(
         "m2", live[:, ::-1].copy(), **new_model
@@ -113,7 +113,7 @@ def test_model_change_skips_same_id_cosine_and_decides_on_ranks(backend: Backend
 
 
 def test_validate_runs_gates_without_promoting(tmp_path: Path, backend: Backend, track) -> None:  # type: ignore[no-untyped-def]
-    rng, live, ids, apply = track
+    rng, live, ids, _apply = track
     source = write_vectors(tmp_path / "v9.parquet", ids, _noisy(rng, live, 0.01))
     spec = write_release(
         tmp_path / "v9.yaml", release_yaml(backend, "v9", source, validation={"gates": GATES})
