@@ -179,8 +179,9 @@ class MilvusGateway:
             schema.add_field(f.name, _SCALAR_TYPES[f.type], **extra)
         self._call(
             f"creating collection {name}",
+            # Default (Bounded) consistency for applications; validation asks for Strong.
             lambda: self._client.create_collection(
-                name, schema=schema, properties=dict(properties), consistency_level="Strong"
+                name, schema=schema, properties=dict(properties)
             ),
         )
 
@@ -220,7 +221,9 @@ class MilvusGateway:
     def vectors_by_id(self, name: str, ids: Sequence[int]) -> dict[int, np.ndarray]:
         rows = self._call(
             f"reading vectors from {name}",
-            lambda: self._client.get(name, ids=list(ids), output_fields=[VECTOR_FIELD]),
+            lambda: self._client.get(
+                name, ids=list(ids), output_fields=[VECTOR_FIELD], consistency_level="Strong"
+            ),
         )
         return {int(r[ID_FIELD]): np.asarray(r[VECTOR_FIELD], dtype=np.float32) for r in rows}
 
@@ -286,9 +289,18 @@ class MilvusGateway:
     # -- search --------------------------------------------------------------
 
     def search_ids(
-        self, target: str, queries: np.ndarray, k: int, params: Mapping[str, Any]
+        self,
+        target: str,
+        queries: np.ndarray,
+        k: int,
+        params: Mapping[str, Any],
+        consistency: str = "Strong",
     ) -> np.ndarray:
-        """Top-k ids per query with Strong consistency, padded with -1; shape (nq, k)."""
+        """Top-k ids per query, padded with -1; shape (nq, k).
+
+        Strong by default: validation must see every row. Latency measurements pass
+        "Bounded", what applications use, since Strong waits for a fresh timestamp.
+        """
         result = self._call(
             f"searching {target}",
             lambda: self._client.search(
@@ -297,7 +309,7 @@ class MilvusGateway:
                 limit=k,
                 output_fields=[ID_FIELD],
                 search_params={"params": dict(params)},
-                consistency_level="Strong",
+                consistency_level=consistency,
             ),
         )
         out = np.full((len(queries), k), -1, dtype=np.int64)

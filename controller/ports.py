@@ -38,7 +38,12 @@ class MilvusPort(Protocol):
     def aliases_of(self, name: str) -> list[str]: ...
     def point_alias(self, alias: str, collection: str) -> None: ...
     def search_ids(
-        self, target: str, queries: np.ndarray, k: int, params: Mapping[str, Any]
+        self,
+        target: str,
+        queries: np.ndarray,
+        k: int,
+        params: Mapping[str, Any],
+        consistency: str = "Strong",
     ) -> np.ndarray: ...
     def vectors_by_id(self, name: str, ids: Sequence[int]) -> dict[int, np.ndarray]: ...
 
