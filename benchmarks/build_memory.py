@@ -49,8 +49,16 @@ class Run:
     peak_rss: int = 0  # bytes: VmHWM of the subprocess
     wall: float = 0.0
     returncode: int = 0
-    peak_phase: str = ""  # the last event line printed before the highest RSS sample
-    output: list[tuple[float, str]] = field(default_factory=list)
+    output: list[tuple[float, str]] = field(default_factory=list)  # (time, stdout line)
+    samples: list[tuple[float, int, int]] = field(default_factory=list)  # (time, RSS, HWM)
+
+    def phase_peak(self, start: str, end: str) -> int:
+        """Highest RSS sampled between the output lines containing ``start`` and ``end``."""
+        begin = next((t for t, line in self.output if start in line), None)
+        stop = next((t for t, line in self.output if end in line), None)
+        if begin is None or stop is None:
+            return 0
+        return max((rss for t, rss, _ in self.samples if begin <= t <= stop), default=0)
 
     @property
     def rows_per_s(self) -> float:
@@ -89,14 +97,13 @@ def _sample(pid: int, samples: list[tuple[float, int, int]], stop: threading.Eve
 
 
 def run_measured(argv: list[str], run: Run) -> Run:
-    """Run ``argv``; peak RSS is the last VmHWM read, the phase of the peak from RSS samples."""
+    """Run ``argv``; peak RSS is the last VmHWM read; RSS samples give the peak per phase."""
     started = time.perf_counter()
     proc = subprocess.Popen(
         argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
-    samples: list[tuple[float, int, int]] = []
     stop = threading.Event()
-    sampler = threading.Thread(target=_sample, args=(proc.pid, samples, stop), daemon=True)
+    sampler = threading.Thread(target=_sample, args=(proc.pid, run.samples, stop), daemon=True)
     sampler.start()
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -105,17 +112,8 @@ def run_measured(argv: list[str], run: Run) -> Run:
     run.wall = time.perf_counter() - started
     stop.set()
     sampler.join()
-    run.peak_rss = max((hwm for _, _, hwm in samples), default=0)
-    run.peak_phase = _phase_at_peak(run.output, samples)
+    run.peak_rss = max((hwm for _, _, hwm in run.samples), default=0)
     return run
-
-
-def _phase_at_peak(output: list[tuple[float, str]], samples: list[tuple[float, int, int]]) -> str:
-    if not samples:
-        return "?"
-    peak_at = max(samples, key=lambda s: s[1])[0]
-    before = [line.strip() for stamp, line in output if stamp <= peak_at]
-    return before[-1] if before else "(starting)"
 
 
 # -- one apply ---------------------------------------------------------------------
@@ -166,41 +164,69 @@ def import_floor() -> Run:
 # -- report ------------------------------------------------------------------------
 
 
+def _timeline(r: Run) -> str:
+    """The apply's own output, each line with its time and the RSS at that moment."""
+    start = r.output[0][0] if r.output else 0.0
+    lines = []
+    for stamp, line in r.output:
+        rss = next((m for t, m, _ in reversed(r.samples) if t <= stamp), 0)
+        lines.append(f"    {stamp - start:6.1f} s {rss / MB:6,.0f} MB  {line.strip()}")
+    return "\n".join(lines)
+
+
+# Above-floor memory may grow this much over a 10x larger corpus and still count as bounded.
+BOUNDED_GROWTH = 1.5
+# The engine's event lines around its two passes over the source (controller.engine).
+CHECK_PASS = ("building the candidate", "inserting")
+INSERT_PASS = ("inserting", "loaded ")
+
+
 def report(floor: Run, runs: Sequence[Run]) -> str:
-    rows = [
-        [
-            f"{r.rows:,}",
-            f"{r.data_bytes / MB:,.0f}",
-            f"{r.peak_rss / MB:,.0f}",
-            f"{(r.peak_rss - floor.peak_rss) / MB:,.0f}",
-            f"{r.wall:.1f}",
-            f"{r.rows_per_s:,.0f}",
-            r.peak_phase,
-        ]
-        for r in runs
-    ]
     out = table(
         [
             "rows",
             "vector data MB",
             "peak RSS MB",
             "above import floor MB",
+            "peak in check pass MB",
+            "peak in insert pass MB",
             "wall s",
             "rows/s",
-            "phase at peak",
         ],
-        rows,
+        [_report_row(floor, r) for r in runs],
     )
     out += f"\n\nImport floor (`embrel --help`): peak RSS {floor.peak_rss / MB:,.0f} MB."
     if len(runs) == 2:
-        small, large = runs
-        out += (
-            f"\n{large.rows:,} vs {small.rows:,} rows ({large.rows / small.rows:.0f}x the data): "
-            f"peak RSS x{large.peak_rss / small.peak_rss:.2f}, above the floor "
-            f"x{(large.peak_rss - floor.peak_rss) / max(small.peak_rss - floor.peak_rss, 1):.2f}; "
-            f"peak is {large.peak_rss / large.data_bytes:.2f}x the large corpus's vector data."
-        )
+        out += "\n" + _verdict(floor, *runs)
     return out
+
+
+def _report_row(floor: Run, r: Run) -> list[str]:
+    return [
+        f"{r.rows:,}",
+        f"{r.data_bytes / MB:,.0f}",
+        f"{r.peak_rss / MB:,.0f}",
+        f"{(r.peak_rss - floor.peak_rss) / MB:,.0f}",
+        f"{r.phase_peak(*CHECK_PASS) / MB:,.0f}",
+        f"{r.phase_peak(*INSERT_PASS) / MB:,.0f}",
+        f"{r.wall:.1f}",
+        f"{r.rows_per_s:,.0f}",
+    ]
+
+
+def _verdict(floor: Run, small: Run, large: Run) -> str:
+    growth = (large.peak_rss - floor.peak_rss) / max(small.peak_rss - floor.peak_rss, 1)
+    bounded = growth <= BOUNDED_GROWTH
+    return (
+        f"{large.rows:,} vs {small.rows:,} rows ({large.rows / small.rows:.0f}x the data): "
+        f"peak RSS x{large.peak_rss / small.peak_rss:.2f}, above the import floor x{growth:.2f}; "
+        f"peak is {large.peak_rss / large.data_bytes:.2f}x the large corpus's vector data. "
+        + (
+            "Bounded: memory does not grow with the corpus."
+            if bounded
+            else "NOT bounded: memory grows with the corpus."
+        )
+    )
 
 
 def run(rows: int, small_rows: int) -> tuple[Run, list[Run]]:
@@ -218,6 +244,7 @@ def run(rows: int, small_rows: int) -> tuple[Run, list[Run]]:
             runs.append(apply_once(backend, n, Path(tmp)))
             r = runs[-1]
             print(f"  {r.label}: peak RSS {r.peak_rss / MB:,.0f} MB in {r.wall:.1f} s", flush=True)
+            print(_timeline(r), flush=True)
     print(report(floor, runs), flush=True)
     return floor, runs
 

@@ -90,7 +90,7 @@ def run_baseline(uri: str, alias: str, source: Path, dim: int) -> BaselineTimes:
     client = MilvusClient(uri=uri)
     name = f"{alias}__baseline"
     try:
-        # The same schema and consistency level embrel's gateway creates.
+        # embrel's schema; the consistency level governs reads only, so it favours neither side.
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("id", DataType.INT64, is_primary=True)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)

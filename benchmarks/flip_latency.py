@@ -6,12 +6,15 @@
     alternate a rollback request + ``reconcile_track`` and a promote request +
     ``reconcile_track``, the whole pass a user waits for with `embrel rollback`.
 
-    python -m benchmarks.flip_latency [--flips 20] [--rows 10000] [--backend both]
+    python -m benchmarks.flip_latency [--flips 20] [--rows 10000] [--backend both] [--profile]
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
+import pstats
 import re
 import sys
 import time
@@ -157,7 +160,7 @@ class Track:
 
 
 def embrel_flips(
-    backend: Backend, flips: int, rows: int, workdir: Path
+    backend: Backend, flips: int, rows: int, workdir: Path, profile: bool = False
 ) -> tuple[list[float], list[float], list[float]]:
     alias = fresh_alias("fl_emb")
     uri = backend.uri(alias)
@@ -165,13 +168,20 @@ def embrel_flips(
     rollback: list[float] = []
     promote: list[float] = []
     switch: list[float] = []
+    profiler = cProfile.Profile() if profile else None
     try:
         for i in range(flips):
+            if profiler:
+                profiler.enable()
             if i % 2 == 0:
                 rollback.append(track.request("rollback", {"to": None}))
             else:
                 promote.append(track.request("promote", True))
+            if profiler:
+                profiler.disable()
             switch.append(track.last_switch_ms() / 1000)
+        if profiler:
+            _print_profile(profiler, backend.kind)
         return rollback, promote, switch
     finally:
         track.controller.close()
@@ -204,6 +214,14 @@ def _two_versions(alias: str, uri: str, rows: int, workdir: Path) -> Track:
 # -- report ------------------------------------------------------------------------
 
 
+def _print_profile(profiler: cProfile.Profile, kind: str) -> None:
+    """Where a flip's time goes: embrel's own functions and any sleeps, by cumulative time."""
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out).sort_stats("cumulative")
+    stats.print_stats(r"controller/|sleep", 25)
+    print(f"  [{kind}] cProfile of the embrel flips:\n{out.getvalue()}", flush=True)
+
+
 def _row(kind: str, what: str, times: Sequence[float]) -> list[str]:
     ms = [t * 1000 for t in times]
     return [kind, what, str(len(ms)), f"{median(ms):.1f}", f"{max(ms):.1f}"]
@@ -223,10 +241,10 @@ def report(results: Sequence[FlipResult]) -> str:
     return table(["backend", "flip", "n", "median ms", "max ms"], rows)
 
 
-def measure(backend: Backend, flips: int, rows: int) -> FlipResult:
+def measure(backend: Backend, flips: int, rows: int, profile: bool = False) -> FlipResult:
     raw, row_count = raw_flips(backend, flips, rows)
     print(f"  [{backend.kind}] raw flips: median {median(raw) * 1000:.1f} ms", flush=True)
-    rollback, promote, switch = embrel_flips(backend, flips, rows, backend.root)
+    rollback, promote, switch = embrel_flips(backend, flips, rows, backend.root, profile)
     print(
         f"  [{backend.kind}] embrel flips: median {median([*rollback, *promote]) * 1000:.1f} ms",
         flush=True,
@@ -234,7 +252,7 @@ def measure(backend: Backend, flips: int, rows: int) -> FlipResult:
     return FlipResult(backend.kind, raw, rollback, promote, switch, row_count)
 
 
-def run(flips: int, rows: int, backends: Sequence[str]) -> list[FlipResult]:
+def run(flips: int, rows: int, backends: Sequence[str], profile: bool = False) -> list[FlipResult]:
     print(
         f"flip latency: {flips} flips between two {rows:,} x {DIM}-dim collections, on {machine()}",
         flush=True,
@@ -242,7 +260,7 @@ def run(flips: int, rows: int, backends: Sequence[str]) -> list[FlipResult]:
     results = []
     for kind in backends:
         with open_backend(kind) as backend:
-            results.append(measure(backend, flips, rows))
+            results.append(measure(backend, flips, rows, profile))
     print(report(results), flush=True)
     return results
 
@@ -252,13 +270,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--flips", type=int, default=20)
     p.add_argument("--rows", type=int, default=10_000)
     p.add_argument("--backend", choices=[*BACKENDS, "both"], default="both")
+    p.add_argument("--profile", action="store_true", help="cProfile the embrel flips")
     return p.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     backends = BACKENDS if args.backend == "both" else (args.backend,)
-    run(args.flips, args.rows, backends)
+    run(args.flips, args.rows, backends, args.profile)
     return 0
 
 

@@ -3,8 +3,8 @@
     python -m benchmarks.run_all        (or: make benchmarks)
 
 Takes a while (about 15 minutes on 2 cores): build throughput on Milvus Lite and the
-real server (and the client-side share of it), the 100k and 1M-row memory builds, and
-the flip latencies on both backends.
+real server (and the client-side share of it), the 100k and 1M-row memory builds (and
+Arrow's share of them), and the flip latencies on both backends.
 The real server is started and stopped by each benchmark in turn.
 """
 
@@ -14,7 +14,13 @@ import sys
 import time
 from collections.abc import Sequence
 
-from benchmarks import build_memory, build_throughput, flip_latency, ingest_overhead
+from benchmarks import (
+    build_memory,
+    build_throughput,
+    flip_latency,
+    ingest_overhead,
+    parquet_read_memory,
+)
 from benchmarks.support import BACKENDS, machine, median, table
 
 MB = 1e6
@@ -28,6 +34,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ingest_overhead.run(100_000, 5)  # explains the throughput gap, if any (seconds to run)
     print(flush=True)
     floor, memory = build_memory.run(1_000_000, 100_000)
+    print(flush=True)
+    parquet_read_memory.run(1_000_000)  # where the build's memory goes (under a minute)
     print(flush=True)
     flips = flip_latency.run(20, 10_000, BACKENDS)
     rows = [

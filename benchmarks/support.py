@@ -10,6 +10,7 @@ import contextlib
 import os
 import platform
 import statistics
+import subprocess
 import tempfile
 import time
 import uuid
@@ -269,6 +270,18 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return "\n".join(lines)
 
 
+def revision() -> str:
+    """The commit measured, and whether controller/ differed from it (others edit the tree)."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], capture_output=True, text=True, check=False)
+        return done.stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--", "controller")
+    return f"embrel {commit}{' with uncommitted changes in controller/' if dirty else ''}"
+
+
 def machine() -> str:
     model = "unknown CPU"
     with contextlib.suppress(OSError):
@@ -280,5 +293,5 @@ def machine() -> str:
     return (
         f"{os.cpu_count()} cores ({model}), {mem_gib:.0f} GiB RAM, "
         f"{platform.system()} {platform.release()}, Python {platform.python_version()}, "
-        f"load average {os.getloadavg()[0]:.2f} now"  # other work on the machine skews timings
+        f"load average {os.getloadavg()[0]:.2f} now; {revision()}"  # other work skews timings
     )

@@ -210,9 +210,14 @@ class MilvusGateway:
                 row[field] = value
         self._call(f"inserting into {name}", lambda: self._client.insert(name, rows))
 
-    def row_count(self, name: str) -> int:
-        """Rows in the collection, after a flush so that recent inserts are counted."""
-        self._call(f"flushing {name}", lambda: self._client.flush(name))
+    def row_count(self, name: str, flush: bool = True) -> int:
+        """Rows in the collection; flushed first so that recent inserts are counted.
+
+        ``flush=False`` counts what is already sealed: enough for a collection built and
+        flushed before, and it avoids 0.5 s per flush on Milvus 2.3.5.
+        """
+        if flush:
+            self._call(f"flushing {name}", lambda: self._client.flush(name))
         stats = self._call(
             f"counting rows of {name}", lambda: self._client.get_collection_stats(name)
         )

@@ -246,9 +246,15 @@ class _ParquetSource(_FilesSource):
         )
 
 
+# pre_buffer=True (pyarrow's default) keeps every row group read so far cached for the
+# reader's life, so a 1M-row build held the whole file (904 MB peak, docs/benchmarks.md
+# §2); a bounded read buffer also streams files written as a single row group.
+READ_BUFFER_BYTES = 1 << 20
+
+
 def _open_parquet(path: Path) -> Any:
     try:
-        return pq.ParquetFile(path)
+        return pq.ParquetFile(path, pre_buffer=False, buffer_size=READ_BUFFER_BYTES)
     except (OSError, pa.ArrowException) as exc:
         raise SourceError(
             f"cannot read {path} as parquet: {exc}; check that it is a complete parquet file"
