@@ -70,14 +70,16 @@ def write_queries(path: Path, corpus: np.ndarray, n: int) -> Path:
 
 
 def gates(queries: Path, n: int) -> dict[str, object]:
+    """Every gate on, with thresholds that always pass: this measures cost, not quality
+    (a failed candidate is released, and the timed re-run needs it loaded)."""
     return {
         "queries": {"uri": str(queries), "sample": n},
         "gates": {
-            "minOverlapWithLive": {"k": K, "min": 0.5},
-            "minMeanCosineToLive": {"min": 0.9, "sample": 2000},
-            "minAnnRecall": {"k": K, "min": 0.8, "sample": n},
-            "maxRowCountChange": 0.01,
-            "maxP99LatencyRatioToLive": 10.0,
+            "minOverlapWithLive": {"k": K, "min": 0.0},
+            "minMeanCosineToLive": {"min": -1.0, "sample": 2000},
+            "minAnnRecall": {"k": K, "min": 0.0, "sample": n},
+            "maxRowCountChange": 1.0,
+            "maxP99LatencyRatioToLive": 1000.0,
             "distributionDrift": {"sample": 1000},
         },
         "latencyQueries": 200,
