@@ -6,8 +6,10 @@ alias points), *decides* the next step on that snapshot with a pure function,
 and *executes* it. Everything the engine must remember lives in Milvus collection
 properties, so a controller killed at any instant resumes from Milvus alone.
 
-    decide():  conflicts -> intents (rollback, abort) -> live? -> build -> index
-               -> load -> validate -> await promotion -> flip -> retention
+    decide():  conflicts -> re-load live -> rollback request -> live? (retention)
+               -> aborted / abort request -> build -> index -> load -> validate
+               (gates in controller.validation) -> inconclusive? -> rolled back?
+               -> hold (validate only) / manual promotion -> flip
 """
 
 from __future__ import annotations
