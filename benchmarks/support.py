@@ -25,10 +25,9 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
-from pymilvus import MilvusClient
 
 from controller.ports import Advance
-from tests.support.milvus_server import MilvusServer
+from tests.support.milvus_server import MilvusServer, drop_alias_collections
 
 BACKENDS = ("lite", "server")
 # Rows generated per chunk: bounds the generator's memory (50k x 384 float32 = 77 MB).
@@ -182,16 +181,8 @@ class Backend:
         """Free what a run left: stop its Lite server, or drop its collections on the server."""
         if self.server_uri is None:
             _release_lite(uri)
-            return
-        client = MilvusClient(uri=uri)
-        try:
-            for name in client.list_collections():
-                if name.startswith(f"{alias}__"):
-                    for a in client.list_aliases(name).get("aliases", []):
-                        client.drop_alias(a)
-                    client.drop_collection(name)
-        finally:
-            client.close()
+        else:
+            drop_alias_collections(uri, alias)
 
 
 def _release_lite(uri: str) -> None:

@@ -22,9 +22,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from pymilvus import MilvusClient
 
-from tests.support.milvus_server import MilvusServer, milvus_server_available
+from tests.support.milvus_server import (
+    MilvusServer,
+    drop_alias_collections,
+    milvus_server_available,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -79,19 +82,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
     server: MilvusServer = request.getfixturevalue("milvus_server")
     b = Backend("server", server.uri, alias)
     yield b
-    _drop_track(b)
-
-
-def _drop_track(b: Backend) -> None:
-    client = MilvusClient(uri=b.uri)
-    try:
-        for name in client.list_collections():
-            if name.startswith(f"{b.alias}__"):
-                for a in client.list_aliases(name).get("aliases", []):
-                    client.drop_alias(a)
-                client.drop_collection(name)
-    finally:
-        client.close()
+    drop_alias_collections(b.uri, b.alias)
 
 
 # -- data -------------------------------------------------------------------------

@@ -424,3 +424,19 @@ def _client_error(uri: str) -> str | None:
             with contextlib.suppress(Exception):
                 client.close()
     return None
+
+
+def drop_alias_collections(uri: str, alias: str) -> None:
+    """Drop every ``<alias>__*`` collection, moving its aliases off first: tests and
+    benchmarks share one server, and Milvus 2.5+ refuses to drop an aliased collection."""
+    from pymilvus import MilvusClient
+
+    client = MilvusClient(uri=uri)
+    try:
+        for name in client.list_collections():
+            if name.startswith(f"{alias}__"):
+                for other in client.list_aliases(name).get("aliases", []):
+                    client.drop_alias(other)
+                client.drop_collection(name)
+    finally:
+        client.close()
