@@ -72,3 +72,35 @@ class Reporter(Protocol):
 
     def event(self, reason: str, message: str, warning: bool = False) -> None: ...
     def progress(self, stage: str, total: int | None) -> AbstractContextManager[Advance]: ...
+
+
+class Telemetry(Protocol):
+    """Numbers for Prometheus (``controller.metrics``); ``NullTelemetry`` drops them.
+
+    ``track`` is ``namespace/name``; implementations keep label sets bounded.
+    """
+
+    def step_finished(self, track: str, step: str, seconds: float, ok: bool) -> None: ...
+    def progress(self, track: str, stage: str, done: int, total: int | None) -> None: ...
+    def cutover(
+        self, track: str, kind: str, seconds: float, attempts: int, verified: bool
+    ) -> None: ...  # kind: "promote" | "rollback" | "auto_rollback"
+    def drift(self, track: str, values: Mapping[str, float]) -> None: ...
+    def cache(self, track: str, hits: int, misses: int) -> None: ...
+
+
+class NullTelemetry:
+    def step_finished(self, track: str, step: str, seconds: float, ok: bool) -> None:
+        pass
+
+    def progress(self, track: str, stage: str, done: int, total: int | None) -> None:
+        pass
+
+    def cutover(self, track: str, kind: str, seconds: float, attempts: int, verified: bool) -> None:
+        pass
+
+    def drift(self, track: str, values: Mapping[str, float]) -> None:
+        pass
+
+    def cache(self, track: str, hits: int, misses: int) -> None:
+        pass

