@@ -29,7 +29,7 @@ from controller.errors import (
     SourceError,
     TemporaryError,
 )
-from controller.ports import DataPort, MilvusPort, Reporter, ReportSink
+from controller.ports import DataPort, MilvusPort, NullTelemetry, Reporter, ReportSink, Telemetry
 from controller.spec import EmbeddingRelease
 from controller.status import (
     HistoryEntry,
@@ -421,8 +421,10 @@ class Engine:
         settings: Settings | None = None,
         clock: Callable[[], str] = utc_now,
         reports: ReportSink | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.reports = reports
+        self.telemetry = telemetry or NullTelemetry()
         self.milvus = milvus
         self.data = data
         self.reporter = reporter
@@ -775,10 +777,16 @@ def _describe(c: CollectionState | None, name: str | None) -> dict[str, Any] | N
 def _validation(c: CollectionState | None) -> dict[str, Any] | None:
     if c is None or c.get(P_VALIDATION) == UNSET:
         return None
+    checks = _checks(c)
+    recall = next((x.value for x in checks if x.name.startswith("recall@")), None)
+    if recall is None:
+        recall = next((x.value for x in checks if x.name == "minAnnRecall"), None)
     return {
         "outcome": c.get(P_VALIDATION),
         "passed": c.get(P_VALIDATION) in PROMOTABLE,
-        "checks": [check.to_dict() for check in _checks(c)],
+        # Golden-set recall (else ANN recall): `kubectl get er` shows it as RECALL.
+        "recall": recall,
+        "checks": [check.to_dict() for check in checks],
         "report": c.get(P_REPORT) or None,
     }
 
