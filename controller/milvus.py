@@ -104,6 +104,14 @@ def _translated(action: str) -> Iterator[None]:
         raise
 
 
+def _error_kind(exc: Exception) -> str:
+    if isinstance(exc, NotFound):
+        return "not_found"
+    if isinstance(exc, MilvusUnavailable):
+        return "unavailable"
+    return "rejected" if isinstance(exc, MilvusRejected) else "other"
+
+
 class MilvusGateway:
     """Everything embrel asks of Milvus, in its own vocabulary."""
 
@@ -113,9 +121,12 @@ class MilvusGateway:
         db: str = "default",
         credentials: Credentials | None = None,
         policy: RetryPolicy | None = None,
+        observer: Callable[[str, float, str | None], None] | None = None,
     ) -> None:
         self.uri = uri
         self.policy = policy or RetryPolicy()
+        # (operation, seconds, error kind or None) per attempt: controller.metrics
+        self.observer = observer
         creds = credentials or Credentials()
         self._retry = retry(
             retry=retry_if_exception_type(MilvusUnavailable),
@@ -148,20 +159,37 @@ class MilvusGateway:
     def close(self) -> None:
         self._client.close()
 
-    def _call(self, action: str, fn: Callable[[], T]) -> T:
+    def _call(self, action: str, fn: Callable[[], T], op: str | None = None) -> T:
+        """``fn`` with errors translated and retried; ``op`` names it for metrics (bounded)."""
+        operation = op or action.split(" ", 1)[0]
+
         def attempt() -> T:
-            with _translated(action):
-                return fn()
+            started, error = time.perf_counter(), None
+            try:
+                with _translated(action):
+                    return fn()
+            except Exception as exc:
+                error = _error_kind(exc)
+                raise
+            finally:
+                if self.observer is not None:
+                    self.observer(operation, time.perf_counter() - started, error)
 
         return self._retry(attempt)()
 
     # -- collections ---------------------------------------------------------
 
     def list_collections(self) -> list[str]:
-        return self._call("listing collections", self._client.list_collections)
+        return self._call(
+            "listing collections", self._client.list_collections, op="list_collections"
+        )
 
     def properties(self, name: str) -> dict[str, str]:
-        desc = self._call(f"describing {name}", lambda: self._client.describe_collection(name))
+        desc = self._call(
+            f"describing {name}",
+            lambda: self._client.describe_collection(name),
+            op="describe_collection",
+        )
         return {str(k): str(v) for k, v in (desc.get("properties") or {}).items()}
 
     def create_collection(
@@ -183,6 +211,7 @@ class MilvusGateway:
             lambda: self._client.create_collection(
                 name, schema=schema, properties=dict(properties)
             ),
+            op="create_collection",
         )
 
     def set_properties(self, name: str, properties: Mapping[str, str]) -> None:
@@ -190,13 +219,16 @@ class MilvusGateway:
         self._call(
             f"updating properties of {name}",
             lambda: self._client.alter_collection_properties(name, properties=dict(properties)),
+            op="alter_collection_properties",
         )
 
     def drop(self, name: str) -> None:
         """Drop a collection; refused while an alias points at it (DESIGN.md §6)."""
         if aliases := self.aliases_of(name):
             raise MilvusRejected(f"refusing to drop {name}: aliases {aliases} point at it")
-        self._call(f"dropping {name}", lambda: self._client.drop_collection(name))
+        self._call(
+            f"dropping {name}", lambda: self._client.drop_collection(name), op="drop_collection"
+        )
 
     # -- data ----------------------------------------------------------------
 
@@ -208,7 +240,7 @@ class MilvusGateway:
         for field, values in batch.fields.items():
             for row, value in zip(rows, values, strict=True):
                 row[field] = value
-        self._call(f"inserting into {name}", lambda: self._client.insert(name, rows))
+        self._call(f"inserting into {name}", lambda: self._client.insert(name, rows), op="insert")
 
     def row_count(self, name: str, flush: bool = True) -> int:
         """Rows in the collection; flushed first so that recent inserts are counted.
@@ -217,9 +249,11 @@ class MilvusGateway:
         flushed before, and it avoids 0.5 s per flush on Milvus 2.3.5.
         """
         if flush:
-            self._call(f"flushing {name}", lambda: self._client.flush(name))
+            self._call(f"flushing {name}", lambda: self._client.flush(name), op="flush")
         stats = self._call(
-            f"counting rows of {name}", lambda: self._client.get_collection_stats(name)
+            f"counting rows of {name}",
+            lambda: self._client.get_collection_stats(name),
+            op="get_collection_stats",
         )
         return int(stats["row_count"])
 
@@ -229,6 +263,7 @@ class MilvusGateway:
             lambda: self._client.get(
                 name, ids=list(ids), output_fields=[VECTOR_FIELD], consistency_level="Strong"
             ),
+            op="get",
         )
         return {int(r[ID_FIELD]): np.asarray(r[VECTOR_FIELD], dtype=np.float32) for r in rows}
 
@@ -237,59 +272,87 @@ class MilvusGateway:
     def ensure_index(
         self, name: str, index_type: str, metric: str, params: Mapping[str, Any]
     ) -> None:
-        if self._call(f"listing indexes of {name}", lambda: self._client.list_indexes(name)):
+        if self._call(
+            f"listing indexes of {name}", lambda: self._client.list_indexes(name), op="list_indexes"
+        ):
             return
         index = self._client.prepare_index_params()
         index.add_index(
             field_name=VECTOR_FIELD, index_type=index_type, metric_type=metric, params=dict(params)
         )
-        self._call(f"creating index on {name}", lambda: self._client.create_index(name, index))
+        self._call(
+            f"creating index on {name}",
+            lambda: self._client.create_index(name, index),
+            op="create_index",
+        )
 
     def index_progress(self, name: str) -> tuple[int, int] | None:
         """(indexed rows, total rows) of the vector index, or None when there is none."""
-        indexes = self._call(f"listing indexes of {name}", lambda: self._client.list_indexes(name))
+        indexes = self._call(
+            f"listing indexes of {name}", lambda: self._client.list_indexes(name), op="list_indexes"
+        )
         if not indexes:
             return None
         info = self._call(
-            f"describing index of {name}", lambda: self._client.describe_index(name, indexes[0])
+            f"describing index of {name}",
+            lambda: self._client.describe_index(name, indexes[0]),
+            op="describe_index",
         )
         return int(info.get("indexed_rows", 0)), int(info.get("total_rows", 0))
 
     def is_loaded(self, name: str) -> bool:
         state = self._call(
-            f"reading load state of {name}", lambda: self._client.get_load_state(name)
+            f"reading load state of {name}",
+            lambda: self._client.get_load_state(name),
+            op="get_load_state",
         )
         return str(state.get("state")).endswith("Loaded") and "Not" not in str(state.get("state"))
 
     def load(self, name: str) -> None:
-        self._call(f"loading {name}", lambda: self._client.load_collection(name))
+        self._call(
+            f"loading {name}", lambda: self._client.load_collection(name), op="load_collection"
+        )
 
     def release(self, name: str) -> None:
-        self._call(f"releasing {name}", lambda: self._client.release_collection(name))
+        self._call(
+            f"releasing {name}",
+            lambda: self._client.release_collection(name),
+            op="release_collection",
+        )
 
     # -- aliases -------------------------------------------------------------
 
     def alias_target(self, alias: str) -> str | None:
         try:
             desc = self._call(
-                f"describing alias {alias}", lambda: self._client.describe_alias(alias)
+                f"describing alias {alias}",
+                lambda: self._client.describe_alias(alias),
+                op="describe_alias",
             )
         except NotFound:
             return None
         return str(desc["collection_name"]) if desc else None
 
     def aliases_of(self, name: str) -> list[str]:
-        desc = self._call(f"listing aliases of {name}", lambda: self._client.list_aliases(name))
+        desc = self._call(
+            f"listing aliases of {name}", lambda: self._client.list_aliases(name), op="list_aliases"
+        )
         return [str(a) for a in desc.get("aliases", [])]
 
     def point_alias(self, alias: str, collection: str) -> None:
         """Create the alias or move it: one atomic call either way."""
         if self.alias_target(alias) is None:
             self._call(
-                f"creating alias {alias}", lambda: self._client.create_alias(collection, alias)
+                f"creating alias {alias}",
+                lambda: self._client.create_alias(collection, alias),
+                op="create_alias",
             )
         else:
-            self._call(f"moving alias {alias}", lambda: self._client.alter_alias(collection, alias))
+            self._call(
+                f"moving alias {alias}",
+                lambda: self._client.alter_alias(collection, alias),
+                op="alter_alias",
+            )
 
     # -- search --------------------------------------------------------------
 
@@ -316,6 +379,7 @@ class MilvusGateway:
                 search_params={"params": dict(params)},
                 consistency_level=consistency,
             ),
+            op="search",
         )
         out = np.full((len(queries), k), -1, dtype=np.int64)
         for row, hits in enumerate(result):
