@@ -27,6 +27,8 @@ MAX_MILVUS_NAME = 255
 # Kubernetes object names (RFC 1123 subdomain), so a track can become a CR unchanged.
 _K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 _CREDENTIAL_KEYS = {"token", "password", "user", "username"}
+# The VARCHAR field in which documents releases store each row's content hash.
+CONTENT_HASH_FIELD = "embrel_content_hash"
 
 
 class _Model(BaseModel):
@@ -114,10 +116,11 @@ class CollectionSpec(_Model):
     @classmethod
     def _unique_field_names(cls, fields: list[FieldSpec]) -> list[FieldSpec]:
         names = [f.name for f in fields]
-        reserved = {"id", "vector"} & set(names)
+        reserved = {"id", "vector", CONTENT_HASH_FIELD} & set(names)
         if reserved:
             raise ValueError(
-                f"field names {sorted(reserved)} are reserved for the primary key and vector"
+                f"field names {sorted(reserved)} are reserved for the primary key, the vector "
+                "and the content hash of documents releases"
             )
         if len(set(names)) != len(names):
             raise ValueError(f"field names must be unique, got {names}")
@@ -154,6 +157,12 @@ class DeltaSource(_Model):
     base: Annotated[str, Field(min_length=1)] = "live"
     upserts: DeltaUpserts | None = None
     deletes: DeltaDeletes | None = None
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> DeltaSource:
+        if self.upserts is None and self.deletes is None:
+            raise ValueError("a delta needs upserts, deletes or both")
+        return self
 
 
 class DocumentsSource(_Model):
@@ -334,7 +343,12 @@ class RetentionSpec(_Model):
 
 
 class ReleaseSpec(_Model):
-    alias: Annotated[str, Field(max_length=MAX_MILVUS_NAME)]
+    # The pattern is checked by _milvus_alias_name (a clearer message); it is repeated in
+    # the JSON Schema only, so the CRD refuses a bad alias at `kubectl apply`.
+    alias: Annotated[
+        str,
+        Field(max_length=MAX_MILVUS_NAME, json_schema_extra={"pattern": _MILVUS_NAME.pattern}),
+    ]
     version: Annotated[
         str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     ]
@@ -392,17 +406,26 @@ class EmbeddingRelease(_Model):
         """Identity of what validation checks: changed thresholds mean validating again."""
         return _digest(self.spec.validation.model_dump(mode="json", by_alias=True))
 
-    def build_hash(self) -> str:
-        """Identity of the collection's content: what must match to reuse a collection."""
+    def build_hash(self, base: str = "") -> str:
+        """Identity of the collection's content: what must match to reuse a collection.
+
+        ``base`` identifies the collection a delta was applied to (a delta against
+        another base is other content). Documents include how they are embedded.
+        """
         s = self.spec
-        return _digest(
-            {
-                "version": s.version,
-                "model": s.model.model_dump(mode="json"),
-                "collection": s.collection.model_dump(mode="json", by_alias=True),
-                "source": s.source.model_dump(mode="json", by_alias=True),
-            }
-        )
+        content: dict[str, Any] = {
+            "version": s.version,
+            "model": s.model.model_dump(mode="json"),
+            "collection": s.collection.model_dump(mode="json", by_alias=True),
+            "source": s.source.model_dump(mode="json", by_alias=True),
+        }
+        if s.source.documents is not None and s.embedder is not None:
+            content["embedder"] = s.embedder.model_dump(
+                mode="json", include={"type", "model", "revision", "normalize"}
+            )
+        if base:
+            content["base"] = base
+        return _digest(content)
 
 
 def _digest(data: Any) -> str:
