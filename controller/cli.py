@@ -31,6 +31,7 @@ from controller.drivers.local import (
 )
 from controller.engine import ReconcileResult
 from controller.errors import EmbrelError, PermanentError, SpecError, TemporaryError
+from controller.metrics import PrometheusTelemetry, serve_http
 from controller.ports import Advance
 from controller.status import Phase, ReleaseStatus
 
@@ -129,17 +130,20 @@ def _parser() -> argparse.ArgumentParser:
 
     apply = sub.add_parser("apply", help="reconcile a release YAML to completion")
     apply.add_argument("-f", "--filename", type=Path, required=True)
+    _metrics_option(apply)
     apply.set_defaults(handler=cmd_apply, hold=False)
 
     validate = sub.add_parser(
         "validate", help="build (or reuse) the candidate and run every gate; never promote"
     )
     validate.add_argument("-f", "--filename", type=Path, required=True)
+    _metrics_option(validate)
     validate.set_defaults(handler=cmd_apply, hold=True)
 
     run = sub.add_parser("run", help="keep reconciling every release YAML in a folder")
     run.add_argument("--watch", type=Path, required=True, metavar="DIR")
     run.add_argument("--once", action="store_true", help="one pass over the folder, then exit")
+    _metrics_option(run)
     run.set_defaults(handler=cmd_run)
 
     for name, handler, text in (
@@ -171,6 +175,40 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _metrics_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus /metrics, /healthz and /readyz on this port (0: any free port)",
+    )
+    parser.add_argument(
+        "--metrics-address", default="0.0.0.0", metavar="HOST", help="address to listen on"
+    )
+
+
+@contextmanager
+def serving_metrics(args: argparse.Namespace) -> Iterator[PrometheusTelemetry | None]:
+    """PrometheusTelemetry served over HTTP while the verb runs, when --metrics-port is set."""
+    if args.metrics_port is None:
+        yield None
+        return
+    telemetry = PrometheusTelemetry()
+    try:
+        server = serve_http(args.metrics_port, telemetry.is_leader, args.metrics_address)
+    except OSError as exc:
+        raise SpecError(
+            "--metrics-port",
+            [("", f"cannot listen on {args.metrics_address}:{args.metrics_port}: {exc.strerror}")],
+        ) from exc
+    print(f"Metrics on http://{args.metrics_address}:{server.port}/metrics", flush=True)
+    try:
+        yield telemetry
+    finally:
+        telemetry.set_leader(False)
+        server.close()
+
+
 # -- verbs -----------------------------------------------------------------------
 
 
@@ -178,13 +216,15 @@ def cmd_apply(args: argparse.Namespace, config: ControllerConfig) -> int:
     text, release = read_spec(args.filename)
     verb = "Validating" if args.hold else "Applying"
     print(f"{verb} {release.track} version {release.spec.version} (alias {release.spec.alias})")
-    controller = LocalController(config, ConsoleReporter())
-    try:
-        with controller_lock(config.state_dir):
-            controller.record_spec(args.filename, text, release)
-            result = controller.reconcile_track(release.track, hold=args.hold)
-    finally:
-        controller.close()
+    with serving_metrics(args) as telemetry:
+        controller = LocalController(config, ConsoleReporter(), telemetry)
+        try:
+            with controller_lock(config.state_dir):
+                _lead(telemetry)
+                controller.record_spec(args.filename, text, release)
+                result = controller.reconcile_track(release.track, hold=args.hold)
+        finally:
+            controller.close()
     if args.hold:
         return report_validation(result.status)
     return report_outcome(result.status, result)
@@ -198,13 +238,21 @@ def cmd_run(args: argparse.Namespace, config: ControllerConfig) -> int:
 
     if not args.watch.is_dir():
         raise SpecError(str(args.watch), [("", "not a folder")])
-    controller = LocalController(config, ConsoleReporter())
-    try:
-        with controller_lock(config.state_dir):
-            watch_folder(controller, args.watch, config.reconcile, once=args.once)
-    finally:
-        controller.close()
+    with serving_metrics(args) as telemetry:
+        controller = LocalController(config, ConsoleReporter(), telemetry)
+        try:
+            with controller_lock(config.state_dir):
+                _lead(telemetry)
+                watch_folder(controller, args.watch, config.reconcile, once=args.once)
+        finally:
+            controller.close()
     return EXIT_OK
+
+
+def _lead(telemetry: PrometheusTelemetry | None) -> None:
+    """Holding the state folder's lock makes this process the acting controller."""
+    if telemetry is not None:
+        telemetry.set_leader(True)
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -168,6 +168,7 @@ class PrometheusTelemetry:
         self.registry = registry
         self._lock = threading.RLock()
         self._tracks: dict[str, _Track] = {}
+        self._leader = False
         r, nr = ["namespace", "release"], registry
 
         def gauge(name: str, doc: str, labels: list[str]) -> Gauge:
@@ -349,7 +350,12 @@ class PrometheusTelemetry:
             self._count(t, self.reconcile_errors, (*t.key, bounded(reason, "Other")))
 
     def set_leader(self, leader: bool) -> None:
+        self._leader = leader
         self.leader.set(1.0 if leader else 0.0)
+
+    def is_leader(self) -> bool:
+        """Readiness: only the acting controller is ready."""
+        return self._leader
 
     def milvus_call(self, operation: str, seconds: float, error: str | None) -> None:
         """``MilvusGateway(observer=...)``: one call per attempt."""

@@ -28,6 +28,7 @@ from typing import IO, Any
 from controller.config import ControllerConfig, credentials_from_env
 from controller.engine import Engine, Intents, ReconcileResult, Settings, utc_now
 from controller.errors import EmbrelError, SpecError, TemporaryError
+from controller.metrics import PrometheusTelemetry, error_reason
 from controller.milvus import Credentials, MilvusGateway, RetryPolicy
 from controller.ports import Reporter
 from controller.sources import LocalFiles
@@ -188,9 +189,15 @@ def controller_lock(root: Path) -> Iterator[None]:
 class LocalController:
     """Reconciles releases from files against Milvus, persisting status in the state folder."""
 
-    def __init__(self, config: ControllerConfig, reporter: Reporter) -> None:
+    def __init__(
+        self,
+        config: ControllerConfig,
+        reporter: Reporter,
+        telemetry: PrometheusTelemetry | None = None,
+    ) -> None:
         self.config = config
         self.reporter = reporter
+        self.telemetry = telemetry  # Prometheus metrics when `--metrics-port` is given
         self.store = StateStore(config.state_dir)
         self._gateways: dict[tuple[str, str], MilvusGateway] = {}
 
@@ -221,6 +228,7 @@ class LocalController:
                 ref.db,
                 Credentials(token, user, password),
                 RetryPolicy(opts.retry_attempts, opts.retry_max_wait_seconds, opts.timeout_seconds),
+                observer=self.telemetry.milvus_call if self.telemetry else None,
             )
         return self._gateways[key]
 
@@ -237,6 +245,7 @@ class LocalController:
             self.reporter,
             settings,
             reports=ReportFolder(self.config.state_dir / "reports"),
+            telemetry=self.telemetry,
         )
 
     def record_spec(self, path: Path, text: str, release: EmbeddingRelease) -> TrackRecord:
@@ -276,6 +285,7 @@ class LocalController:
                 )
                 result = ReconcileResult(status, False, exc, exc.delay)
             self._save_result(track, result)
+            self._observe(release, result)
             if result.done or not wait or attempt == attempts:
                 return result
             delay = min(result.requeue_after or 1.0, 30.0)
@@ -286,6 +296,13 @@ class LocalController:
             )
             time.sleep(delay)
         raise AssertionError("unreachable")
+
+    def _observe(self, release: EmbeddingRelease, result: ReconcileResult) -> None:
+        if self.telemetry is None:
+            return
+        self.telemetry.observe_status(release, result.status)
+        if result.error is not None:
+            self.telemetry.reconcile_error(release, error_reason(result.error))
 
     def _pending(self, track: str) -> Intents:
         """Requests as the track file holds them now (another process may add one)."""

@@ -17,6 +17,7 @@ from pathlib import Path
 from controller.config import ReconcileOptions
 from controller.drivers.local import LocalController, read_spec
 from controller.errors import EmbrelError
+from controller.metrics import error_reason
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,8 @@ def _visit(
             print(f"{path.name}: {result.status.phase}: {result.status.message}", flush=True)
             entry.message = result.status.message
     except EmbrelError as exc:
+        if controller.telemetry is not None and entry.track:
+            controller.telemetry.reconcile_error(entry.track, error_reason(exc))
         if str(exc) != entry.error:  # say it once, not every poll
             print(f"{path.name}: error: {exc}", flush=True)
         entry.error, entry.settled = str(exc), True
