@@ -164,8 +164,13 @@ class _Track:
 class PrometheusTelemetry:
     """``Telemetry`` for the engine, plus what drivers report (status, errors, leader)."""
 
-    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry = REGISTRY,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.registry = registry
+        self._monotonic = monotonic  # for throughput; tests pass their own
         self._lock = threading.RLock()
         self._tracks: dict[str, _Track] = {}
         self._leader = False
@@ -279,7 +284,7 @@ class PrometheusTelemetry:
         with self._lock:
             t = self._track(track)
             labels = (*t.key, word)
-            now = time.monotonic()
+            now = self._monotonic()
             started, start_done, last = t.progress.get(word, (now, done, done))
             if done < last:  # the stage started over
                 started, start_done = now, done
