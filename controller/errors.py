@@ -5,13 +5,19 @@
     │   ├── SpecError           the release spec is invalid (carries field paths)
     │   ├── SourceError         a source file is missing, unreadable or holds bad vectors
     │   ├── ConflictError       the request contradicts what Milvus holds (e.g. reused version)
-    │   └── MilvusRejected      Milvus refused a call for a reason a retry will not fix
-    │       └── NotFound        the named collection or alias does not exist
+    │   ├── MilvusRejected      Milvus refused a call for a reason a retry will not fix
+    │   │   └── NotFound        the named collection or alias does not exist
+    │   └── KubeRejected        the Kubernetes API refused a request (403, 404, 422, ...)
+    │       └── KubeNotFound    the object or resource does not exist
     └── TemporaryError          worth retrying after ``delay`` seconds
-        └── MilvusUnavailable   Milvus could not be reached or timed out
+        ├── MilvusUnavailable   Milvus could not be reached or timed out
+        ├── KubeUnavailable     the Kubernetes API could not be reached, or answered 5xx/429
+        ├── KubeConflict        409: the object changed since it was read; re-read, then retry
+        └── KubeGone            410: a watch's resourceVersion expired; list again
 
-Gateways (``controller.milvus``) translate their library's exceptions into these at the
-boundary, keeping the original as ``__cause__``; the engine never matches message text.
+Gateways (``controller.milvus``, ``controller.kube``) translate their library's exceptions
+into these at the boundary, keeping the original as ``__cause__``; the engine never
+matches message text.
 """
 
 from __future__ import annotations
@@ -61,3 +67,29 @@ class MilvusUnavailable(TemporaryError):
 
 class NotFound(MilvusRejected):
     """The named collection or alias does not exist."""
+
+
+class KubeRejected(PermanentError):
+    """The Kubernetes API refused a request for a reason a retry will not fix."""
+
+
+class KubeNotFound(KubeRejected):
+    """The Kubernetes object (or its resource type) does not exist."""
+
+
+class KubeUnavailable(TemporaryError):
+    """The Kubernetes API could not be reached, timed out, or answered 5xx/429."""
+
+
+class KubeConflict(TemporaryError):
+    """409: the object changed since it was read (optimistic concurrency); re-read and retry."""
+
+    def __init__(self, message: str, delay: float = 0.2) -> None:
+        super().__init__(message, delay)
+
+
+class KubeGone(TemporaryError):
+    """410: the resourceVersion a watch resumed from has expired; list again."""
+
+    def __init__(self, message: str, delay: float = 0.0) -> None:
+        super().__init__(message, delay)

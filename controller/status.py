@@ -56,6 +56,10 @@ class Reason(StrEnum):
     MONITORING = "Monitoring"
     DRIFT_DETECTED = "DriftDetected"
     AUTO_ROLLED_BACK = "AutoRolledBack"
+    # The Kubernetes driver.
+    INVALID_SPEC = "InvalidSpec"
+    SECRET_UNAVAILABLE = "SecretUnavailable"
+    DELETING = "Deleting"
 
 
 # Phases in which the controller is still working towards the spec.
