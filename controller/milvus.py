@@ -354,6 +354,13 @@ class MilvusGateway:
                 op="alter_alias",
             )
 
+    def drop_alias(self, alias: str) -> None:
+        """Remove an alias (deletionPolicy Delete); a missing one is already gone."""
+        if self.alias_target(alias) is not None:
+            self._call(
+                f"dropping alias {alias}", lambda: self._client.drop_alias(alias), op="drop_alias"
+            )
+
     # -- search --------------------------------------------------------------
 
     def search_ids(
