@@ -422,7 +422,11 @@ class Engine:
         clock: Callable[[], str] = utc_now,
         reports: ReportSink | None = None,
         telemetry: Telemetry | None = None,
+        on_status: Callable[[ReleaseStatus], None] | None = None,
     ) -> None:
+        # Told the status of every step decided, before it runs: the Kubernetes driver
+        # writes it, so a long pass shows Building -> Indexing -> Validating as it goes.
+        self.on_status = on_status
         self.reports = reports
         self.telemetry = telemetry or NullTelemetry()
         self.milvus = milvus
@@ -480,6 +484,8 @@ class Engine:
                 obs = self.observe(release)
                 step = decide(release, obs, wanted)
                 status = self._status(release, obs, step, status)
+                if self.on_status is not None and not step.terminal:
+                    self.on_status(status)
                 if step.terminal:
                     return ReconcileResult(status, done=True, applied=frozenset(applied))
                 if (step.name, step.target) == previous_step:  # no hot loops
