@@ -74,7 +74,9 @@ def _structural_problems(node: dict[str, Any], path: str) -> list[str]:
     if "properties" in node and "additionalProperties" in node:
         problems.append(f"{path}: additionalProperties and properties are mutually exclusive")
     if "default" in node:
-        errors = list(jsonschema.Draft4Validator(validation_schema(node)).iter_errors(node["default"]))
+        errors = list(
+            jsonschema.Draft4Validator(validation_schema(node)).iter_errors(node["default"])
+        )
         problems += [f"{path}: default {node['default']!r}: {e.message}" for e in errors]
     for key, child in node.get("properties", {}).items():
         problems += _structural_problems(child, f"{path}.{key}")
@@ -170,7 +172,11 @@ _DELETE = object()
         ("spec.validation.gates.maxP99LatencyMs", 0, "spec.validation.gates.maxP99LatencyMs"),
         ("spec.retention", {"keepPrevious": -1}, "spec.retention.keepPrevious"),
         ("spec.deletionPolicy", "Orphan", "spec.deletionPolicy"),
-        ("spec.promotion", {"postPromotion": {"interval": "5 min"}}, "spec.promotion.postPromotion.interval"),
+        (
+            "spec.promotion",
+            {"postPromotion": {"interval": "5 min"}},
+            "spec.promotion.postPromotion.interval",
+        ),
     ],
 )
 def test_bad_spec_is_refused_by_the_crd_and_the_model(path: str, value: Any, error_at: str) -> None:
