@@ -149,6 +149,7 @@ class _Track:
     release: str
     alias: str = ""
     version: str = ""
+    live: str = ""  # the live collection, whose drift the gauges show
     thresholds: dict[str, float] = field(default_factory=dict)
     drift: dict[str, float] = field(default_factory=dict)
     phase: tuple[str, str] | None = None  # (phase, version) last seen
@@ -270,6 +271,24 @@ class PrometheusTelemetry:
             if isinstance(m, MetricWrapperBase)
         }
 
+    def series_names(self) -> dict[str, frozenset[str]]:
+        """Every series name this telemetry can export, with its label names.
+
+        Histograms export ``_bucket`` (with ``le``), ``_count`` and ``_sum``; counters
+        ``_total``. The dashboard and alert tests check their expressions against this.
+        """
+        out: dict[str, frozenset[str]] = {}
+        for name, metric in self._metrics.items():
+            labels = frozenset(metric._labelnames)
+            if metric._type == "histogram":
+                out[f"{name}_bucket"] = labels | {"le"}
+                out[f"{name}_count"] = out[f"{name}_sum"] = labels
+            elif metric._type == "counter":
+                out[f"{name}_total"] = labels
+            else:
+                out[name] = labels
+        return out
+
     # -- Telemetry port (called by the engine) -------------------------------------
 
     def step_finished(self, track: str, step: str, seconds: float, ok: bool) -> None:
@@ -338,7 +357,14 @@ class PrometheusTelemetry:
             self._replace(
                 t, self.drift_threshold, {(*t.key, k): v for k, v in t.thresholds.items()}
             )
-            if values := _drift_from_status(status.drift):
+            live = str((status.live or {}).get("collection") or "")
+            if live != t.live:  # drift is measured against the live collection's reference
+                if t.live:  # a change, not the first sight of this release
+                    self._clear_drift(t)
+                t.live = live
+            # The status holds the last measurement taken before this pass: it fills the
+            # gauges after a restart, but never overwrites a newer engine callback.
+            if not t.drift and (values := _drift_from_status(status.drift)):
                 for key, value in values.items():
                     self._set(t, self.drift_values[key], t.key, value)
                 t.drift.update(values)
@@ -449,6 +475,11 @@ class PrometheusTelemetry:
         self._replace(t, self.validation_value, values)
         self._replace(t, self.validation_threshold, thresholds)
         self._replace(t, self.validation_passed, passed)
+
+    def _clear_drift(self, t: _Track) -> None:
+        t.drift = {}
+        for gauge in [*self.drift_values.values(), self.drift_measured]:
+            self._replace(t, gauge, {})
 
     def _judge_drift(self, t: _Track) -> None:
         breached: dict[tuple[str, ...], float] = {}

@@ -146,13 +146,54 @@ def test_drift_gauges_thresholds_and_breaches(tel: PrometheusTelemetry) -> None:
     assert value(tel, "embrel_drift_breached", **KEY, metric="same_id_cosine") == 1.0
 
 
+def test_drift_is_cleared_when_another_collection_goes_live(tel: PrometheusTelemetry) -> None:
+    v1 = {"version": "v1", "collection": "products__v1", "model": "m"}
+    v2 = {"version": "v2", "collection": "products__v2", "model": "m"}
+    tel.observe_status(release(), status(Phase.LIVE, live=v1))
+    tel.drift(TRACK, {"same_id_cosine": 0.2})
+    # The pass's status still carries v1's previous measurement: the callback wins.
+    old = {"values": {"same_id_cosine": 0.99}}
+    tel.observe_status(release(), status(Phase.LIVE, live=v1, drift=old))
+    assert value(tel, "embrel_drift_same_id_cosine", **KEY) == 0.2
+    tel.observe_status(release(), status(Phase.LIVE, live=v2))
+    assert value(tel, "embrel_drift_same_id_cosine", **KEY) is None
+    assert series(tel, "embrel_drift_breached") == []
+
+
+def test_drift_from_the_status_after_a_restart(tel: PrometheusTelemetry) -> None:
+    v1 = {"version": "v1", "collection": "products__v1", "model": "m"}
+    drift = {"values": {"same_id_cosine": 0.5, "mmd": 0.01}, "breaches": ["..."]}
+    tel.observe_status(release(), status(Phase.LIVE, live=v1, drift=drift))
+    assert value(tel, "embrel_drift_mmd", **KEY) == 0.01
+    assert value(tel, "embrel_drift_breached", **KEY, metric="same_id_cosine") == 1.0
+
+
+def test_series_names_cover_what_is_exported(tel: PrometheusTelemetry) -> None:
+    tel.observe_status(release(), status(Phase.LIVE))
+    tel.drift(TRACK, dict.fromkeys(("same_id_cosine", "mmd", "canary_overlap"), 0.5))
+    tel.step_finished(TRACK, "build", 1.0, False)
+    tel.cutover(TRACK, "rollback", 0.1, 1, True)
+    tel.progress(TRACK, "loading", 1, 2)
+    tel.milvus_call("search", 0.1, "rejected")
+    tel.reconcile_error(TRACK, "SpecError")
+    tel.cache(TRACK, 1, 1)
+    tel.set_leader(True)
+    names = tel.series_names()
+    for metric in tel.registry.collect():
+        for sample in metric.samples:
+            if not sample.name.endswith("_created"):
+                assert sample.name in names, sample.name
+                assert set(sample.labels) <= names[sample.name], sample
+
+
 def test_drift_before_the_first_status_is_judged_once_thresholds_are_known(
     tel: PrometheusTelemetry,
 ) -> None:
     tel.drift(TRACK, {"same_id_cosine": 0.5})
     assert value(tel, "embrel_drift_same_id_cosine", **KEY) == 0.5
     assert series(tel, "embrel_drift_breached") == []
-    tel.observe_status(release(), status(Phase.LIVE))
+    v1 = {"version": "v1", "collection": "products__v1", "model": "m"}
+    tel.observe_status(release(), status(Phase.LIVE, live=v1))
     assert value(tel, "embrel_drift_breached", **KEY, metric="same_id_cosine") == 1.0
 
 
