@@ -6,7 +6,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: run test lint unit benchmarks clean
+.PHONY: run test lint unit benchmarks manifests clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,12 @@ test: lint
 
 unit: $(VENV)/.test-installed
 	$(PY) -m pytest tests/unit
+
+# The CRD (from the spec model), the PrometheusRule and the chart's copy of the alert
+# rules, the argocd-cm health-check patch and the chart's values schema; a test fails
+# when the committed files differ (tests/unit/test_crd.py).
+manifests: $(VENV)/.installed
+	$(PY) -m controller.manifests
 
 benchmarks: $(VENV)/.test-installed
 	$(PY) -m benchmarks.run_all
