@@ -38,6 +38,13 @@ class BuildOptions(_Section):
     load_timeout_seconds: Annotated[float, Field(gt=0)] = 600.0
 
 
+class EmbeddingCacheOptions(_Section):
+    enabled: bool = True
+    # None: <stateDir>/embedding-cache.sqlite
+    path: Path | None = None
+    max_bytes: Annotated[int, Field(ge=1_000_000)] = 2_000_000_000
+
+
 class ReconcileOptions(_Section):
     max_attempts: Annotated[int, Field(ge=1)] = 5
     watch_interval_seconds: Annotated[float, Field(gt=0)] = 2.0
@@ -53,6 +60,7 @@ class ControllerConfig(_Section):
     state_dir: Path = Path(".embrel")
     milvus: MilvusOptions = MilvusOptions()
     build: BuildOptions = BuildOptions()
+    embedding_cache: EmbeddingCacheOptions = EmbeddingCacheOptions()
     reconcile: ReconcileOptions = ReconcileOptions()
     log: LogOptions = LogOptions()
 

@@ -11,8 +11,10 @@ import pyarrow.parquet as pq
 
 from controller.errors import SourceError
 from controller.sources.base import GoldenSet, VectorSource
+from controller.sources.documents import DocumentSource, open_documents
 from controller.sources.files import open_files_source
-from controller.spec import FilesSource
+from controller.sources.ids import read_ids
+from controller.spec import DocumentsSource, FilesSource
 
 # A golden set is a few thousand labelled queries; refuse files that are clearly not one.
 MAX_GOLDEN_QUERIES = 100_000
@@ -34,6 +36,14 @@ class LocalFiles:
 
     def read_query_vectors(self, uri: str, vector_field: str, sample: int, seed: int) -> np.ndarray:
         return read_query_vectors(self._path(uri), vector_field, sample, seed)
+
+    def open_documents(self, documents: DocumentsSource, columns: Sequence[str]) -> DocumentSource:
+        return open_documents(
+            documents.uri, documents.id_field, documents.text_field, columns, self.base_dir
+        )
+
+    def read_ids(self, uri: str, id_field: str) -> np.ndarray:
+        return read_ids(uri, id_field, self.base_dir)
 
     def _path(self, uri: str) -> Path:
         return self.base_dir / uri.removeprefix("file://")
