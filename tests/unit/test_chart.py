@@ -13,7 +13,7 @@ from controller import manifests
 from controller.config import ControllerConfig
 from controller.crd import custom_resource_definition
 from tests.support.manifests import CHART, MANIFESTS, kube_problems, load_file, load_objects
-from tests.unit.test_manifests import LEASE_RULES, RELEASE_RULES, pod_problems
+from tests.unit.test_manifests import LEASE_RULES, RELEASE_RULES, controller_args, pod_problems
 
 # Labels and annotations only Helm adds; everything else must equal manifests/.
 HELM_ONLY_LABELS = {"helm.sh/chart", "app.kubernetes.io/managed-by", "app.kubernetes.io/version"}
@@ -106,8 +106,8 @@ def test_watch_namespaces_get_a_role_each_and_a_flag_each(chart: helm.Chart) -> 
         assert binding["subjects"] == [
             {"kind": "ServiceAccount", "name": "embrel", "namespace": "ops"}
         ]
-    command = objs["Deployment"][0]["spec"]["template"]["spec"]["containers"][0]["command"]
-    assert command[-4:] == ["--namespace", "search", "--namespace", "recsys"]
+    args = controller_args(objs["Deployment"][0])
+    assert (args.namespace, args.leader_elect) == (["search", "recsys"], True)
 
 
 def test_cluster_wide_rbac_is_least_privilege(chart: helm.Chart) -> None:
@@ -121,8 +121,8 @@ def test_cluster_wide_rbac_is_least_privilege(chart: helm.Chart) -> None:
 def test_single_replica_without_leader_election(chart: helm.Chart) -> None:
     values = {"replicaCount": 1, "leaderElection": {"enabled": False}}
     objs = by_kind(render(chart, values))
-    command = objs["Deployment"][0]["spec"]["template"]["spec"]["containers"][0]["command"]
-    assert "--leader-elect" not in command and "--lease-namespace" not in command
+    args = controller_args(objs["Deployment"][0])
+    assert (args.leader_elect, args.lease_namespace) == (False, None)
     assert "Role" not in objs  # no Lease to take
     with pytest.raises(helm.HelmRenderError, match="leaderElection"):
         render(chart, {"replicaCount": 2, "leaderElection": {"enabled": False}})

@@ -1,5 +1,6 @@
 """manifests/ and examples/: valid objects, least-privilege RBAC, a hardened Deployment."""
 
+import argparse
 import shutil
 from pathlib import Path
 from typing import Any
@@ -7,6 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
+from controller.cli import _parser
 from controller.config import load_config
 from tests.support.manifests import (
     MANIFESTS,
@@ -168,9 +170,9 @@ def test_deployment_is_hardened_and_leader_elected() -> None:
     assert pod["serviceAccountName"] == "embrel" and ("ServiceAccount", "embrel") in objs
     assert pod["containers"][0]["command"] == [
         "embrel",
-        "controller",
         "--config",
         "/etc/embrel/config.yaml",
+        "controller",
         "--metrics-port",
         "8080",
         "--leader-elect",
@@ -179,6 +181,20 @@ def test_deployment_is_hardened_and_leader_elected() -> None:
     ]
     config_map = pod["volumes"][0]["configMap"]["name"]
     assert ("ConfigMap", config_map) in objs
+    args = controller_args(deployment)
+    assert (args.leader_elect, args.lease_namespace, args.namespace) == (True, "embrel", None)
+
+
+def controller_args(deployment: dict[str, Any]) -> argparse.Namespace:
+    """The container's command as the real `embrel` CLI parses it (the env expanded)."""
+    command = deployment["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[0] == "embrel"
+    argv = [a.replace("$(POD_NAMESPACE)", "embrel") for a in command[1:]]
+    args = _parser().parse_args(argv)
+    assert args.handler.__name__ == "cmd_controller"
+    assert args.config == Path("/etc/embrel/config.yaml")  # where the ConfigMap is mounted
+    assert args.metrics_port == 8080
+    return args
 
 
 def test_pod_check_names_what_is_missing() -> None:
