@@ -16,11 +16,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
+
+from controller import monitoring
+from controller.cutover import Fingerprint, Seen, fingerprint, judge
 from controller.errors import (
     ConflictError,
     EmbrelError,
@@ -29,8 +34,28 @@ from controller.errors import (
     SourceError,
     TemporaryError,
 )
-from controller.ports import DataPort, MilvusPort, NullTelemetry, Reporter, ReportSink, Telemetry
-from controller.spec import EmbeddingRelease
+from controller.incremental import (
+    HASH_FIELD,
+    BuildPorts,
+    DeltaBuild,
+    DocumentsBuild,
+    documents_base,
+)
+from controller.ports import (
+    Advance,
+    DataPort,
+    EmbedderFactory,
+    EmbedderPort,
+    EmbeddingCachePort,
+    MilvusPort,
+    NullCache,
+    NullTelemetry,
+    ReferenceStore,
+    Reporter,
+    ReportSink,
+    Telemetry,
+)
+from controller.spec import EmbeddingRelease, FieldSpec, duration_seconds
 from controller.status import (
     HistoryEntry,
     Phase,
@@ -38,7 +63,7 @@ from controller.status import (
     ReleaseStatus,
     with_phase,
 )
-from controller.validation.gates import GateContext, run_validation
+from controller.validation.gates import GateContext, run_validation, search_params
 from controller.validation.report import render_report
 from controller.validation.results import Check, Outcome
 from controller.validation.sanity import DuplicateIdTracker, check_batch
@@ -63,6 +88,18 @@ P_PROMOTED_AT = "embrel.promotedAt"
 P_RETIRED_AT = "embrel.retiredAt"
 P_ROLLED_BACK_AT = "embrel.rolledBackAt"
 P_ABORTED_AT = "embrel.abortedAt"
+P_ROLLBACK_REASON = "embrel.rollbackReason"  # why the post-promotion guard rolled back
+# Issue 7, proven cutover.
+P_FINGERPRINT = "embrel.fingerprint"  # probes telling this collection from the one it replaces
+P_CUTOVER = "embrel.cutover"  # JSON: how the last flip to this collection was proven
+P_FLIP_UNVERIFIED = "embrel.flipUnverified"  # when a flip to it could not be proven
+# Issue 5, drift monitoring.
+P_REFERENCE_AT = "embrel.referenceAt"  # when the drift reference was captured
+P_DRIFT = "embrel.drift"  # JSON: last drift values and breaches
+P_DRIFT_AT = "embrel.driftAt"
+# Issue 6, incremental builds.
+P_BASE = "embrel.base"  # the collection a delta or documents build started from
+P_BUILD = "embrel.build"  # JSON: status.build, the counts of how it was built
 # Properties cannot be deleted portably (2.3.5), so "unset" is the empty string.
 UNSET = ""
 PASSED, FAILED, INCONCLUSIVE, ACCEPTED = "passed", "failed", "inconclusive", "accepted"
@@ -74,6 +111,7 @@ _VALIDATION_MARK = {
 }
 
 MAX_STEPS_PER_PASS = 50
+_REVERIFY = 30.0  # seconds between probes of a Degraded (unproven) flip
 
 
 @dataclass(frozen=True)
@@ -82,6 +120,10 @@ class Settings:
     index_timeout: float = 3600.0
     load_timeout: float = 600.0
     poll_interval: float = 0.5
+    # Verified flip: probe through the alias this long before re-issuing alter_alias,
+    # at most this many times, then the release is Degraded.
+    verify_window: float = 0.5
+    flip_attempts: int = 3
 
 
 @dataclass(frozen=True)
@@ -130,6 +172,9 @@ class Observation:
     alias_target: str | None
     # Collections owned by this track, plus the alias target whoever owns it.
     collections: dict[str, CollectionState]
+    now: float = field(default_factory=time.time)  # epoch seconds of the snapshot
+    steps_done: frozenset[str] = frozenset()  # steps already run in this pass
+    can_monitor: bool = True  # a drift reference store is configured
 
     def owned(self, track: str) -> list[CollectionState]:
         return [
@@ -186,13 +231,8 @@ def decide(release: EmbeddingRelease, obs: Observation, intents: Intents) -> Ste
             f"alias {spec.alias} points to {live}, which belongs to release track "
             f"{live_state.get(P_TRACK)}; one alias can only be managed by one track",
         )
-    if cand and cand.complete and cand.get(P_BUILD_HASH) != release.build_hash():
-        return _done(
-            Phase.FAILED,
-            Reason.VERSION_CONFLICT,
-            f"version {spec.version} was already built as {desired} from a different "
-            "model, collection or source; give the new content a new spec.version",
-        )
+    if cand and cand.complete and (conflict := build_conflict(release, obs, cand)):
+        return _done(Phase.FAILED, Reason.VERSION_CONFLICT, conflict)
     if cand and cand.get(P_OWNER) != OWNER_VALUE:
         return _done(
             Phase.FAILED,
@@ -247,10 +287,12 @@ def decide(release: EmbeddingRelease, obs: Observation, intents: Intents) -> Ste
             f"run `embrel promote {release.metadata.name}` or `embrel abort {release.metadata.name}`",
         )
     if cand.get(P_ROLLED_BACK_AT) != UNSET and not intents.promote:
+        why = cand.get(P_ROLLBACK_REASON)
         return _done(
             Phase.ROLLED_BACK,
-            Reason.ROLLED_BACK,
-            f"{spec.version} was rolled back; the alias points to {live}. "
+            Reason.AUTO_ROLLED_BACK if why else Reason.ROLLED_BACK,
+            f"{spec.version} was rolled back{f' by the post-promotion guard ({why})' if why else ''}; "
+            f"the alias points to {live}. "
             "Run `embrel promote` to go forward again, or apply another version",
         )
     if cand.was_live:  # a revert to a retained version: instant, no rebuild (invariant 5)
@@ -302,8 +344,12 @@ def _failed_message(cand: CollectionState) -> str:
 
 
 def _decide_live(release: EmbeddingRelease, obs: Observation, live: CollectionState) -> Step:
-    if action := retention_plan(release, obs, live.name):
-        name, verb = action[0]
+    if live.get(P_FLIP_UNVERIFIED) != UNSET:
+        return _decide_unverified(release, obs, live)
+    actions = retention_plan(release, obs, live.name)
+    draining = [(n, v) for n, v in actions if v != "load" and _drain_left(release, obs, n) > 0]
+    if ready := [a for a in actions if a not in draining]:
+        name, verb = ready[0]
         return Step(
             "retain",
             name,
@@ -315,7 +361,100 @@ def _decide_live(release: EmbeddingRelease, obs: Observation, live: CollectionSt
     stale = [c.name for c in obs.owned(release.track) if c.get(P_ROLLED_BACK_AT) != UNSET]
     if stale:  # the spec came back to the live version: forget old rollback marks
         return Step("clear_rollback", stale[0], Phase.LIVE, Reason.LIVE, "clearing rollback mark")
-    return _done(Phase.LIVE, Reason.LIVE, f"{release.spec.version} is live as {live.name}")
+    monitor = _decide_monitoring(release, obs, live)
+    if monitor.name != "done":
+        return monitor
+    waits = [monitor.extra.get("requeue_after")]
+    message = monitor.message or f"{release.spec.version} is live as {live.name}"
+    if draining:
+        left = max(_drain_left(release, obs, n) for n, _ in draining)
+        waits.append(left)
+        message += f"; {', '.join(n for n, _ in draining)} draining for {left:.0f}s more"
+    return replace(monitor, message=message, extra={"requeue_after": _soonest(waits)})
+
+
+def _soonest(waits: list[float | None]) -> float | None:
+    known = [w for w in waits if w is not None]
+    return min(known) if known else None
+
+
+def _drain_left(release: EmbeddingRelease, obs: Observation, name: str) -> float:
+    """Seconds until a retired collection may be released or dropped (drainSeconds)."""
+    retired = _epoch(obs.collections[name].get(P_RETIRED_AT))
+    if retired is None:
+        return 0.0
+    return max(0.0, retired + release.spec.promotion.drain_seconds - obs.now)
+
+
+def _decide_unverified(release: EmbeddingRelease, obs: Observation, live: CollectionState) -> Step:
+    """A flip that could not be proven: nothing is released or dropped; probe again later."""
+    since = _epoch(live.get(P_FLIP_UNVERIFIED)) or 0.0
+    wait = since + _REVERIFY - obs.now
+    if wait <= 0 and "verify_flip" not in obs.steps_done:
+        return Step(
+            "verify_flip", live.name, Phase.DEGRADED, Reason.FLIP_UNVERIFIED, "probing the alias"
+        )
+    return Step(
+        "done",
+        phase=Phase.DEGRADED,
+        reason=Reason.FLIP_UNVERIFIED,
+        message=(
+            f"alias {release.spec.alias} was switched to {live.name}, but probes through the "
+            "alias still do not see it; the previous collection stays loaded and nothing is "
+            f"dropped. Probing again in {max(wait, 0):.0f}s; `embrel rollback` to go back"
+        ),
+        terminal=True,
+        extra={"requeue_after": max(wait, 1.0)},
+    )
+
+
+def _decide_monitoring(release: EmbeddingRelease, obs: Observation, live: CollectionState) -> Step:
+    """Capture the drift reference, measure when due, and guard a fresh cutover."""
+    spec = release.spec
+    mon, guard = spec.monitoring, spec.promotion.post_promotion
+    drift = json.loads(live.get(P_DRIFT) or "{}")
+    breaches: list[str] = drift.get("breaches", [])
+    version = f"{spec.version} is live as {live.name}"
+    if breaches:
+        version += f"; drift beyond thresholds: {'; '.join(breaches)}"
+    if not (mon.enabled and obs.can_monitor):
+        return _done(Phase.LIVE, Reason.LIVE, version)
+    if live.get(P_REFERENCE_AT) == UNSET:
+        return Step(
+            "capture_reference",
+            live.name,
+            Phase.LIVE,
+            Reason.MONITORING,
+            "capturing drift reference",
+        )
+    promoted = _epoch(live.get(P_PROMOTED_AT)) or 0.0
+    guarding = obs.now - promoted < guard.watch_seconds
+    if breaches and guarding and guard.rollback_on_failure:
+        targets = [c for c in rollback_targets(release, obs) if c.loaded]
+        if targets:
+            return Step(
+                "flip",
+                targets[0].name,
+                Phase.PROMOTING,
+                Reason.AUTO_ROLLED_BACK,
+                f"post-promotion guard: {'; '.join(breaches)}; rolling back to "
+                f"{targets[0].version}",
+                extra={"rollback": True, "auto": "; ".join(breaches)},
+            )
+    interval = duration_seconds(guard.interval if guarding else mon.interval)
+    last = _epoch(live.get(P_DRIFT_AT)) or _epoch(live.get(P_REFERENCE_AT)) or 0.0
+    wait = last + interval - obs.now
+    if wait <= 0 and "monitor" not in obs.steps_done:
+        return Step("monitor", live.name, Phase.LIVE, Reason.MONITORING, "measuring drift")
+    reason = Reason.DRIFT_DETECTED if breaches else Reason.LIVE
+    return replace(_done(Phase.LIVE, reason, version), extra={"requeue_after": max(wait, 1.0)})
+
+
+def _epoch(stamp: str) -> float | None:
+    """Seconds since the epoch of a ``utc_now()`` stamp; None when unset."""
+    if not stamp:
+        return None
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
 
 
 def _decide_rollback(release: EmbeddingRelease, obs: Observation, intents: Intents) -> Step | None:
@@ -394,6 +533,67 @@ def _checks(c: CollectionState) -> list[Check]:
     return [Check.from_dict(d) for d in json.loads(raw)] if raw else []
 
 
+# -- incremental builds (controller.incremental) ---------------------------------
+
+
+def delta_base(release: EmbeddingRelease, obs: Observation) -> CollectionState:
+    """The collection a delta applies to: where the alias points now, or a kept version."""
+    delta = release.spec.source.delta
+    assert delta is not None
+    if delta.base == "live":
+        live = obs.collections.get(obs.alias_target or "")
+        if live is None or live.name == release.collection_name():
+            raise SourceError(
+                f"source.delta.base is live, but alias {release.spec.alias} points to no "
+                "collection yet; the first release needs source.files or source.documents"
+            )
+        return live
+    found = [c for c in obs.owned(release.track) if c.version == delta.base and c.complete]
+    if not found:
+        kept = sorted(c.version for c in obs.owned(release.track) if c.complete)
+        raise SourceError(
+            f"source.delta.base: version {delta.base!r} of track {release.track} is not in "
+            f"Milvus (versions kept: {', '.join(kept) or 'none'}); name a kept version or live"
+        )
+    return found[0]
+
+
+def base_identity(base: CollectionState) -> str:
+    """What a delta's build hash records of its base: its name and its content's hash."""
+    return f"{base.name}#{base.get(P_BUILD_HASH)}"
+
+
+def build_conflict(release: EmbeddingRelease, obs: Observation, cand: CollectionState) -> str:
+    """Why this version's complete collection is not what the spec builds ("" when it is).
+
+    A delta's identity includes its base (``P_BASE``). Until the candidate has served,
+    the base the spec names now must still be the one it was built on; once it has
+    served, the recorded base is part of what it is (a revert flips, invariant 5).
+    """
+    spec = release.spec
+    built_on = cand.get(P_BASE)
+    delta = spec.source.delta
+    expected = release.build_hash(built_on) if delta is not None else release.build_hash()
+    if cand.get(P_BUILD_HASH) != expected:
+        return (
+            f"version {spec.version} was already built as {cand.name} from a different "
+            "model, collection or source; give the new content a new spec.version"
+        )
+    if delta is None or cand.was_live or cand.name == obs.alias_target:
+        return ""
+    try:
+        now = base_identity(delta_base(release, obs))
+    except SourceError:
+        return ""  # the base is gone: the candidate stands on what it was built from
+    if now == built_on:
+        return ""
+    return (
+        f"version {spec.version} was built as {cand.name} on {built_on.split('#')[0]}, but "
+        f"source.delta.base ({delta.base}) is now {now.split('#')[0]}; give a delta on "
+        "another base a new spec.version"
+    )
+
+
 # -- the engine ----------------------------------------------------------------
 
 
@@ -422,12 +622,18 @@ class Engine:
         clock: Callable[[], str] = utc_now,
         reports: ReportSink | None = None,
         telemetry: Telemetry | None = None,
+        references: ReferenceStore | None = None,
+        embedders: EmbedderFactory | None = None,
+        cache: EmbeddingCachePort | None = None,
         on_status: Callable[[ReleaseStatus], None] | None = None,
     ) -> None:
         # Told the status of every step decided, before it runs: the Kubernetes driver
         # writes it, so a long pass shows Building -> Indexing -> Validating as it goes.
         self.on_status = on_status
+        self.embedders = embedders  # source.documents: one embedder per spec.embedder
+        self.cache: EmbeddingCachePort = cache or NullCache()
         self.reports = reports
+        self.references = references
         self.telemetry = telemetry or NullTelemetry()
         self.milvus = milvus
         self.data = data
@@ -437,7 +643,9 @@ class Engine:
 
     # -- observe -------------------------------------------------------------
 
-    def observe(self, release: EmbeddingRelease) -> Observation:
+    def observe(
+        self, release: EmbeddingRelease, steps_done: frozenset[str] = frozenset()
+    ) -> Observation:
         target = self.milvus.alias_target(release.spec.alias)
         names = self.milvus.list_collections()
         prefix = f"{release.spec.alias}__"
@@ -458,7 +666,12 @@ class Engine:
                 index=self.milvus.index_progress(name),
                 aliases=tuple(self.milvus.aliases_of(name)),
             )
-        return Observation(alias_target=target, collections=states)
+        return Observation(
+            alias_target=target,
+            collections=states,
+            steps_done=steps_done,
+            can_monitor=self.references is not None,
+        )
 
     # -- reconcile -----------------------------------------------------------
 
@@ -477,21 +690,29 @@ class Engine:
         status = replace(previous or ReleaseStatus(), observed_generation=generation)
         status.spec_hash = release.spec_hash()
         applied: set[str] = set()
+        done: set[str] = set()
+        self._track = release.track
         try:
             previous_step: tuple[str, str] | None = None
             for _ in range(MAX_STEPS_PER_PASS):
                 wanted = _without(intents() if callable(intents) else intents, applied)
-                obs = self.observe(release)
+                obs = self.observe(release, frozenset(done))
                 step = decide(release, obs, wanted)
                 status = self._status(release, obs, step, status)
                 if self.on_status is not None and not step.terminal:
                     self.on_status(status)
                 if step.terminal:
-                    return ReconcileResult(status, done=True, applied=frozenset(applied))
+                    return ReconcileResult(
+                        status,
+                        done=True,
+                        applied=frozenset(applied),
+                        requeue_after=step.extra.get("requeue_after"),
+                    )
                 if (step.name, step.target) == previous_step:  # no hot loops
                     raise TemporaryError(f"{step.name} on {step.target} did not take effect")
                 previous_step = (step.name, step.target)
                 self._execute(release, step, obs)
+                done.add(step.name)
                 applied |= self._applied_by(step, wanted)
             raise TemporaryError("reconcile did not settle; will retry", delay=5.0)
         except TemporaryError as exc:
@@ -518,13 +739,35 @@ class Engine:
     def _execute(self, release: EmbeddingRelease, step: Step, obs: Observation) -> None:
         self.reporter.event(step.reason, step.message)
         action = getattr(self, f"_step_{step.name}")
-        action(release, step, obs)
+        started, ok = time.monotonic(), False
+        try:
+            action(release, step, obs)
+            ok = True
+        finally:
+            seconds = time.monotonic() - started
+            self.telemetry.step_finished(release.track, step.name, seconds, ok)
+
+    @contextmanager
+    def _progress(self, stage: str, total: int | None) -> Iterator[Advance]:
+        """The reporter's progress bar, mirrored into telemetry (build progress gauges)."""
+        count = 0
+        with self.reporter.progress(stage, total) as advance:
+
+            def both(n: int) -> None:
+                nonlocal count
+                count += n
+                advance(n)
+                self.telemetry.progress(self._track, stage, count, total)
+
+            yield both
 
     # -- steps ---------------------------------------------------------------
 
     def _step_build(self, release: EmbeddingRelease, step: Step, obs: Observation) -> None:
         """Check the whole source, then create the collection and insert every row."""
         spec = release.spec
+        if spec.source.files is None:
+            return self._build_incremental(release, step, obs)
         extra = [f.name for f in spec.collection.fields]
         source = self.data.open_vectors(spec.source.files, extra)
         rows = self._check_source(release, source)
@@ -545,7 +788,11 @@ class Engine:
         self.reporter.event(Reason.BUILDING, f"loaded {loaded} rows into {step.target}")
 
     def _create(
-        self, release: EmbeddingRelease, name: str, extra: dict[str, str] | None = None
+        self,
+        release: EmbeddingRelease,
+        name: str,
+        extra: dict[str, str] | None = None,
+        extra_fields: Sequence[FieldSpec] = (),
     ) -> None:
         """Create a collection recording what it is and that embrel owns it."""
         spec = release.spec
@@ -559,8 +806,58 @@ class Engine:
             P_MODEL: spec.model.label(),
             P_CREATED_AT: self.clock(),
         }
-        dims, fields = spec.collection.dimension, spec.collection.fields
+        dims, fields = spec.collection.dimension, [*spec.collection.fields, *extra_fields]
         self.milvus.create_collection(name, dims, fields, identity | (extra or {}))
+
+    def _build_incremental(self, release: EmbeddingRelease, step: Step, obs: Observation) -> None:
+        """A delta over a base collection, or documents embedded here (controller.incremental)."""
+        ports = BuildPorts(
+            release,
+            self.milvus,
+            self.data,
+            self._progress,
+            self.settings.batch_size,
+            lambda: self._embedder(release),
+            self.cache,
+        )
+        build: DeltaBuild | DocumentsBuild
+        if release.spec.source.delta is not None:
+            base = delta_base(release, obs)
+            build = DeltaBuild(ports, base.name)
+            identity = base_identity(base)
+            props = {P_BASE: identity, P_BUILD_HASH: release.build_hash(identity)}
+            fields: list[FieldSpec] = []
+        else:
+            build = DocumentsBuild(ports, documents_base(ports, obs.alias_target))
+            props, fields = {P_BASE: build.base or UNSET}, [HASH_FIELD]
+        build.plan()  # reads and checks every input; Milvus untouched until here
+        self._create(release, step.target, props, fields)
+        self.reporter.event(Reason.BUILDING, f"created {step.target}; {build.describe()}")
+        try:
+            result = build.load(step.target)
+        except SourceError:
+            self.milvus.drop(step.target)  # ours, never aliased: leave Milvus as it was
+            raise
+        counted = self.milvus.row_count(step.target)  # flushes first
+        if counted != result.rows:
+            raise TemporaryError(
+                f"{step.target} holds {counted} rows after flush, {result.rows} were inserted; "
+                "the incomplete candidate will be rebuilt"
+            )
+        self.milvus.set_properties(
+            step.target, {P_SOURCE_ROWS: str(result.rows), P_BUILD: json.dumps(result.counts)}
+        )
+        if isinstance(build, DocumentsBuild):
+            self.telemetry.cache(release.track, result.cache_hits, result.cache_misses)
+        self.reporter.event(Reason.BUILDING, result.summary)
+
+    def _embedder(self, release: EmbeddingRelease) -> EmbedderPort:
+        if self.embedders is None or release.spec.embedder is None:
+            raise SourceError(
+                "source.documents needs an embedder, and this controller was started without "
+                "one; use the local driver (embrel apply) with `pip install 'embrel[embed]'`"
+            )
+        return self.embedders(release.spec.embedder)
 
     def _check_source(self, release: EmbeddingRelease, source: Any) -> int:
         spec = release.spec
@@ -649,11 +946,25 @@ class Engine:
             )
         )
         outcome = run.outcome
+        fp: Fingerprint | None = None
         props = {
             P_CHECKS: json.dumps([c.to_dict() for c in run.checks]),
             P_VALIDATION: _VALIDATION_MARK[outcome],
             P_VALIDATED_HASH: release.validation_hash(),
         }
+        if obs.alias_target and outcome != Outcome.FAILED:
+            # Probes that will prove the flip (issue 7), recorded with the evidence.
+            fp = self._fingerprint(release, cand.name, obs.alias_target)
+            props[P_FINGERPRINT] = fp.to_json() if fp else UNSET
+        if obs.alias_target and outcome != Outcome.FAILED and fp is not None:
+            self.reporter.event(
+                Reason.VALIDATING,
+                f"cutover fingerprint vs {obs.alias_target}: {len(fp.ids)} differing ids, "
+                f"{len(fp.query_ids)} differing queries"
+                if fp.distinguishable
+                else f"{cand.name} and {obs.alias_target} hold identical probes: the flip "
+                "will be confirmed by describe_alias only",
+            )
         if self.reports is not None:
             files = render_report(run)
             props[P_REPORT] = self.reports.write_report(release.track, release.spec.version, files)
@@ -691,28 +1002,236 @@ class Engine:
         # Flushed when it was built and counted again at validation; no flush on the hot path.
         assert_promotable(target, self.milvus.row_count(target.name, flush=False))
         previous = obs.alias_target
-        started = time.monotonic()
-        self.milvus.point_alias(release.spec.alias, target.name)
-        if self.milvus.alias_target(release.spec.alias) != target.name:
-            # A lost flip (DESIGN.md §6): re-issuing the same alter_alias heals it.
-            self.milvus.point_alias(release.spec.alias, target.name)
+        rollback, auto = bool(step.extra.get("rollback")), str(step.extra.get("auto", ""))
+        fp = self._fingerprint_for(release, target, previous, obs) if previous else None
+        proof = self._verified_flip(release, target.name, fp)
         now = self.clock()
-        self.milvus.set_properties(target.name, {P_PROMOTED_AT: now, P_ROLLED_BACK_AT: UNSET})
+        self.milvus.set_properties(
+            target.name,
+            {
+                P_PROMOTED_AT: now,
+                P_ROLLED_BACK_AT: UNSET,
+                P_ROLLBACK_REASON: UNSET,
+                P_CUTOVER: json.dumps(proof | {"at": now, "from": previous}),
+                P_FLIP_UNVERIFIED: UNSET if proof["verified"] else now,
+                # A new live period measures drift against a new reference.
+                P_REFERENCE_AT: UNSET,
+                P_DRIFT: UNSET,
+                P_DRIFT_AT: UNSET,
+            },
+        )
         if (
             previous
             and previous in obs.collections
             and obs.collections[previous].get(P_OWNER) == OWNER_VALUE
         ):
             marks = {P_RETIRED_AT: now}
-            if step.extra.get("rollback"):
-                marks[P_ROLLED_BACK_AT] = now
+            if rollback:
+                marks |= {P_ROLLED_BACK_AT: now, P_ROLLBACK_REASON: auto}
             self.milvus.set_properties(previous, marks)
-        verb = "rolled back" if step.extra.get("rollback") else "switched"
-        self.reporter.event(
-            Reason.ROLLED_BACK if step.extra.get("rollback") else Reason.PROMOTED,
-            f"{verb} alias {release.spec.alias}: {previous or '(none)'} -> {target.name} "
-            f"in {(time.monotonic() - started) * 1000:.0f} ms",
+        kind = "auto_rollback" if auto else "rollback" if rollback else "promote"
+        self.telemetry.cutover(
+            release.track, kind, proof["seconds"], proof["attempts"], proof["verified"]
         )
+        verb = "rolled back" if rollback else "switched"
+        self.reporter.event(
+            Reason.AUTO_ROLLED_BACK
+            if auto
+            else Reason.ROLLED_BACK
+            if rollback
+            else Reason.PROMOTED,
+            f"{verb} alias {release.spec.alias}: {previous or '(none)'} -> {target.name}; "
+            f"{_proof_text(proof)}",
+            warning=bool(auto) or not proof["verified"],
+        )
+
+    def _step_verify_flip(self, release: EmbeddingRelease, step: Step, obs: Observation) -> None:
+        """Probe a Degraded flip again; re-issuing alter_alias heals a lost flip."""
+        target = obs.collections[step.target]
+        cutover = json.loads(target.get(P_CUTOVER) or "{}")
+        previous = cutover.get("from")
+        fp = self._fingerprint_for(release, target, previous, obs) if previous else None
+        proof = self._verified_flip(release, target.name, fp)
+        self.milvus.set_properties(
+            target.name,
+            {
+                P_CUTOVER: json.dumps(cutover | proof),
+                P_FLIP_UNVERIFIED: UNSET if proof["verified"] else self.clock(),
+            },
+        )
+        self.reporter.event(
+            Reason.LOST_FLIP_HEALED if proof["verified"] else Reason.FLIP_UNVERIFIED,
+            _proof_text(proof),
+            warning=not proof["verified"],
+        )
+
+    def _verified_flip(
+        self, release: EmbeddingRelease, target: str, fp: Fingerprint | None
+    ) -> dict[str, Any]:
+        """Point the alias at ``target`` and prove it by probing through the alias.
+
+        Re-issues ``alter_alias`` when probes still see the old collection after
+        ``verify_window`` (a lost flip, DESIGN.md §6), at most ``flip_attempts`` times.
+        """
+        alias, s = release.spec.alias, self.settings
+        started = time.monotonic()
+        probe = _Probe(self.milvus, release, fp) if fp and fp.distinguishable else None
+        try:
+            for attempt in range(1, s.flip_attempts + 1):
+                self.milvus.point_alias(alias, target)
+                if probe is None:  # identical content: describe_alias is all there is
+                    seen = Seen.NEW if self.milvus.alias_target(alias) == target else Seen.OLD
+                else:
+                    seen = probe.until_new(s.verify_window)
+                if seen == Seen.NEW:
+                    break
+                self.reporter.event(
+                    Reason.FLIP_UNVERIFIED,
+                    f"flip {attempt}/{s.flip_attempts} of alias {alias} to {target} not seen "
+                    f"through the alias ({seen}); re-issuing alter_alias",
+                    warning=True,
+                )
+        finally:
+            if probe is not None:
+                probe.close()
+        return {
+            "verified": seen == Seen.NEW,
+            "method": "probes" if probe else "describeAlias",
+            "probes": len(fp.ids) + len(fp.query_ids) if fp else 0,
+            "attempts": attempt,
+            "seconds": round(time.monotonic() - started, 3),
+        }
+
+    def _fingerprint_for(
+        self, release: EmbeddingRelease, target: CollectionState, previous: str, obs: Observation
+    ) -> Fingerprint | None:
+        """The stored fingerprint covering this pair (either way round), or a new one."""
+        if previous == target.name:
+            return None
+        other = obs.collections.get(previous)
+        stored = [c.get(P_FINGERPRINT) for c in (target, other) if c is not None]
+        for fp in (
+            Fingerprint.from_json(raw).between(target.name, previous) for raw in stored if raw
+        ):
+            if fp is not None:
+                return fp
+        return self._fingerprint(release, target.name, previous)
+
+    def _fingerprint(self, release: EmbeddingRelease, new: str, old: str) -> Fingerprint | None:
+        """Probes that tell ``new`` from ``old``; None when ``old`` cannot be read."""
+        try:
+            return self._read_fingerprint(release, new, old)
+        except MilvusRejected as exc:  # e.g. a live collection we do not own, not loaded
+            self.reporter.event(
+                Reason.VALIDATING, f"no cutover probes: {exc}; describe_alias confirms the flip"
+            )
+            return None
+
+    def _read_fingerprint(self, release: EmbeddingRelease, new: str, old: str) -> Fingerprint:
+        """Probes that tell ``new`` from ``old``: differing ids and differing top-k."""
+        k, seed = PROBE_K, release.spec.validation.seed
+        ids = self.milvus.sample_ids(new, 1024, seed).tolist()
+        new_v = self.milvus.vectors_by_id(new, ids)
+        old_v = self.milvus.vectors_by_id(old, ids)
+        query_ids = [i for i in ids if i in new_v][:16]
+        dims = {len(v) for v in (*new_v.values(), *old_v.values())}
+        if not query_ids or len(dims) != 1:  # another dimension: ids alone tell them apart
+            return fingerprint(new, old, ids, new_v, old_v, [], np.empty((0, k)), np.empty((0, k)))
+        queries = np.stack([new_v[i] for i in query_ids])
+        return fingerprint(
+            new,
+            old,
+            ids,
+            new_v,
+            old_v,
+            query_ids,
+            self.milvus.search_ids(new, queries, k, search_params(release, k)),
+            self.milvus.search_ids(old, queries, k, search_params(release, k)),
+        )
+
+    # -- drift monitoring (DESIGN.md §8) ---------------------------------------
+
+    def _step_capture_reference(
+        self, release: EmbeddingRelease, step: Step, obs: Observation
+    ) -> None:
+        """Remember how the new live collection looks, to measure drift against."""
+        assert self.references is not None
+        mon, live = release.spec.monitoring, step.target
+        ids = self.milvus.sample_ids(live, mon.sample, release.spec.validation.seed)
+        vectors = self.milvus.vectors_by_id(live, ids.tolist())
+        ids = np.asarray([i for i in ids.tolist() if i in vectors], dtype=np.int64)
+        sample = np.stack([vectors[int(i)] for i in ids])
+        canaries = self._canary_queries(release, sample)
+        answers = self.milvus.search_ids(
+            live, canaries, mon.canary_k, search_params(release, mon.canary_k)
+        )
+        ref = monitoring.reference(
+            ids, sample, canaries, answers, self.milvus.row_count(live, flush=False)
+        )
+        self.references.save_reference(release.track, live, ref.arrays())
+        self.milvus.set_properties(live, {P_REFERENCE_AT: self.clock()})
+        self.reporter.event(
+            Reason.MONITORING,
+            f"drift reference for {live}: {len(ids)} sampled vectors, {len(canaries)} canary "
+            f"queries, {ref.row_count} rows",
+        )
+
+    def _canary_queries(self, release: EmbeddingRelease, sample: np.ndarray) -> np.ndarray:
+        """Real queries when the spec names them, else vectors of the reference sample."""
+        mon, queries = release.spec.monitoring, release.spec.validation.queries
+        if queries is not None:
+            real = self.data.read_query_vectors(
+                queries.uri, queries.vector_field, mon.canary_queries, release.spec.validation.seed
+            )
+            if real.shape[1] == sample.shape[1]:
+                return real
+        return sample[: mon.canary_queries]
+
+    def _step_monitor(self, release: EmbeddingRelease, step: Step, obs: Observation) -> None:
+        live, mon = step.target, release.spec.monitoring
+        raw = self.references.load_reference(release.track, live) if self.references else None
+        if raw is None:  # the state folder was lost: start again from what is live now
+            self.reporter.event(
+                Reason.MONITORING, f"no drift reference for {live}; capturing a new one", True
+            )
+            self._step_capture_reference(release, step, obs)
+            return
+        ref = monitoring.Reference.from_arrays(raw)
+        values = monitoring.measure(
+            ref,
+            current=self.milvus.vectors_by_id(live, ref.ids.tolist()),
+            fresh_sample=self._fresh_sample(release, live),
+            canary_answers=self.milvus.search_ids(
+                live, ref.canary_queries, mon.canary_k, search_params(release, mon.canary_k)
+            ),
+            row_count=self.milvus.row_count(live, flush=False),
+            queries=self._production_queries(release),
+        )
+        breaches = monitoring.breaches(values, mon.thresholds)
+        drift = {
+            "values": {k: round(v, 6) for k, v in values.items()},
+            "thresholds": monitoring.thresholds(mon.thresholds),
+            "breaches": breaches,
+        }
+        self.milvus.set_properties(live, {P_DRIFT: json.dumps(drift), P_DRIFT_AT: self.clock()})
+        self.telemetry.drift(release.track, values)
+        if breaches:
+            self.reporter.event(
+                Reason.DRIFT_DETECTED, f"drift on {live}: {'; '.join(breaches)}", warning=True
+            )
+
+    def _fresh_sample(self, release: EmbeddingRelease, live: str) -> np.ndarray:
+        """A new sample each time (seeded by the clock), to see new rows too."""
+        ids = self.milvus.sample_ids(live, release.spec.monitoring.sample, int(time.time()))
+        vectors = self.milvus.vectors_by_id(live, ids.tolist())
+        return np.stack(list(vectors.values())) if vectors else np.empty((0, 0), np.float32)
+
+    def _production_queries(self, release: EmbeddingRelease) -> np.ndarray | None:
+        q = release.spec.monitoring.queries
+        if q is None:
+            return None
+        seed = release.spec.validation.seed
+        return self.data.read_query_vectors(q.uri, q.vector_field, q.sample, seed)
 
     def _step_retain(self, release: EmbeddingRelease, step: Step, obs: Observation) -> None:
         verb = step.extra["verb"]
@@ -742,8 +1261,66 @@ class Engine:
             else None,
             validation=_validation(cand),
             history=_history(release, obs, previous.history),
+            cutover=_json_prop(live, P_CUTOVER),
+            drift=_drift(live),
+            build=_json_prop(cand, P_BUILD),
         )
         return with_phase(status, step.phase, step.reason, step.message, self.clock())
+
+
+PROBE_K = 10
+
+
+class _Probe:
+    """Reads through the alias on a fresh connection, as a newly started client would."""
+
+    def __init__(self, milvus: MilvusPort, release: EmbeddingRelease, fp: Fingerprint) -> None:
+        self.alias = release.spec.alias
+        self.k = len(fp.new_answers[0]) if fp.new_answers else PROBE_K
+        self.params = search_params(release, self.k)
+        # Probe queries are vectors of the physical collection, read before the flip.
+        vectors = milvus.vectors_by_id(fp.query_from, fp.query_ids) if fp.query_ids else {}
+        if any(i not in vectors for i in fp.query_ids):
+            fp = replace(fp, query_ids=(), new_answers=(), old_answers=())
+        self.fp = fp
+        self.queries = np.stack([vectors[i] for i in fp.query_ids]) if fp.query_ids else None
+        self.client = milvus.fresh()
+
+    def once(self) -> Seen:
+        fp = self.fp
+        try:
+            seen = self.client.vectors_by_id(self.alias, fp.ids) if fp.ids else {}
+            answers = (
+                self.client.search_ids(self.alias, self.queries, self.k, self.params)
+                if self.queries is not None
+                else np.empty((0, self.k), dtype=np.int64)
+            )
+        except MilvusRejected:  # e.g. the old collection has another dimension
+            return Seen.OLD
+        return judge(fp, seen, answers)
+
+    def until_new(self, window: float) -> Seen:
+        deadline = time.monotonic() + window
+        while (seen := self.once()) != Seen.NEW and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return seen
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _proof_text(proof: dict[str, Any]) -> str:
+    if not proof["verified"]:
+        return (
+            f"NOT verified: probes through the alias still saw the old collection after "
+            f"{proof['attempts']} attempts ({proof['seconds']:.2f}s)"
+        )
+    how = (
+        f"{proof['probes']} probes through the alias"
+        if proof["method"] == "probes"
+        else "describe_alias (the collections hold identical probes)"
+    )
+    return f"verified by {how} in {proof['seconds']:.2f}s, {proof['attempts']} attempt(s)"
 
 
 def assert_promotable(c: CollectionState, rows: int) -> None:
@@ -778,6 +1355,21 @@ def _describe(c: CollectionState | None, name: str | None) -> dict[str, Any] | N
     if c.index is not None:
         out["indexed_rows"], out["total_rows"] = c.index
     return out
+
+
+def _json_prop(c: CollectionState | None, key: str) -> dict[str, Any] | None:
+    raw = c.get(key) if c else UNSET
+    return dict(json.loads(raw)) if raw else None
+
+
+def _drift(live: CollectionState | None) -> dict[str, Any] | None:
+    drift = _json_prop(live, P_DRIFT)
+    if live is None or live.get(P_REFERENCE_AT) == UNSET:
+        return drift
+    return (drift or {}) | {
+        "referenceAt": live.get(P_REFERENCE_AT),
+        "measuredAt": live.get(P_DRIFT_AT) or None,
+    }
 
 
 def _validation(c: CollectionState | None) -> dict[str, Any] | None:

@@ -56,6 +56,8 @@ _SCALAR_TYPES: dict[str, DataType] = {
     "JSON": DataType.JSON,
 }
 
+# pymilvus refuses larger query_iterator pages.
+QUERY_ITERATOR_MAX_BATCH = 16_384
 ID_FIELD = "id"
 VECTOR_FIELD = "vector"
 
@@ -128,6 +130,7 @@ class MilvusGateway:
         # (operation, seconds, error kind or None) per attempt: controller.metrics
         self.observer = observer
         creds = credentials or Credentials()
+        self._db, self._creds = db, creds
         self._retry = retry(
             retry=retry_if_exception_type(MilvusUnavailable),
             stop=stop_after_attempt(self.policy.attempts),
@@ -158,6 +161,10 @@ class MilvusGateway:
 
     def close(self) -> None:
         self._client.close()
+
+    def fresh(self) -> MilvusGateway:
+        """A second gateway on its own connection, to see the alias as a new client would."""
+        return MilvusGateway(self.uri, self._db, self._creds, self.policy)
 
     def _call(self, action: str, fn: Callable[[], T], op: str | None = None) -> T:
         """``fn`` with errors translated and retried; ``op`` names it for metrics (bounded)."""
@@ -257,15 +264,98 @@ class MilvusGateway:
         )
         return int(stats["row_count"])
 
-    def vectors_by_id(self, name: str, ids: Sequence[int]) -> dict[int, np.ndarray]:
+    def vectors_by_id(
+        self, name: str, ids: Sequence[int], consistency: str = "Strong"
+    ) -> dict[int, np.ndarray]:
         rows = self._call(
             f"reading vectors from {name}",
             lambda: self._client.get(
-                name, ids=list(ids), output_fields=[VECTOR_FIELD], consistency_level="Strong"
+                name, ids=list(ids), output_fields=[VECTOR_FIELD], consistency_level=consistency
             ),
             op="get",
         )
         return {int(r[ID_FIELD]): np.asarray(r[VECTOR_FIELD], dtype=np.float32) for r in rows}
+
+    def sample_ids(self, name: str, n: int, seed: int, scan_limit: int = 1_000_000) -> np.ndarray:
+        """A seeded uniform sample of up to ``n`` ids (reservoir over the first
+        ``scan_limit`` ids, read in pages with ``query_iterator``)."""
+        rng = np.random.default_rng(seed)
+        it = self._call(
+            f"reading ids of {name}",
+            lambda: self._client.query_iterator(
+                name, batch_size=10_000, output_fields=[ID_FIELD], consistency_level="Strong"
+            ),
+        )
+        reservoir: list[int] = []
+        seen = 0
+        try:
+            while seen < scan_limit:
+                page = self._call(f"reading ids of {name}", it.next)
+                if not page:
+                    break
+                for row in page:
+                    seen += 1
+                    if len(reservoir) < n:
+                        reservoir.append(int(row[ID_FIELD]))
+                    elif (slot := int(rng.integers(seen))) < n:
+                        reservoir[slot] = int(row[ID_FIELD])
+        finally:
+            it.close()
+        return np.asarray(sorted(reservoir), dtype=np.int64)
+
+    def iterate_rows(
+        self, name: str, batch_size: int, fields: Sequence[str] = (), vectors: bool = True
+    ) -> Iterator[VectorBatch]:
+        """Every row of ``name`` (a physical collection, never an alias, whose target may
+        move), ordered by id, in batches of at most ``batch_size``, read with Strong
+        consistency through ``query_iterator``. ``vectors=False`` leaves them out
+        (the batch's vectors then have shape (n, 0)); ``fields`` are extra scalars."""
+        size = max(1, min(batch_size, QUERY_ITERATOR_MAX_BATCH))
+        output = [ID_FIELD, *([VECTOR_FIELD] if vectors else []), *fields]
+        it = self._call(
+            f"reading {name}",
+            lambda: self._client.query_iterator(
+                name, batch_size=size, output_fields=output, consistency_level="Strong"
+            ),
+            op="query_iterator",
+        )
+        first_row = 0
+        try:
+            while True:
+                with _translated(f"reading {name}"):  # no retry: a page may not be re-read
+                    page = it.next()
+                if not page:
+                    return
+                yield _rows_to_batch(page, name, first_row, fields, vectors)
+                first_row += len(page)
+        finally:
+            it.close()
+
+    def collection_schema(self, name: str) -> tuple[int, list[FieldSpec]]:
+        """(vector dimension, extra scalar fields) of a collection, as embrel names them."""
+        desc = self._call(
+            f"describing {name}",
+            lambda: self._client.describe_collection(name),
+            op="describe_collection",
+        )
+        names = {v: k for k, v in _SCALAR_TYPES.items()}
+        dimension, fields = 0, []
+        for f in desc.get("fields", []):
+            params = f.get("params") or {}
+            if f["name"] == VECTOR_FIELD:
+                dimension = int(params.get("dim", 0))
+            elif f["name"] != ID_FIELD:
+                kind = names.get(f["type"])
+                if kind is None:
+                    raise MilvusRejected(
+                        f"{name} has field {f['name']!r} of type {f['type']}, which embrel "
+                        "cannot copy"
+                    )
+                length = params.get("max_length") if kind == "VARCHAR" else None
+                fields.append(
+                    FieldSpec(name=f["name"], type=kind, max_length=int(length) if length else None)
+                )
+        return dimension, fields
 
     # -- index and load ------------------------------------------------------
 
@@ -403,3 +493,15 @@ class MilvusGateway:
             if time.monotonic() > deadline:
                 raise MilvusUnavailable(f"timed out after {timeout:.0f}s waiting for {what}")
             time.sleep(poll)
+
+
+def _rows_to_batch(
+    page: list[dict[str, Any]], name: str, first_row: int, fields: Sequence[str], vectors: bool
+) -> VectorBatch:
+    ids = np.fromiter((int(r[ID_FIELD]) for r in page), dtype=np.int64, count=len(page))
+    if vectors:
+        matrix = np.asarray([r[VECTOR_FIELD] for r in page], dtype=np.float32)
+    else:
+        matrix = np.empty((len(page), 0), dtype=np.float32)
+    extras = {f: [r[f] for r in page] for f in fields}
+    return VectorBatch(ids, matrix, extras, f"collection {name}", first_row)

@@ -7,14 +7,15 @@ or a file reader itself.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 import numpy as np
 
 from controller.sources.base import GoldenSet, VectorBatch, VectorSource
-from controller.spec import FieldSpec, FilesSource
+from controller.sources.documents import DocumentSource
+from controller.spec import DocumentsSource, EmbedderSpec, FieldSpec, FilesSource
 
 
 class MilvusPort(Protocol):
@@ -45,7 +46,16 @@ class MilvusPort(Protocol):
         params: Mapping[str, Any],
         consistency: str = "Strong",
     ) -> np.ndarray: ...
-    def vectors_by_id(self, name: str, ids: Sequence[int]) -> dict[int, np.ndarray]: ...
+    def vectors_by_id(
+        self, name: str, ids: Sequence[int], consistency: str = "Strong"
+    ) -> dict[int, np.ndarray]: ...
+    def sample_ids(self, name: str, n: int, seed: int) -> np.ndarray: ...
+    def iterate_rows(
+        self, name: str, batch_size: int, fields: Sequence[str] = (), vectors: bool = True
+    ) -> Iterator[VectorBatch]: ...  # every row in bounded batches, Strong, by id
+    def collection_schema(self, name: str) -> tuple[int, list[FieldSpec]]: ...
+    def fresh(self) -> MilvusPort: ...  # a new connection: how a new client sees Milvus
+    def close(self) -> None: ...
 
 
 class DataPort(Protocol):
@@ -56,6 +66,58 @@ class DataPort(Protocol):
     def read_query_vectors(
         self, uri: str, vector_field: str, sample: int, seed: int
     ) -> np.ndarray: ...
+    def open_documents(
+        self, documents: DocumentsSource, columns: Sequence[str]
+    ) -> DocumentSource: ...
+    def read_ids(self, uri: str, id_field: str) -> np.ndarray: ...
+
+
+class EmbedderPort(Protocol):
+    """Turns texts into vectors (``controller.embedding.embedder``); loads lazily."""
+
+    def dimension(self) -> int: ...
+    def embed(self, texts: Sequence[str]) -> np.ndarray: ...  # (n, dimension) float32
+
+
+# Drivers build one embedder per ``spec.embedder`` (and reuse it across releases).
+EmbedderFactory = Callable[[EmbedderSpec], EmbedderPort]
+
+
+class EmbeddingCachePort(Protocol):
+    """Vectors by (model, revision, content hash) (``controller.embedding.cache``).
+
+    ``get_many`` returns only entries that pass its integrity checks.
+    """
+
+    def get_many(
+        self, model: str, revision: str, hashes: Sequence[str], dimension: int
+    ) -> dict[str, np.ndarray]: ...
+    def count_present(self, model: str, revision: str, hashes: Sequence[str]) -> int: ...
+    def put_many(self, model: str, revision: str, vectors: Mapping[str, np.ndarray]) -> None: ...
+
+
+class NullCache:
+    """No cache: every lookup misses."""
+
+    def get_many(
+        self, model: str, revision: str, hashes: Sequence[str], dimension: int
+    ) -> dict[str, np.ndarray]:
+        return {}
+
+    def count_present(self, model: str, revision: str, hashes: Sequence[str]) -> int:
+        return 0
+
+    def put_many(self, model: str, revision: str, vectors: Mapping[str, np.ndarray]) -> None:
+        pass
+
+
+class ReferenceStore(Protocol):
+    """Drift references (arrays) per live collection, kept outside Milvus."""
+
+    def save_reference(
+        self, track: str, collection: str, arrays: dict[str, np.ndarray]
+    ) -> None: ...
+    def load_reference(self, track: str, collection: str) -> dict[str, np.ndarray] | None: ...
 
 
 class ReportSink(Protocol):

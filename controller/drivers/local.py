@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -25,15 +26,21 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
+
 from controller.config import ControllerConfig, credentials_from_env
+from controller.embedding.cache import EmbeddingCache
+from controller.embedding.embedder import SentenceTransformerEmbedder
 from controller.engine import Engine, Intents, ReconcileResult, Settings, utc_now
 from controller.errors import EmbrelError, SpecError, TemporaryError
 from controller.metrics import PrometheusTelemetry, error_reason
 from controller.milvus import Credentials, MilvusGateway, RetryPolicy
-from controller.ports import Reporter
+from controller.ports import EmbedderFactory, EmbedderPort, Reporter
 from controller.sources import LocalFiles
-from controller.spec import EmbeddingRelease, parse_release
+from controller.spec import EmbedderSpec, EmbeddingRelease, parse_release
 from controller.status import Reason, ReleaseStatus, with_phase
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -156,6 +163,35 @@ class ReportFolder:
         return str((folder / "report.html").resolve())
 
 
+class ReferenceFolder:
+    """Drift references under ``<stateDir>/references/<namespace>.<name>/<collection>.npz``.
+
+    Written atomically (temp file + rename); a missing or unreadable file is reported
+    as absent, and the engine captures a new reference from the live collection.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _path(self, track: str, collection: str) -> Path:
+        return self.root / track.replace("/", ".") / f"{collection}.npz"
+
+    def save_reference(self, track: str, collection: str, arrays: dict[str, np.ndarray]) -> None:
+        path = self._path(track, collection)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, allow_pickle=False, **arrays)
+        tmp.replace(path)
+
+    def load_reference(self, track: str, collection: str) -> dict[str, np.ndarray] | None:
+        try:
+            with np.load(self._path(track, collection)) as data:
+                return {k: data[k] for k in data.files}
+        except (OSError, ValueError) as exc:
+            log.debug("no usable drift reference for %s: %s", collection, exc)
+            return None
+
+
 class ControllerBusy(EmbrelError):
     """Another controller process holds the state folder."""
 
@@ -194,17 +230,46 @@ class LocalController:
         config: ControllerConfig,
         reporter: Reporter,
         telemetry: PrometheusTelemetry | None = None,
+        embedders: EmbedderFactory | None = None,
     ) -> None:
         self.config = config
         self.reporter = reporter
         self.telemetry = telemetry  # Prometheus metrics when `--metrics-port` is given
         self.store = StateStore(config.state_dir)
         self._gateways: dict[tuple[str, str], MilvusGateway] = {}
+        self._embedders = embedders  # tests and benchmarks count what is embedded
+        self._models: dict[tuple[str, str], EmbedderPort] = {}  # loaded once per process
+        self._cache: EmbeddingCache | None = None
 
     def close(self) -> None:
         for gateway in self._gateways.values():
             gateway.close()
         self._gateways.clear()
+        if self._cache is not None:
+            self._cache.close()
+            self._cache = None
+
+    def embedding_cache(self) -> EmbeddingCache | None:
+        opts = self.config.embedding_cache
+        if not opts.enabled:
+            return None
+        if self._cache is None:  # the file is opened on first use
+            path = opts.path or self.config.state_dir / "embedding-cache.sqlite"
+            self._cache = EmbeddingCache(path, opts.max_bytes)
+        return self._cache
+
+    def embedder_factory(self, base_dir: Path) -> EmbedderFactory:
+        """One sentence-transformers embedder per ``spec.embedder``, reused across releases."""
+        if self._embedders is not None:
+            return self._embedders
+
+        def make(spec: EmbedderSpec) -> EmbedderPort:
+            key = (spec.model_dump_json(), str(base_dir))
+            if key not in self._models:
+                self._models[key] = SentenceTransformerEmbedder(spec, base_dir)
+            return self._models[key]
+
+        return make
 
     def gateway(self, release: EmbeddingRelease, base_dir: Path) -> MilvusGateway:
         ref = release.spec.milvus
@@ -246,6 +311,9 @@ class LocalController:
             settings,
             reports=ReportFolder(self.config.state_dir / "reports"),
             telemetry=self.telemetry,
+            references=ReferenceFolder(self.config.state_dir / "references"),
+            embedders=self.embedder_factory(base_dir),
+            cache=self.embedding_cache(),
         )
 
     def record_spec(self, path: Path, text: str, release: EmbeddingRelease) -> TrackRecord:

@@ -19,7 +19,7 @@ import numpy as np
 
 from controller.errors import MilvusRejected, SourceError
 from controller.ports import DataPort, MilvusPort
-from controller.sources.base import sample_rows
+from controller.sources.base import VectorBatch, sample_rows
 from controller.spec import EmbeddingRelease
 from controller.validation import metrics as m
 from controller.validation.results import Check, Outcome, ValidationRun, judge
@@ -111,10 +111,21 @@ def _sample_size(ctx: GateContext) -> int:
 
 def _source_sample(ctx: GateContext) -> tuple[np.ndarray, np.ndarray]:
     """A seeded sample of source rows: ids for same-id gates, vectors as default queries."""
-    files = ctx.release.spec.source.files
-    source = ctx.data.open_vectors(files, ())
     seed = ctx.release.spec.validation.seed
-    return sample_rows(source.batches(5000), ctx.source_rows, _sample_size(ctx), seed)
+    return sample_rows(content_batches(ctx, 5000), ctx.source_rows, _sample_size(ctx), seed)
+
+
+def content_batches(ctx: GateContext, batch_size: int) -> Iterator[VectorBatch]:
+    """Every (id, vector) of the candidate's content, in bounded batches.
+
+    A files source is read from its files. A delta or documents candidate has no
+    single file holding its content, so its own rows are read back from Milvus
+    (by id, Strong consistency).
+    """
+    files = ctx.release.spec.source.files
+    if files is not None:
+        return ctx.data.open_vectors(files, ()).batches(batch_size)
+    return ctx.milvus.iterate_rows(ctx.candidate, batch_size)
 
 
 def _query_set(ctx: GateContext, sample_vectors: np.ndarray) -> tuple[np.ndarray, str]:
@@ -378,7 +389,7 @@ def _ann_recall(ctx: GateContext, queries: np.ndarray) -> list[Check]:
     q = queries[: gate.sample]
     ann = _search(ctx, ctx.candidate, q, gate.k)
     exact = m.StreamingTopK(q, gate.k, ctx.release.spec.collection.metric)
-    for batch in ctx.data.open_vectors(ctx.release.spec.source.files, ()).batches(20_000):
+    for batch in content_batches(ctx, 20_000):
         exact.add(batch.vectors, batch.ids)
     value = m.ann_recall(ann, exact.result(), gate.k)
     detail = f"{len(q)} queries vs exact search over {ctx.source_rows} source vectors; params {search_params(ctx.release, gate.k)}"
