@@ -21,6 +21,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from controller import cli_kube
 from controller.config import ControllerConfig, load_config
 from controller.drivers.local import (
     ControllerBusy,
@@ -94,8 +95,8 @@ class ConsoleReporter:
             yield advance
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, kube: bool = False) -> int:
+    args = _parser(kube).parse_args(argv)
     try:
         config = load_config(args.config)
         if args.state_dir is not None:
@@ -120,9 +121,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _parser() -> argparse.ArgumentParser:
+def kubectl_main() -> int:
+    """`kubectl embrel ...` (the kubectl-embrel executable): the CLI with --kube implied."""
+    return main(sys.argv[1:], kube=True)
+
+
+def _parser(kube: bool = False) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="embrel", description="Blue/green releases of embeddings in Milvus."
+        prog="kubectl embrel" if kube else "embrel",
+        description="Blue/green releases of embeddings in Milvus.",
     )
     p.add_argument("--config", type=Path, help="controller config file (see config.example.yaml)")
     p.add_argument("--state-dir", type=Path, help="override stateDir from the config")
@@ -153,6 +160,7 @@ def _parser() -> argparse.ArgumentParser:
         verb = sub.add_parser(name, help=text)
         verb.add_argument("track", metavar="TRACK", help="the release's metadata.name")
         verb.add_argument("-o", "--output", choices=["text", "json"], default="text")
+        cli_kube.add_kube_options(verb, kube)
         verb.set_defaults(handler=handler)
 
     for name, text in (
@@ -166,7 +174,11 @@ def _parser() -> argparse.ArgumentParser:
             verb.add_argument(
                 "--to", metavar="VERSION", help="a retained version (default: the previous one)"
             )
+        cli_kube.add_kube_options(verb, kube)
+        cli_kube.add_wait_options(verb)
         verb.set_defaults(handler=cmd_request, intent=name)
+
+    cli_kube.add_controller_parser(sub)
 
     demo = sub.add_parser("demo", help="v1 -> v2 -> rejected v3 -> rollback on Milvus Lite")
     demo.add_argument("--workdir", type=Path, default=Path(".demo"))
@@ -260,6 +272,8 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def cmd_status(args: argparse.Namespace, config: ControllerConfig) -> int:
+    if args.kube:
+        return cli_kube.status(args)
     store = StateStore(config.state_dir)
     record = store.load(store.find(args.track))
     assert record is not None
@@ -271,6 +285,8 @@ def cmd_status(args: argparse.Namespace, config: ControllerConfig) -> int:
 
 
 def cmd_history(args: argparse.Namespace, config: ControllerConfig) -> int:
+    if args.kube:
+        return cli_kube.status(args, history=True)
     store = StateStore(config.state_dir)
     record = store.load(store.find(args.track))
     assert record is not None
@@ -295,6 +311,8 @@ def cmd_history(args: argparse.Namespace, config: ControllerConfig) -> int:
 
 def cmd_request(args: argparse.Namespace, config: ControllerConfig) -> int:
     """promote / abort / rollback: leave the request, then act on it or let the running controller."""
+    if args.kube:
+        return cli_kube.request(args)
     store = StateStore(config.state_dir)
     track = store.find(args.track)
     value: object = {"to": args.to} if args.intent == "rollback" else True

@@ -1,0 +1,225 @@
+"""The Kubernetes half of the CLI: `embrel controller` and the verbs with ``--kube``.
+
+``kubectl embrel VERB`` (the ``kubectl-embrel`` executable) is the same CLI with
+``--kube`` implied: promote, abort and rollback set the request annotations on the
+EmbeddingRelease and wait for the controller to carry them out; status and history
+read ``.status``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from controller.config import ControllerConfig
+from controller.status import Phase, ReleaseStatus
+
+log = logging.getLogger(__name__)
+EXIT_OK, EXIT_FAILED, EXIT_UNAVAILABLE = 0, 1, 4
+
+
+def add_kube_options(parser: argparse.ArgumentParser, kube: bool) -> None:
+    """``--kube``, ``-n`` and ``--kubeconfig`` for a verb that can act through the API."""
+    group = parser.add_argument_group("Kubernetes (EmbeddingRelease objects)")
+    group.add_argument(
+        "--kube",
+        action="store_true",
+        default=kube,
+        help="act on the EmbeddingRelease in the cluster (implied by `kubectl embrel`)",
+    )
+    group.add_argument("-n", "--namespace", help="namespace (default: the kubeconfig context's)")
+    group.add_argument("--kubeconfig", type=Path, help="kubeconfig file (default: $KUBECONFIG)")
+    group.add_argument("--context", help="kubeconfig context")
+
+
+def add_wait_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="with --kube: how long to wait for the controller to act (default 120)",
+    )
+    parser.add_argument(
+        "--no-wait", action="store_true", help="with --kube: set the request and return"
+    )
+
+
+def add_controller_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "controller", help="run the Kubernetes controller: reconcile EmbeddingRelease objects"
+    )
+    p.add_argument(
+        "--namespace",
+        action="append",
+        metavar="NS",
+        help="watch this namespace (repeatable; default: every namespace)",
+    )
+    p.add_argument(
+        "--leader-elect",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="only the holder of a coordination.k8s.io Lease acts (default: on)",
+    )
+    p.add_argument("--lease-name", default="embrel-controller")
+    p.add_argument(
+        "--lease-namespace", help="where the Lease lives (default: the pod's or context's)"
+    )
+    p.add_argument(
+        "--lease-duration",
+        type=int,
+        default=15,
+        metavar="SECONDS",
+        help="a standby takes over this long after the leader stops renewing (default 15)",
+    )
+    p.add_argument("--workers", type=int, default=4, help="releases reconciled at once")
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=8080,
+        metavar="PORT",
+        help="serve /metrics, /healthz and /readyz here (0: any free port; -1: off)",
+    )
+    p.add_argument("--metrics-address", default="0.0.0.0", metavar="HOST")
+    p.add_argument(
+        "--kubeconfig",
+        type=Path,
+        help="kubeconfig file (default: in-cluster config when run in a pod, else $KUBECONFIG)",
+    )
+    p.add_argument("--context", help="kubeconfig context")
+    p.set_defaults(handler=cmd_controller)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def cmd_controller(args: argparse.Namespace, config: ControllerConfig) -> int:
+    from controller.drivers.kube import KubeController, KubeOptions
+    from controller.kube import KubeGateway
+    from controller.metrics import PrometheusTelemetry, serve_http
+
+    # SIGTERM (a pod stopping) as Ctrl-C: workers finish their step, the Lease is released.
+    signal.signal(signal.SIGTERM, _interrupt)
+    if args.workers < 1:
+        raise _usage("--workers", "must be at least 1")
+    kube = KubeGateway.connect(args.kubeconfig, args.context)
+    options = KubeOptions(
+        namespaces=tuple(args.namespace or ()),
+        workers=args.workers,
+        leader_elect=args.leader_elect,
+        lease_name=args.lease_name,
+        lease_namespace=args.lease_namespace,
+        lease_duration=args.lease_duration,
+        resync_seconds=config.reconcile.resync_seconds,
+    )
+    telemetry = PrometheusTelemetry()
+    controller = KubeController(kube, config, options, telemetry)
+    server = None
+    if args.metrics_port >= 0:
+        try:
+            server = serve_http(args.metrics_port, controller.ready, args.metrics_address)
+        except OSError as exc:
+            raise _usage("--metrics-port", f"cannot listen on {args.metrics_port}: {exc}") from exc
+    where = ", ".join(options.namespaces) or "all namespaces"
+    port = f"; metrics on port {server.port}" if server else ""
+    print(
+        f"embrel controller {options.identity}: watching EmbeddingReleases in {where} "
+        f"at {kube.info.host}{port}",
+        flush=True,
+    )
+    try:
+        controller.run()
+    except KeyboardInterrupt:
+        print("stopping", flush=True)
+    finally:
+        controller.shutdown()
+        if server is not None:
+            server.close()
+        kube.close()
+    return EXIT_OK
+
+
+def _usage(flag: str, message: str) -> Exception:
+    from controller.errors import SpecError
+
+    return SpecError(flag, [("", message)])
+
+
+def _connect(args: argparse.Namespace) -> Any:
+    from controller.kube import KubeGateway
+
+    return KubeGateway.connect(args.kubeconfig, args.context)
+
+
+def _status_of(obj: dict[str, Any]) -> ReleaseStatus:
+    return ReleaseStatus.from_dict(obj.get("status") or {})
+
+
+def status(args: argparse.Namespace, history: bool = False) -> int:
+    """`embrel status|history NAME --kube`: the object's .status."""
+    from controller.cli import format_history, format_status
+
+    kube = _connect(args)
+    namespace = args.namespace or kube.default_namespace
+    obj = kube.get_release(namespace, args.track)
+    raw = obj.get("status") or {}
+    if args.output == "json":
+        print(json.dumps(raw.get("history", []) if history else raw, indent=2))
+        return EXIT_OK
+    st = _status_of(obj)
+    if history:
+        print(format_history(st))
+        return EXIT_OK
+    print(format_status(st, f"EmbeddingRelease {namespace}/{args.track}"))
+    generation = obj["metadata"].get("generation")
+    print(f"Generation: {generation} (observed {st.observed_generation})")
+    if progress := raw.get("progress"):
+        total = f"/{progress['total']}" if "total" in progress else ""
+        print(f"Progress:   {progress.get('stage')}: {progress.get('done')}{total}")
+    return EXIT_OK
+
+
+def request(args: argparse.Namespace) -> int:
+    """`embrel promote|abort|rollback NAME --kube`: annotate, then wait for the controller."""
+    from controller.drivers.kube import ANNOTATIONS, request_intent, wait_for_intent
+
+    kube = _connect(args)
+    namespace = args.namespace or kube.default_namespace
+    value = (getattr(args, "to", None) or "true") if args.intent == "rollback" else "true"
+    request_intent(kube, namespace, args.track, args.intent, value)
+    print(
+        f"Requested {args.intent} of {namespace}/{args.track} ({ANNOTATIONS[args.intent]}={value})"
+    )
+    if args.no_wait:
+        return EXIT_OK
+    obj = wait_for_intent(kube, namespace, args.track, args.intent, args.timeout)
+    if obj is None:
+        print(
+            f"error: no controller carried out the request within {args.timeout:.0f}s "
+            "(is one running? `kubectl get lease embrel-controller`); the annotation stays",
+            file=sys.stderr,
+        )
+        return EXIT_UNAVAILABLE
+    return _report(args, _status_of(obj))
+
+
+def _report(args: argparse.Namespace, st: ReleaseStatus) -> int:
+    live = st.live or {}
+    print(f"{st.phase}: {st.message}")
+    if live:
+        print(f"  alias -> {live.get('collection')} (version {live.get('version') or 'unknown'})")
+    ready = next((c for c in st.conditions if c.type == "Ready"), None)
+    if args.intent == "promote":
+        return EXIT_OK if st.phase == Phase.LIVE else EXIT_FAILED
+    if args.intent == "abort":
+        return EXIT_OK if ready is not None and ready.reason == "Aborted" else EXIT_FAILED
+    wanted = getattr(args, "to", None)
+    if st.phase == Phase.ROLLED_BACK or (wanted and live.get("version") == wanted):
+        return EXIT_OK
+    return EXIT_FAILED

@@ -1,0 +1,1214 @@
+"""The Kubernetes driver: EmbeddingRelease objects in, Milvus releases out.
+
+    Informer (list + watch per namespace) --key--> WorkQueue --key--> worker threads
+         cache of objects, relist on 410          one worker per key      Engine.reconcile
+                                                   backoff per key         status, Events,
+    LeaderElector (coordination.k8s.io Lease): only the leader runs workers   finalizer
+
+It only wraps the engine: the engine is level-triggered, so resuming a release after
+a restart or a failover is reconciling it again. What Kubernetes adds:
+
+* intents from annotations (``embrel.dev/promote``, ``/abort``, ``/rollback``), read
+  again before every step and removed once the engine reports them applied (or the
+  release settled without needing them, so a stale request never acts later);
+* status written only through the status subresource, with the resourceVersion that
+  was read (a 409 is retried on the freshly read object), between steps and, for
+  long loads and index builds, with progress at a bounded rate;
+* engine events as core/v1 Events on the object (repeats bump ``count``);
+* the finalizer ``embrel.dev/finalizer``: ``deletionPolicy: Retain`` leaves Milvus as
+  it is; ``Delete`` drops the collections this track owns, the alias last;
+* Milvus credentials from the Secret in ``spec.milvus.secretRef`` (over the env vars),
+  never copied into status, Events or logs.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import heapq
+import itertools
+import json
+import logging
+import os
+import re
+import socket
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from controller.config import ControllerConfig, credentials_from_env
+from controller.engine import (
+    Engine,
+    Intents,
+    Observation,
+    ReconcileResult,
+    Settings,
+    utc_now,
+)
+from controller.errors import (
+    EmbrelError,
+    KubeConflict,
+    KubeGone,
+    KubeNotFound,
+    PermanentError,
+    SpecError,
+    TemporaryError,
+)
+from controller.kube import KubeGateway, SecretCredentials
+from controller.milvus import Credentials, MilvusGateway, RetryPolicy
+from controller.ports import Advance, Telemetry
+from controller.sources import LocalFiles
+from controller.spec import EmbeddingRelease, release_from_dict
+from controller.status import Phase, Reason, ReleaseStatus, with_phase
+
+log = logging.getLogger(__name__)
+
+FINALIZER = "embrel.dev/finalizer"
+ANNOTATIONS = {
+    "promote": "embrel.dev/promote",
+    "abort": "embrel.dev/abort",
+    "rollback": "embrel.dev/rollback",  # "true" (the previous version) or a version
+}
+COMPONENT = "embrel-controller"
+# Repeats of one Event (same object, reason, message) within this window bump its count.
+EVENT_REPEAT_WINDOW = 600.0
+MAX_EVENT_MESSAGE = 1024  # what kube-apiserver accepts for an Event's message
+STATUS_ATTEMPTS = 5
+
+
+def track_key(obj: Mapping[str, Any]) -> str:
+    meta = obj["metadata"]
+    return f"{meta.get('namespace', 'default')}/{meta['name']}"
+
+
+def micro_time() -> str:
+    """RFC 3339 with microseconds: the MicroTime of Leases and Events."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+# -- the work queue ----------------------------------------------------------------
+
+
+class WorkQueue:
+    """Keys to reconcile, as client-go's rate-limited work queue.
+
+    A key is handed to one worker at a time: one added while it is being processed
+    is queued again only when that worker is ``done``. ``add_rate_limited`` delays a
+    key exponentially by its failures (``base * 2**n``, at most ``max_delay``) until
+    ``forget``. ``add_after`` schedules a key (requeue_after, resync).
+    """
+
+    def __init__(
+        self,
+        base_delay: float = 1.0,
+        max_delay: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._queue: deque[str] = deque()
+        self._dirty: set[str] = set()
+        self._processing: set[str] = set()
+        self._delayed: list[tuple[float, int, str]] = []
+        self._seq = itertools.count()
+        self._failures: dict[str, int] = {}
+        self._shutdown = False
+
+    def add(self, key: str) -> None:
+        with self._cond:
+            self._add(key)
+
+    def _add(self, key: str) -> None:
+        if self._shutdown or key in self._dirty:
+            return
+        self._dirty.add(key)
+        if key not in self._processing:
+            self._queue.append(key)
+            self._cond.notify()
+
+    def add_after(self, key: str, delay: float) -> None:
+        if delay <= 0:
+            self.add(key)
+            return
+        with self._cond:
+            heapq.heappush(self._delayed, (self._clock() + delay, next(self._seq), key))
+            self._cond.notify_all()
+
+    def add_rate_limited(self, key: str, at_least: float = 0.0) -> float:
+        """Schedule ``key`` after its backoff; returns the delay."""
+        with self._cond:
+            failures = self._failures.get(key, 0)
+            self._failures[key] = failures + 1
+        delay = min(self.max_delay, max(at_least, self.base_delay * (1 << min(failures, 30))))
+        self.add_after(key, delay)
+        return delay
+
+    def forget(self, key: str) -> None:
+        with self._cond:
+            self._failures.pop(key, None)
+
+    def failures(self, key: str) -> int:
+        with self._cond:
+            return self._failures.get(key, 0)
+
+    def get(self, timeout: float | None = None) -> str | None:
+        """The next key (now owned by the caller until ``done``), or None on timeout/shutdown."""
+        deadline = None if timeout is None else self._clock() + timeout
+        with self._cond:
+            while True:
+                self._promote_due()
+                if self._queue:
+                    key = self._queue.popleft()
+                    self._processing.add(key)
+                    self._dirty.discard(key)
+                    return key
+                if self._shutdown:
+                    return None
+                waits = [deadline - self._clock()] if deadline is not None else []
+                if self._delayed:
+                    waits.append(self._delayed[0][0] - self._clock())
+                wait = min(waits) if waits else None
+                if deadline is not None and deadline <= self._clock():
+                    return None
+                self._cond.wait(max(wait, 0.001) if wait is not None else None)
+
+    def _promote_due(self) -> None:
+        now = self._clock()
+        while self._delayed and self._delayed[0][0] <= now:
+            _, _, key = heapq.heappop(self._delayed)
+            self._add(key)
+
+    def done(self, key: str) -> None:
+        with self._cond:
+            self._processing.discard(key)
+            if key in self._dirty:
+                self._queue.append(key)
+                self._cond.notify()
+
+    def shutdown(self) -> None:
+        with self._cond:
+            self._shutdown = True
+            self._cond.notify_all()
+
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._queue) + len(self._delayed)
+
+
+# -- list + watch --------------------------------------------------------------------
+
+OnChange = Callable[[str, dict[str, Any] | None, dict[str, Any] | None], None]
+
+
+class Informer:
+    """Lists releases, then watches from the list's resourceVersion (with bookmarks).
+
+    A watch that ends (its timeout) resumes from the last resourceVersion seen; an
+    expired one (410 Gone) lists again. ``on_change(key, old, new)`` gets every change
+    (``new`` is None on deletion), including objects that vanished between a watch and
+    the relist.
+    """
+
+    def __init__(
+        self,
+        kube: KubeGateway,
+        namespace: str | None,
+        on_change: OnChange,
+        stop: threading.Event,
+        watch_timeout: int = 300,
+    ) -> None:
+        self.kube = kube
+        self.namespace = namespace
+        self.on_change = on_change
+        self.stop = stop
+        self.watch_timeout = watch_timeout
+        self.cache: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        self.synced = threading.Event()
+        self.lists = 0  # how many times it listed (1 + relists after 410)
+        self.resource_version = ""
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        with self._lock:
+            return self.cache.get(key)
+
+    def known_keys(self) -> list[str]:
+        with self._lock:
+            return list(self.cache)
+
+    def run(self) -> None:
+        backoff = 1.0
+        while not self.stop.is_set():
+            try:
+                self._list_and_watch()
+                backoff = 1.0
+            except EmbrelError as exc:
+                log.warning("%s; retrying in %.0fs", exc, backoff)
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+
+    def _list_and_watch(self) -> None:
+        items, rv = self.kube.list_releases(self.namespace)
+        self.lists += 1
+        self._replace(items)
+        self.resource_version = rv
+        self.synced.set()
+        while not self.stop.is_set():
+            try:
+                for event in self.kube.watch_releases(
+                    self.namespace, self.resource_version, self.watch_timeout
+                ):
+                    if event.resource_version:
+                        self.resource_version = event.resource_version
+                    if event.type != "BOOKMARK":
+                        self._apply(event.type, event.object)
+                    if self.stop.is_set():
+                        return
+            except KubeGone:
+                log.info(
+                    "watch of %s expired at resourceVersion %s; listing again",
+                    self.namespace or "all namespaces",
+                    self.resource_version,
+                )
+                return
+            except TemporaryError as exc:
+                log.warning("%s; watching again from %s", exc, self.resource_version)
+                self.stop.wait(1.0)
+
+    def _replace(self, items: list[dict[str, Any]]) -> None:
+        fresh = {track_key(o): o for o in items}
+        with self._lock:
+            old, self.cache = self.cache, fresh
+        for key, obj in old.items():
+            if key not in fresh:
+                self.on_change(key, obj, None)
+        for key, obj in fresh.items():
+            self.on_change(key, old.get(key), obj)
+
+    def _apply(self, kind: str, obj: dict[str, Any]) -> None:
+        key = track_key(obj)
+        with self._lock:
+            old = self.cache.get(key)
+            if kind == "DELETED":
+                self.cache.pop(key, None)
+            else:
+                self.cache[key] = obj
+        self.on_change(key, old, None if kind == "DELETED" else obj)
+
+
+def needs_reconcile(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> bool:
+    """Changes a controller acts on: not its own status writes (they would loop)."""
+    if old is None or new is None:
+        return True
+    a, b = old.get("metadata", {}), new.get("metadata", {})
+    return any(
+        a.get(k) != b.get(k)
+        for k in ("generation", "annotations", "finalizers", "deletionTimestamp")
+    )
+
+
+# -- leader election -------------------------------------------------------------------
+
+
+class LeaderElector:
+    """Leader election on a coordination.k8s.io/v1 Lease, as client-go's.
+
+    A replica acquires the Lease when it is absent, released (no holder), or not
+    renewed for ``leaseDurationSeconds`` as measured on this replica's own clock since
+    it last saw the record change (no trust in other machines' clocks). The leader
+    renews every ``retry_period``; if it cannot renew for ``renew_deadline`` it stops
+    leading (``on_stopped``). On shutdown it releases the Lease, so a standby takes
+    over at once instead of after the lease duration.
+    """
+
+    def __init__(
+        self,
+        kube: KubeGateway,
+        namespace: str,
+        name: str,
+        identity: str,
+        lease_duration: int = 15,
+        on_started: Callable[[], None] = lambda: None,
+        on_stopped: Callable[[], None] = lambda: None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.kube = kube
+        self.namespace = namespace
+        self.name = name
+        self.identity = identity
+        self.lease_duration = max(1, int(lease_duration))
+        # client-go's defaults are 15 s / 10 s / 2 s; these scale with the duration.
+        self.renew_deadline = self.lease_duration * 2 / 3
+        self.retry_period = max(0.2, self.lease_duration / 5)
+        self.on_started = on_started
+        self.on_stopped = on_stopped
+        self.clock = clock
+        self.leader = False
+        self.healthy = False  # the last attempt got an answer from the API server
+        self._observed: tuple[Any, ...] | None = None
+        self._observed_at = 0.0
+        self._last_renew = 0.0
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            if not self.step():
+                return
+            stop.wait(self.retry_period)
+        self.release()
+
+    def step(self) -> bool:
+        """One attempt to acquire or renew; False once leadership was lost."""
+        ok = self._try()
+        now = self.clock()
+        if ok:
+            self._last_renew = now
+            if not self.leader:
+                self.leader = True
+                log.warning("became the leader (Lease %s/%s)", self.namespace, self.name)
+                self.on_started()
+        elif self.leader and now - self._last_renew > self.renew_deadline:
+            self.leader = False
+            self._lost = True
+            log.error(
+                "could not renew Lease %s/%s for %.1fs: no longer the leader",
+                self.namespace,
+                self.name,
+                now - self._last_renew,
+            )
+            self.on_stopped()
+            return False
+        return True
+
+    def _try(self) -> bool:
+        try:
+            acquired = self._acquire_or_renew()
+            self.healthy = True
+            return acquired
+        except KubeConflict:  # another replica wrote the Lease first
+            self.healthy = True
+            return False
+        except EmbrelError as exc:
+            self.healthy = False
+            log.warning("leader election: %s", exc)
+            return False
+
+    def _spec(self, acquired: str, now: str, transitions: int) -> dict[str, Any]:
+        return {
+            "holderIdentity": self.identity,
+            "leaseDurationSeconds": self.lease_duration,
+            "acquireTime": acquired,
+            "renewTime": now,
+            "leaseTransitions": transitions,
+        }
+
+    def _acquire_or_renew(self) -> bool:
+        lease = self.kube.get_lease(self.namespace, self.name)
+        now = micro_time()
+        if lease is None:
+            self.kube.create_lease(
+                self.namespace,
+                {
+                    "apiVersion": "coordination.k8s.io/v1",
+                    "kind": "Lease",
+                    "metadata": {"name": self.name, "namespace": self.namespace},
+                    "spec": self._spec(now, now, 0),
+                },
+            )
+            return True
+        spec = lease.get("spec") or {}
+        holder = spec.get("holderIdentity") or ""
+        transitions = int(spec.get("leaseTransitions") or 0)
+        if holder == self.identity:
+            acquired = spec.get("acquireTime") or now
+        else:
+            record = (holder, spec.get("renewTime"), lease["metadata"].get("resourceVersion"))
+            if record != self._observed:
+                self._observed, self._observed_at = record, self.clock()
+            duration = float(spec.get("leaseDurationSeconds") or self.lease_duration)
+            if holder and self.clock() - self._observed_at < duration:
+                return False  # held by a live leader
+            acquired, transitions = now, transitions + 1
+        lease["spec"] = self._spec(acquired, now, transitions)
+        self.kube.replace_lease(self.namespace, lease)
+        return True
+
+    def release(self) -> None:
+        """Give the Lease up (shutdown), so a standby need not wait for it to expire."""
+        if not self.leader:
+            return
+        self.leader = False
+        try:
+            lease = self.kube.get_lease(self.namespace, self.name)
+            if lease and (lease.get("spec") or {}).get("holderIdentity") == self.identity:
+                lease["spec"].update(
+                    holderIdentity="", leaseDurationSeconds=1, renewTime=micro_time()
+                )
+                self.kube.replace_lease(self.namespace, lease)
+                log.warning("released Lease %s/%s", self.namespace, self.name)
+        except EmbrelError as exc:
+            log.warning("could not release Lease %s/%s: %s", self.namespace, self.name, exc)
+
+
+# -- Events and status -------------------------------------------------------------------
+
+
+class Redactor:
+    """Replaces every secret value this process has read with ``<redacted>``."""
+
+    def __init__(self) -> None:
+        self._secrets: set[str] = set()
+        self._lock = threading.Lock()
+
+    def add(self, values: list[str]) -> None:
+        with self._lock:
+            self._secrets.update(v for v in values if len(v) >= 4)
+
+    def __call__(self, text: str) -> str:
+        with self._lock:
+            secrets = sorted(self._secrets, key=len, reverse=True)
+        for secret in secrets:
+            text = text.replace(secret, "<redacted>")
+        return text
+
+
+_CAMEL = re.compile(r"^[A-Z][A-Za-z0-9]*$")
+
+
+def camel_reason(reason: str) -> str:
+    """Event reasons are CamelCase (API conventions); anything else is made so."""
+    if _CAMEL.match(reason):
+        return reason
+    words = re.split(r"[^A-Za-z0-9]+", reason)
+    return "".join(w[:1].upper() + w[1:] for w in words if w) or "Progress"
+
+
+class EventRecorder:
+    """core/v1 Events on EmbeddingReleases. Best effort: a failed write is only logged."""
+
+    def __init__(self, kube: KubeGateway, instance: str, redact: Callable[[str], str]) -> None:
+        self.kube = kube
+        self.instance = instance
+        self.redact = redact
+        self._seen: dict[tuple[str, str, str, str], tuple[str, int, float]] = {}
+        self._lock = threading.Lock()
+
+    def record(
+        self, obj: Mapping[str, Any], reason: str, message: str, warning: bool = False
+    ) -> None:
+        meta = obj["metadata"]
+        namespace = meta.get("namespace", "default")
+        kind = "Warning" if warning else "Normal"
+        reason = camel_reason(reason)
+        message = self.redact(message)[:MAX_EVENT_MESSAGE]
+        key = (str(meta.get("uid", "")), kind, reason, message)
+        now = micro_time()
+        with self._lock:
+            seen = self._seen.get(key)
+        try:
+            if seen and time.monotonic() - seen[2] < EVENT_REPEAT_WINDOW:
+                name, count = seen[0], seen[1] + 1
+                self.kube.patch_event(namespace, name, {"count": count, "lastTimestamp": now})
+            else:
+                name, count = f"{meta['name']}.{uuid.uuid4().hex[:16]}", 1
+                self.kube.create_event(namespace, self._body(obj, name, kind, reason, message, now))
+        except EmbrelError as exc:
+            log.warning("could not record Event %s on %s: %s", reason, track_key(obj), exc)
+            return
+        with self._lock:
+            if len(self._seen) > 2000:
+                self._seen.clear()
+            self._seen[key] = (name, count, time.monotonic())
+
+    def _body(
+        self, obj: Mapping[str, Any], name: str, kind: str, reason: str, message: str, now: str
+    ) -> dict[str, Any]:
+        meta = obj["metadata"]
+        return {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": name, "namespace": meta.get("namespace", "default")},
+            "involvedObject": {
+                "apiVersion": obj.get("apiVersion", "embrel.dev/v1alpha1"),
+                "kind": obj.get("kind", "EmbeddingRelease"),
+                "name": meta["name"],
+                "namespace": meta.get("namespace", "default"),
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "reason": reason,
+            "message": message,
+            "type": kind,
+            "count": 1,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "source": {"component": COMPONENT},
+            "reportingComponent": "embrel.dev/controller",
+            "reportingInstance": self.instance,
+        }
+
+
+class StatusWriter:
+    """Writes one release's status through the status subresource.
+
+    Every write is a PUT carrying the resourceVersion last read; a 409 re-reads the
+    object and writes again on the fresh one. Between steps the status is written
+    when it changed; progress of a long step at most every ``interval`` seconds.
+    """
+
+    def __init__(
+        self,
+        kube: KubeGateway,
+        obj: dict[str, Any],
+        redact: Callable[[str], str],
+        interval: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.kube = kube
+        self.obj = obj
+        self.redact = redact
+        self.interval = interval
+        self.clock = clock
+        self.current: dict[str, Any] = dict(obj.get("status") or {})
+        self._last_write = float("-inf")
+        self.writes = 0
+        self.conflicts = 0
+
+    def status(self, status: ReleaseStatus) -> None:
+        """Between steps (the engine's ``on_status``): write what changed."""
+        body = self._render(status)
+        if (self.current.get("phase"), self.current.get("message")) == (
+            body.get("phase"),
+            body.get("message"),
+        ):
+            return
+        try:
+            self.write(body)
+        except EmbrelError as exc:  # the status after the pass is the one that counts
+            log.warning("could not write the status of %s: %s", track_key(self.obj), exc)
+
+    def progress(self, stage: str, done: int, total: int | None, force: bool = False) -> None:
+        if not force and self.clock() - self._last_write < self.interval:
+            return
+        progress = {"stage": stage, "done": done, "updatedAt": utc_now()}
+        if total is not None:
+            progress["total"] = total
+        self.write({**self.current, "progress": progress})
+
+    def final(self, status: ReleaseStatus) -> None:
+        self.write(self._render(status))
+
+    def _render(self, status: ReleaseStatus) -> dict[str, Any]:
+        body: dict[str, Any] = json.loads(self.redact(json.dumps(status.to_dict())))
+        return body
+
+    def write(self, body: dict[str, Any]) -> None:
+        self.current = body
+        if body == (self.obj.get("status") or {}):
+            return
+        meta = self.obj["metadata"]
+        for _ in range(STATUS_ATTEMPTS):
+            try:
+                self.obj = self.kube.replace_status({**self.obj, "status": body})
+                self.writes += 1
+                self._last_write = self.clock()
+                return
+            except KubeConflict:
+                self.conflicts += 1  # someone else wrote: re-read, write on the fresh object
+                self.obj = self.kube.get_release(meta["namespace"], meta["name"])
+        raise KubeConflict(
+            f"status of {track_key(self.obj)} kept changing under us "
+            f"({STATUS_ATTEMPTS} conflicts in a row); will retry"
+        )
+
+
+class KubeReporter:
+    """The engine's Reporter for one pass: Events on the object, progress into status."""
+
+    def __init__(
+        self,
+        recorder: EventRecorder,
+        obj: Callable[[], Mapping[str, Any]],
+        writer: StatusWriter,
+        telemetry: Telemetry | None = None,
+        track: str = "",
+    ) -> None:
+        self.recorder = recorder
+        self.obj = obj
+        self.writer = writer
+        self.telemetry = telemetry
+        self.track = track
+
+    def event(self, reason: str, message: str, warning: bool = False) -> None:
+        level = logging.WARNING if warning else logging.INFO
+        log.log(level, "%s: %s: %s", self.track, reason, self.recorder.redact(message))
+        self.recorder.record(self.obj(), reason, message, warning)
+
+    @contextmanager
+    def progress(self, stage: str, total: int | None) -> Iterator[Advance]:
+        done = 0
+
+        def advance(rows: int) -> None:
+            nonlocal done
+            done += rows
+            try:
+                self.writer.progress(stage, done, total)
+            except EmbrelError as exc:  # progress is best effort; the pass goes on
+                log.warning("could not write progress of %s: %s", self.track, exc)
+
+        try:
+            self.writer.progress(stage, 0, total, force=True)
+        except EmbrelError as exc:
+            log.warning("could not write progress of %s: %s", self.track, exc)
+        yield advance
+
+
+# -- intents ----------------------------------------------------------------------------
+
+
+def intents_of(obj: Mapping[str, Any] | None) -> Intents:
+    """Requests from the annotations: promote/abort "true", rollback "true" or a version."""
+    annotations = ((obj or {}).get("metadata") or {}).get("annotations") or {}
+    rollback = str(annotations.get(ANNOTATIONS["rollback"], "")).strip()
+    return Intents(
+        promote=_truthy(annotations.get(ANNOTATIONS["promote"])),
+        abort=_truthy(annotations.get(ANNOTATIONS["abort"])),
+        rollback=bool(rollback) and rollback.lower() != "false",
+        rollback_to=None if rollback.lower() in ("", "true", "false") else rollback,
+    )
+
+
+def _truthy(value: Any) -> bool:
+    return str(value or "").strip().lower() == "true"
+
+
+def requested(intents: Intents) -> set[str]:
+    return {n for n in ("promote", "abort", "rollback") if getattr(intents, n)}
+
+
+# -- deletion ---------------------------------------------------------------------------
+
+
+def deletion_plan(release: EmbeddingRelease, obs: Observation) -> list[tuple[str, str]]:
+    """What ``deletionPolicy: Delete`` does: (action, name) with action "drop" or
+    "drop_alias", in order. Only collections this track owns (invariant 3); one that
+    another alias points to stays; the alias goes last, right before the collection
+    behind it (Milvus would otherwise drop the alias with it, or refuse)."""
+    track, alias = release.track, release.spec.alias
+    live = obs.alias_target
+    owned = {c.name: c for c in obs.owned(track)}
+    plan: list[tuple[str, str]] = []
+    for name, c in sorted(owned.items()):
+        if name == live:
+            continue
+        if not [a for a in c.aliases if a != alias]:
+            plan.append(("drop", name))
+    if live is not None and live in owned and not [a for a in owned[live].aliases if a != alias]:
+        plan += [("drop_alias", alias), ("drop", live)]
+    return plan
+
+
+# -- the controller ----------------------------------------------------------------------
+
+
+class SecretUnavailable(TemporaryError):
+    """The Secret in spec.milvus.secretRef does not exist (yet)."""
+
+
+class SecretInvalid(PermanentError):
+    """The Secret in spec.milvus.secretRef lacks the keys, or may not be read."""
+
+
+@dataclass(frozen=True)
+class KubeOptions:
+    namespaces: tuple[str, ...] = ()  # empty: every namespace
+    workers: int = 4
+    leader_elect: bool = True
+    lease_name: str = "embrel-controller"
+    lease_namespace: str | None = None  # default: the pod's (or kubeconfig context's)
+    lease_duration: int = 15
+    resync_seconds: float = 300.0
+    watch_timeout: int = 300
+    progress_interval: float = 2.0
+    backoff_base: float = 1.0
+    backoff_max: float = 300.0
+    identity: str = field(
+        default_factory=lambda: (
+            os.environ.get("POD_NAME") or f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+        )
+    )
+    base_dir: Path = field(default_factory=Path.cwd)  # relative paths in specs
+
+
+class KubeController:
+    """Reconciles EmbeddingReleases from the API server against Milvus."""
+
+    def __init__(
+        self,
+        kube: KubeGateway,
+        config: ControllerConfig,
+        options: KubeOptions,
+        telemetry: Any = None,
+        on_lost_leadership: Callable[[], None] | None = None,
+    ) -> None:
+        self.kube = kube
+        self.config = config
+        self.options = options
+        self.telemetry = telemetry  # controller.metrics.PrometheusTelemetry or None
+        self.stop = threading.Event()
+        self.queue = WorkQueue(options.backoff_base, options.backoff_max)
+        self.redact = Redactor()
+        self.recorder = EventRecorder(kube, options.identity, self.redact)
+        self.informers = [
+            Informer(kube, ns, self._on_change, self.stop, options.watch_timeout)
+            for ns in (options.namespaces or (None,))
+        ]
+        self.elector: LeaderElector | None = None
+        if options.leader_elect:
+            self.elector = LeaderElector(
+                kube,
+                options.lease_namespace or kube.default_namespace,
+                options.lease_name,
+                options.identity,
+                options.lease_duration,
+                on_started=self._start_workers,
+                on_stopped=on_lost_leadership or self._lost_leadership,
+            )
+        self._gateways: dict[tuple[str, str, str], MilvusGateway] = {}
+        self._gateway_lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._workers_started = False
+        self.reconciles = 0
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def start(self) -> None:
+        for informer in self.informers:
+            self._spawn(informer.run, f"informer-{informer.namespace or 'all'}")
+        self._spawn(self._resync_loop, "resync")
+        if self.elector is not None:
+            self._spawn(lambda: self.elector.run(self.stop), "leader-election")  # type: ignore[union-attr]
+        else:
+            self._start_workers()
+
+    def run(self) -> None:
+        """Start, then block until ``stop`` is set; then shut down in order."""
+        self.start()
+        try:
+            while not self.stop.wait(0.5):
+                pass
+        finally:
+            self.shutdown()
+
+    def shutdown(self) -> None:
+        self.stop.set()
+        self.queue.shutdown()
+        for thread in self._threads:
+            if thread.name.startswith(("worker", "leader")):
+                thread.join(timeout=30)
+        with self._gateway_lock:
+            for gateway in self._gateways.values():
+                gateway.close()
+            self._gateways.clear()
+
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _start_workers(self) -> None:
+        if self.telemetry is not None:
+            self.telemetry.set_leader(True)
+        if self._workers_started:
+            return
+        self._workers_started = True
+        for informer in self.informers:  # a new leader looks at everything: resume in-flight
+            for key in informer.known_keys():
+                self.queue.add(key)
+        for i in range(self.options.workers):
+            self._spawn(self._worker, f"worker-{i}")
+
+    def _lost_leadership(self) -> None:
+        # A step may be running on a worker thread and cannot be interrupted safely;
+        # exiting is the only way to guarantee that two replicas never act at once.
+        # Kubernetes restarts the pod, which then stands by.
+        log.error("lost leadership; exiting so that only one replica acts")
+        logging.shutdown()
+        os._exit(1)
+
+    def synced(self) -> bool:
+        return all(i.synced.is_set() for i in self.informers)
+
+    def ready(self) -> bool:
+        """Readiness: the watch is synced and this replica leads or stands by healthily."""
+        if not self.synced():
+            return False
+        return self.elector is None or self.elector.leader or self.elector.healthy
+
+    def is_leader(self) -> bool:
+        return self.elector is None or self.elector.leader
+
+    # -- events in ---------------------------------------------------------------
+
+    def _on_change(self, key: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        if needs_reconcile(old, new):
+            self.queue.add(key)
+
+    def _resync_loop(self) -> None:
+        while not self.stop.wait(self.options.resync_seconds):
+            for informer in self.informers:
+                for key in informer.known_keys():
+                    self.queue.add(key)
+
+    def _cached(self, key: str) -> dict[str, Any] | None:
+        for informer in self.informers:
+            if (obj := informer.get(key)) is not None:
+                return obj
+        return None
+
+    # -- workers -----------------------------------------------------------------
+
+    def _worker(self) -> None:
+        while not self.stop.is_set():
+            key = self.queue.get(timeout=0.5)
+            if key is None:
+                continue
+            try:
+                self._process(key)
+            finally:
+                self.queue.done(key)
+
+    def _process(self, key: str) -> None:
+        try:
+            result = self.reconcile(key)
+        except TemporaryError as exc:
+            delay = self.queue.add_rate_limited(key, exc.delay)
+            log.warning("%s: %s; retrying in %.1fs", key, self.redact(str(exc)), delay)
+            return
+        except Exception as exc:  # a bug or a permanent API refusal: back off, keep going
+            delay = self.queue.add_rate_limited(key)
+            log.exception("%s: %s; retrying in %.1fs", key, self.redact(str(exc)), delay)
+            return
+        if result is not None and result.error is not None and not result.done:
+            self.queue.add_rate_limited(key, result.requeue_after or 0.0)
+            return
+        self.queue.forget(key)
+        if result is not None and result.requeue_after:
+            self.queue.add_after(key, result.requeue_after)
+
+    def reconcile(self, key: str) -> ReconcileResult | None:
+        """One pass for one release; None when there was nothing for the engine to do."""
+        if self._cached(key) is None:
+            return None  # gone; its finalizer ran before it went
+        namespace, name = key.split("/", 1)
+        try:
+            # Fresh, not from the cache: our last status write may not have come back yet.
+            obj = self.kube.get_release(namespace, name)
+        except KubeNotFound:
+            return None
+        self.reconciles += 1
+        meta = obj["metadata"]
+        if meta.get("deletionTimestamp"):
+            if FINALIZER in (meta.get("finalizers") or []):
+                self._finalize(obj)
+            return None
+        if FINALIZER not in (meta.get("finalizers") or []):
+            obj = self._add_finalizer(obj)
+        try:
+            release = release_of(obj)
+        except SpecError as exc:
+            self._invalid_spec(obj, exc)
+            return None
+        return self._run_engine(key, obj, release)
+
+    def _run_engine(
+        self, key: str, obj: dict[str, Any], release: EmbeddingRelease
+    ) -> ReconcileResult:
+        generation = int(obj["metadata"].get("generation") or 0)
+        writer = StatusWriter(self.kube, obj, self.redact, self.options.progress_interval)
+        reporter = KubeReporter(
+            self.recorder, lambda: writer.obj, writer, self.telemetry, release.track
+        )
+        previous = ReleaseStatus.from_dict(obj.get("status") or {})
+        seen: set[str] = set()
+
+        def intents() -> Intents:
+            current = intents_of(self._cached(key))
+            seen.update(requested(current))
+            return current
+
+        try:
+            engine = self._engine(release, obj, reporter, writer)
+            result = engine.reconcile(release, intents, previous, generation)
+        except TemporaryError as exc:  # could not even connect, or no Secret yet
+            status = replace(previous, observed_generation=generation)
+            reason = (
+                Reason.SECRET_UNAVAILABLE
+                if isinstance(exc, SecretUnavailable)
+                else Reason.MILVUS_UNAVAILABLE
+            )
+            status = with_phase(status, status.phase, reason, str(exc), utc_now())
+            reporter.event(reason, str(exc), warning=True)
+            result = ReconcileResult(status, False, exc, exc.delay)
+        except PermanentError as exc:  # e.g. the Secret lacks its keys; Milvus refused
+            status = replace(previous, observed_generation=generation)
+            reason = (
+                Reason.SECRET_UNAVAILABLE
+                if isinstance(exc, SecretInvalid)
+                else Reason.MILVUS_REJECTED
+            )
+            status = with_phase(status, Phase.FAILED, reason, str(exc), utc_now())
+            reporter.event(reason, str(exc), warning=True)
+            result = ReconcileResult(status, True, exc)
+        writer.final(result.status)
+        self._clear_intents(key, writer.obj, set(result.applied) | (seen if result.done else set()))
+        if self.telemetry is not None:
+            self._observe(release, result)
+        return result
+
+    def _observe(self, release: EmbeddingRelease, result: ReconcileResult) -> None:
+        from controller.metrics import error_reason
+
+        self.telemetry.observe_status(release, result.status)
+        if result.error is not None:
+            self.telemetry.reconcile_error(release, error_reason(result.error))
+
+    def _engine(
+        self,
+        release: EmbeddingRelease,
+        obj: Mapping[str, Any],
+        reporter: KubeReporter,
+        writer: StatusWriter,
+    ) -> Engine:
+        from controller.drivers.local import ReportFolder
+
+        build = self.config.build
+        settings = Settings(
+            batch_size=build.batch_size,
+            index_timeout=build.index_timeout_seconds,
+            load_timeout=build.load_timeout_seconds,
+        )
+        extra: dict[str, Any] = {}
+        try:
+            from controller.drivers.local import ReferenceFolder  # drift references (issue 5)
+
+            extra["references"] = ReferenceFolder(self.config.state_dir / "references")
+        except ImportError:
+            pass
+        return Engine(
+            self.gateway(release, obj),
+            LocalFiles(self.options.base_dir),
+            reporter,
+            settings,
+            reports=ReportFolder(self.config.state_dir / "reports"),
+            telemetry=self.telemetry,
+            on_status=writer.status,
+            **extra,
+        )
+
+    def gateway(self, release: EmbeddingRelease, obj: Mapping[str, Any]) -> MilvusGateway:
+        """A Milvus gateway per (uri, db, credentials); the Secret wins over the env vars."""
+        ref = release.spec.milvus
+        uri = ref.uri.removeprefix("file://")
+        if ref.is_lite:
+            uri = str((self.options.base_dir / uri).resolve())
+            Path(uri).parent.mkdir(parents=True, exist_ok=True)
+        if ref.secret_ref:
+            secret = self._credentials(obj["metadata"].get("namespace", "default"), ref.secret_ref)
+            creds = Credentials(secret.token, secret.user, secret.password)
+        else:
+            creds = Credentials(*credentials_from_env())
+        fingerprint = hashlib.sha256(
+            f"{creds.token}\0{creds.user}\0{creds.password}".encode()
+        ).hexdigest()
+        key = (uri, ref.db, fingerprint)
+        with self._gateway_lock:
+            if key not in self._gateways:
+                opts = self.config.milvus
+                observer = getattr(self.telemetry, "milvus_call", None)
+                kwargs = {"observer": observer} if observer is not None else {}
+                self._gateways[key] = MilvusGateway(
+                    uri,
+                    ref.db,
+                    creds,
+                    RetryPolicy(
+                        opts.retry_attempts, opts.retry_max_wait_seconds, opts.timeout_seconds
+                    ),
+                    **kwargs,
+                )
+            return self._gateways[key]
+
+    def _credentials(self, namespace: str, name: str) -> SecretCredentials:
+        try:
+            secret = self.kube.read_credentials(namespace, name)
+        except KubeNotFound as exc:
+            # A Secret created later triggers no watch event here: retry on a timer.
+            raise SecretUnavailable(str(exc), delay=30.0) from exc
+        except PermanentError as exc:
+            raise SecretInvalid(str(exc)) from exc
+        self.redact.add(secret.values())
+        return secret
+
+    # -- metadata writes -----------------------------------------------------------
+
+    def _patch_metadata(
+        self,
+        obj: dict[str, Any],
+        change: Callable[[dict[str, Any]], dict[str, Any] | None],
+    ) -> dict[str, Any]:
+        """A merge patch of metadata guarded by the resourceVersion; on 409, re-read and
+        recompute. ``change(metadata)`` returns the patch, or None when nothing is left."""
+        meta = obj["metadata"]
+        for _ in range(STATUS_ATTEMPTS):
+            patch = change(obj["metadata"])
+            if patch is None:
+                return obj
+            patch["resourceVersion"] = obj["metadata"]["resourceVersion"]
+            try:
+                return self.kube.patch_release(meta["namespace"], meta["name"], {"metadata": patch})
+            except KubeConflict:
+                obj = self.kube.get_release(meta["namespace"], meta["name"])
+        raise KubeConflict(f"{track_key(obj)} kept changing under us; will retry")
+
+    def _add_finalizer(self, obj: dict[str, Any]) -> dict[str, Any]:
+        def add(meta: dict[str, Any]) -> dict[str, Any] | None:
+            finalizers = list(meta.get("finalizers") or [])
+            return None if FINALIZER in finalizers else {"finalizers": [*finalizers, FINALIZER]}
+
+        return self._patch_metadata(obj, add)
+
+    def _remove_finalizer(self, obj: dict[str, Any]) -> None:
+        def remove(meta: dict[str, Any]) -> dict[str, Any] | None:
+            finalizers = list(meta.get("finalizers") or [])
+            if FINALIZER not in finalizers:
+                return None
+            return {"finalizers": [f for f in finalizers if f != FINALIZER]}
+
+        with suppress(KubeNotFound):  # already gone
+            self._patch_metadata(obj, remove)
+
+    def _clear_intents(self, key: str, obj: dict[str, Any], names: set[str]) -> None:
+        """Remove request annotations that were carried out (or are moot: the release settled)."""
+        wanted = {ANNOTATIONS[n] for n in names}
+
+        def clear(meta: dict[str, Any]) -> dict[str, Any] | None:
+            present = wanted & set(meta.get("annotations") or {})
+            return {"annotations": dict.fromkeys(present)} if present else None
+
+        try:
+            self._patch_metadata(obj, clear)
+        except KubeNotFound:
+            return
+        if wanted:
+            log.info("%s: cleared requests %s", key, ", ".join(sorted(wanted)))
+
+    def _invalid_spec(self, obj: dict[str, Any], exc: SpecError) -> None:
+        """Failed with the field paths; one Warning per generation, no retries."""
+        generation = int(obj["metadata"].get("generation") or 0)
+        previous = ReleaseStatus.from_dict(obj.get("status") or {})
+        message = str(exc)
+        if previous.observed_generation == generation and previous.message == message:
+            return
+        status = replace(previous, observed_generation=generation)
+        status = with_phase(status, Phase.FAILED, Reason.INVALID_SPEC, message, utc_now())
+        StatusWriter(self.kube, obj, self.redact).final(status)
+        self.recorder.record(obj, Reason.INVALID_SPEC, message, warning=True)
+
+    # -- deletion ------------------------------------------------------------------
+
+    def _finalize(self, obj: dict[str, Any]) -> None:
+        policy = (obj.get("spec") or {}).get("deletionPolicy", "Retain")
+        if policy == "Delete":
+            try:
+                release = release_of(obj)
+            except SpecError as exc:
+                self.recorder.record(
+                    obj,
+                    Reason.DELETING,
+                    f"spec is invalid, so nothing in Milvus can be identified; "
+                    f"leaving Milvus as it is ({exc})",
+                    warning=True,
+                )
+            else:
+                self._delete_from_milvus(obj, release)
+        else:
+            self.recorder.record(
+                obj,
+                Reason.DELETING,
+                "deletionPolicy Retain: the alias and collections stay in Milvus",
+            )
+        self._remove_finalizer(obj)
+        if self.telemetry is not None and hasattr(self.telemetry, "forget"):
+            self.telemetry.forget(track_key(obj))
+
+    def _delete_from_milvus(self, obj: dict[str, Any], release: EmbeddingRelease) -> None:
+        writer = StatusWriter(self.kube, obj, self.redact)
+        reporter = KubeReporter(self.recorder, lambda: writer.obj, writer, None, release.track)
+        milvus = self.gateway(release, obj)
+        engine = Engine(milvus, LocalFiles(self.options.base_dir), reporter)
+        obs = engine.observe(release)
+        plan = deletion_plan(release, obs)
+        kept = sorted(
+            {c.name for c in obs.owned(release.track)} - {n for a, n in plan if a == "drop"}
+        )
+        for action, name in plan:
+            if action == "drop_alias":
+                milvus.drop_alias(name)
+            else:
+                milvus.drop(name)
+        dropped = [n for a, n in plan if a == "drop"]
+        message = f"deletionPolicy Delete: dropped {', '.join(dropped) or 'nothing'}"
+        if ("drop_alias", release.spec.alias) in plan:
+            message += f" and alias {release.spec.alias}"
+        if kept:
+            message += f"; kept {', '.join(kept)} (another alias points to it)"
+        reporter.event(Reason.DELETING, message, warning=bool(kept))
+
+
+def release_of(obj: Mapping[str, Any]) -> EmbeddingRelease:
+    """The engine's model of a custom resource (server-set metadata left out)."""
+    meta = obj.get("metadata") or {}
+    data = {
+        "apiVersion": obj.get("apiVersion"),
+        "kind": obj.get("kind"),
+        "metadata": {
+            "name": meta.get("name"),
+            "namespace": meta.get("namespace", "default"),
+            "labels": meta.get("labels") or {},
+            "annotations": meta.get("annotations") or {},
+        },
+        "spec": copy.deepcopy(obj.get("spec")),
+    }
+    return release_from_dict(data, f"EmbeddingRelease {track_key(obj)}")
+
+
+# -- verbs for people (the CLI) ------------------------------------------------------------
+
+
+def request_intent(
+    kube: KubeGateway, namespace: str, name: str, intent: str, value: str = "true"
+) -> dict[str, Any]:
+    """Set a request annotation; the controller removes it once carried out."""
+    patch = {"metadata": {"annotations": {ANNOTATIONS[intent]: value}}}
+    return kube.patch_release(namespace, name, patch)
+
+
+def wait_for_intent(
+    kube: KubeGateway, namespace: str, name: str, intent: str, timeout: float
+) -> dict[str, Any] | None:
+    """The object once the controller removed the annotation; None on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        obj = kube.get_release(namespace, name)
+        if ANNOTATIONS[intent] not in (obj["metadata"].get("annotations") or {}):
+            return obj
+        time.sleep(0.5)
+    return None
