@@ -69,7 +69,9 @@ def test_delta_release_validate_promote_rollback(tmp_path: Path, backend: Backen
     up_ids = np.concatenate([replaced, new_ids])
     up_vectors = unit_vectors(rng, 100, DIM)
     upserts = write_parquet(tmp_path / "upserts.parquet", up_ids, up_vectors)
-    deletes = write_ids(tmp_path / "deletes.parquet", np.concatenate([deleted, [10**9, -5, 777_777]]))
+    deletes = write_ids(
+        tmp_path / "deletes.parquet", np.concatenate([deleted, [10**9, -5, 777_777]])
+    )
     delta = {"base": "live", "upserts": {"uri": str(upserts)}, "deletes": {"uri": str(deletes)}}
 
     _bad_deltas_leave_milvus_untouched(tmp_path, backend, delta, holdings)
@@ -120,7 +122,10 @@ def _bad_deltas_leave_milvus_untouched(
     cases = [
         ({**good, "base": "v0"}, "version 'v0' of track test/products is not in Milvus"),
         ({**good, "upserts": {"uri": str(wide)}}, f"data has {DIM + 8}-dim vectors"),
-        ({**good, "deletes": {"uri": str(tmp_path / "nope.parquet")}}, "nope.parquet does not exist"),
+        (
+            {**good, "deletes": {"uri": str(tmp_path / "nope.parquet")}},
+            "nope.parquet does not exist",
+        ),
     ]
     for i, (delta, fragment) in enumerate(cases):
         spec = write_release(tmp_path / f"bad{i}.yaml", delta_doc(backend, "v2", delta))

@@ -1,7 +1,9 @@
 """Write a collection's ids, vectors (and named scalar fields) to an .npz, using pymilvus.
 
-Runs in its own process, like ``inspect_milvus``: Milvus Lite locks its folder to one
-process. Reads by id with Strong consistency, independently of embrel's gateway.
+Run it in its own process, like ``inspect_milvus``, when the CLI under test opened
+Milvus Lite (it locks its folder to one process); ``read`` serves tests that run the
+controller in-process. Reads by id with Strong consistency, independently of
+embrel's gateway.
 
     python -m tests.support.dump_collection URI COLLECTION OUT.npz [FIELD ...]
 """
@@ -15,7 +17,8 @@ import numpy as np
 from pymilvus import MilvusClient
 
 
-def dump(uri: str, collection: str, out: str, fields: list[str]) -> None:
+def read(uri: str, collection: str, fields: list[str]) -> dict[str, np.ndarray]:
+    """ids, vectors and ``fields`` of every row, sorted by id."""
     client = MilvusClient(uri=uri)
     try:
         client.load_collection(collection)
@@ -38,7 +41,11 @@ def dump(uri: str, collection: str, out: str, fields: list[str]) -> None:
     }
     for name in fields:
         arrays[name] = np.asarray([r[name] for r in rows])
-    np.savez(out, **arrays)
+    return arrays
+
+
+def dump(uri: str, collection: str, out: str, fields: list[str]) -> None:
+    np.savez(out, **read(uri, collection, fields))
 
 
 if __name__ == "__main__":

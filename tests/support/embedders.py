@@ -1,0 +1,65 @@
+"""Embedders for tests: a counting wrapper, and a fast deterministic one.
+
+``Counting`` wraps any embedder (the real sentence-transformers one in heavy tests)
+and records every text it was asked to embed, so a test can assert exactly what was
+embedded. ``HashingEmbedder`` stands in for a model where the test is about what
+embrel does with vectors, not about the model: each text gets a fixed unit vector
+derived from its sha256, so equal texts always get equal vectors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import numpy as np
+
+from controller.ports import EmbedderFactory, EmbedderPort
+from controller.spec import EmbedderSpec
+
+
+class HashingEmbedder:
+    def __init__(self, dimension: int) -> None:
+        self._dimension = dimension
+
+    def dimension(self) -> int:
+        return self._dimension
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return np.stack([hashed_vector(t, self._dimension) for t in texts]).astype(np.float32)
+
+
+def hashed_vector(text: str, dimension: int) -> np.ndarray:
+    seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+    v = np.random.default_rng(seed).standard_normal(dimension)
+    return (v / np.linalg.norm(v)).astype(np.float32)
+
+
+class Counting:
+    """Records each call's texts; builds the wrapped embedder once, on first use."""
+
+    def __init__(self, make: EmbedderFactory) -> None:
+        self._make = make
+        self._inner: EmbedderPort | None = None
+        self.calls: list[list[str]] = []
+
+    def factory(self, spec: EmbedderSpec) -> EmbedderPort:
+        if self._inner is None:
+            self._inner = self._make(spec)
+        return self
+
+    def dimension(self) -> int:
+        assert self._inner is not None
+        return self._inner.dimension()
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        assert self._inner is not None
+        self.calls.append(list(texts))
+        return self._inner.embed(texts)
+
+    @property
+    def texts(self) -> list[str]:
+        return [t for call in self.calls for t in call]
+
+    def reset(self) -> None:
+        self.calls.clear()
