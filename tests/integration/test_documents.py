@@ -29,6 +29,7 @@ from tests.support.embedders import Counting, HashingEmbedder, hashed_vector
 
 DIM = 32
 EMBEDDER = {"model": "test-hashing", "revision": "1", "batchSize": 64}
+TEST_EMBEDDER = EmbedderSpec.model_validate(EMBEDDER)
 
 
 class Quiet:
@@ -56,19 +57,21 @@ def write_documents(path: Path, docs: dict[int, tuple[str, str]]) -> Path:
     return path
 
 
-def documents_doc(backend: Backend, version: str, path: Path) -> dict[str, object]:
+def documents_doc(
+    backend: Backend, version: str, path: Path, dimension: int, embedder: EmbedderSpec
+) -> dict[str, object]:
     doc = release_yaml(
         backend,
         version,
         path,
-        dimension=DIM,
+        dimension=dimension,
         collection={
-            "dimension": DIM,
+            "dimension": dimension,
             "metric": "COSINE",
             "index": {"type": "HNSW", "params": {"M": 16, "efConstruction": 100}},
             "fields": [{"name": "title", "type": "VARCHAR", "maxLength": 512}],
         },
-        embedder=EMBEDDER,
+        embedder=embedder.model_dump(mode="json", by_alias=True),
     )
     spec = doc["spec"]
     assert isinstance(spec, dict)
@@ -88,16 +91,22 @@ def embedded_as(doc: tuple[str, str]) -> str:
 
 
 class Releases:
-    def __init__(self, tmp_path: Path, backend: Backend) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        backend: Backend,
+        dimension: int = DIM,
+        embedder: EmbedderSpec = TEST_EMBEDDER,
+    ) -> None:
         self.tmp, self.backend = tmp_path, backend
-        self.embedder = Counting(lambda spec: HashingEmbedder(DIM))
+        self.dimension, self.spec = dimension, embedder
+        self.embedder = Counting(lambda spec: HashingEmbedder(dimension))
 
     def apply(self, version: str, docs: dict[int, tuple[str, str]]) -> dict[str, Any]:
         """Release ``docs`` as ``version``; the texts embedded and status.build."""
         path = write_documents(self.tmp / f"{version}.parquet", docs)
-        spec = write_release(
-            self.tmp / f"{version}.yaml", documents_doc(self.backend, version, path)
-        )
+        doc = documents_doc(self.backend, version, path, self.dimension, self.spec)
+        spec = write_release(self.tmp / f"{version}.yaml", doc)
         config = ControllerConfig(state_dir=self.tmp / "state")
         controller = LocalController(config, Quiet(), embedders=self.embedder.factory)
         self.embedder.reset()
@@ -117,7 +126,7 @@ class Releases:
         collection = f"{self.backend.alias}__{version}"
         got = read(self.backend.uri, collection, ["title", "embrel_content_hash"])
         assert got["ids"].tolist() == sorted(docs)
-        spec = EmbedderSpec(**EMBEDDER)  # type: ignore[arg-type]
+        spec = TEST_EMBEDDER
         for row, i in enumerate(got["ids"].tolist()):
             text, title = docs[i]
             assert got["title"][row] == title
@@ -173,9 +182,7 @@ def test_documents_embed_only_what_changed_and_reuse_the_cache(
     # all in the cache; damage one entry on disk, and only that one is embedded again.
     damaged = embedded_as(v1[edited[0]])
     cache = sqlite3.connect(tmp_path / "state" / "embedding-cache.sqlite")
-    key = content_hash(
-        *v1[edited[0]][:1], {"title": v1[edited[0]][1]}, ["title"], EmbedderSpec(**EMBEDDER)
-    )  # type: ignore[arg-type]
+    key = content_hash(*v1[edited[0]][:1], {"title": v1[edited[0]][1]}, ["title"], TEST_EMBEDDER)  # type: ignore[arg-type]
     assert (
         cache.execute(
             "UPDATE embeddings SET vector = zeroblob(128) WHERE hash = ?", (key,)
