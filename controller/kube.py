@@ -188,11 +188,19 @@ class KubeGateway:
     def list_releases(self, namespace: str | None) -> tuple[list[dict[str, Any]], str]:
         """Every release (in ``namespace``, or in all), and the list's resourceVersion."""
         where = namespace or "all namespaces"
-        with _translated(f"listing EmbeddingReleases in {where}"):
-            if namespace:
-                out = self._custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
-            else:
-                out = self._custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)
+        try:
+            with _translated(f"listing EmbeddingReleases in {where}"):
+                if namespace:
+                    out = self._custom.list_namespaced_custom_object(
+                        GROUP, VERSION, namespace, PLURAL
+                    )
+                else:
+                    out = self._custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)
+        except KubeNotFound as exc:
+            raise KubeNotFound(
+                f"{exc}; is the EmbeddingRelease CRD installed? "
+                "(kubectl apply -f manifests/crd.yaml)"
+            ) from exc
         return list(out.get("items", [])), str(out.get("metadata", {}).get("resourceVersion", ""))
 
     def watch_releases(

@@ -255,6 +255,10 @@ class Informer:
                 log.warning("%s; retrying in %.0fs", exc, backoff)
                 self.stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
+            except Exception:  # never let the watch die silently: readiness depends on it
+                log.exception("watch of %s failed; retrying", self.namespace or "all namespaces")
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
 
     def _list_and_watch(self) -> None:
         items, rv = self.kube.list_releases(self.namespace)
@@ -359,11 +363,11 @@ class LeaderElector:
         self._last_renew = 0.0
 
     def run(self, stop: threading.Event) -> None:
+        """Acquire, then renew, until ``stop`` (the caller releases once its work stopped)."""
         while not stop.is_set():
             if not self.step():
                 return
             stop.wait(self.retry_period)
-        self.release()
 
     def step(self) -> bool:
         """One attempt to acquire or renew; False once leadership was lost."""
@@ -740,6 +744,7 @@ class KubeOptions:
     progress_interval: float = 2.0
     backoff_base: float = 1.0
     backoff_max: float = 300.0
+    shutdown_grace: float = 25.0  # a running step may finish (terminationGracePeriodSeconds 30)
     identity: str = field(
         default_factory=lambda: (
             os.environ.get("POD_NAME") or f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
@@ -786,6 +791,7 @@ class KubeController:
         self._gateway_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._workers_started = False
+        self._shut_down = False
         self.reconciles = 0
 
     # -- lifecycle ---------------------------------------------------------------
@@ -809,11 +815,24 @@ class KubeController:
             self.shutdown()
 
     def shutdown(self) -> None:
+        if self._shut_down:
+            return
+        self._shut_down = True
         self.stop.set()
         self.queue.shutdown()
+        workers = [t for t in self._threads if t.name.startswith("worker")]
+        deadline = time.monotonic() + self.options.shutdown_grace
+        for thread in workers:  # a running step finishes first
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
         for thread in self._threads:
-            if thread.name.startswith(("worker", "leader")):
-                thread.join(timeout=30)
+            if thread.name == "leader-election":
+                thread.join(timeout=10)
+        if any(t.is_alive() for t in workers):
+            # Releasing now would let a standby act while our step still runs.
+            log.warning("a step is still running; leaving the Lease to expire")
+            return
+        if self.elector is not None:
+            self.elector.release()
         with self._gateway_lock:
             for gateway in self._gateways.values():
                 gateway.close()
