@@ -63,7 +63,7 @@ from controller.status import (
     ReleaseStatus,
     with_phase,
 )
-from controller.validation.gates import GateContext, run_validation, search_params
+from controller.validation.gates import GateContext, run_validation, search_params, warm_up
 from controller.validation.report import render_report
 from controller.validation.results import Check, Outcome
 from controller.validation.sanity import DuplicateIdTracker, check_batch
@@ -452,9 +452,10 @@ def _decide_monitoring(release: EmbeddingRelease, obs: Observation, live: Collec
 
 def _epoch(stamp: str) -> float | None:
     """Seconds since the epoch of a ``utc_now()`` stamp; None when unset."""
-    if not stamp:
+    try:
+        return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+    except ValueError:  # unset, or edited by hand: treat as unknown
         return None
-    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
 
 
 def _decide_rollback(release: EmbeddingRelease, obs: Observation, intents: Intents) -> Step | None:
@@ -851,6 +852,16 @@ class Engine:
             self.telemetry.cache(release.track, result.cache_hits, result.cache_misses)
         self.reporter.event(Reason.BUILDING, result.summary)
 
+    def _warm_up(self, release: EmbeddingRelease, target: str) -> None:
+        """Right before the flip: validation may have run long ago (manual promotion)."""
+        started = time.monotonic()
+        n = warm_up(self.milvus, self.data, release, target)
+        if n:
+            self.reporter.event(
+                Reason.PROMOTING,
+                f"warmed {target} with {n} searches in {(time.monotonic() - started) * 1000:.0f} ms",
+            )
+
     def _embedder(self, release: EmbeddingRelease) -> EmbedderPort:
         if self.embedders is None or release.spec.embedder is None:
             raise SourceError(
@@ -1003,6 +1014,8 @@ class Engine:
         assert_promotable(target, self.milvus.row_count(target.name, flush=False))
         previous = obs.alias_target
         rollback, auto = bool(step.extra.get("rollback")), str(step.extra.get("auto", ""))
+        if not rollback:  # a rollback must be instant; its target served until recently
+            self._warm_up(release, target.name)
         fp = self._fingerprint_for(release, target, previous, obs) if previous else None
         proof = self._verified_flip(release, target.name, fp)
         now = self.clock()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -305,7 +305,7 @@ class MilvusGateway:
 
     def iterate_rows(
         self, name: str, batch_size: int, fields: Sequence[str] = (), vectors: bool = True
-    ) -> Iterator[VectorBatch]:
+    ) -> Generator[VectorBatch, None, None]:
         """Every row of ``name`` (a physical collection, never an alias, whose target may
         move), ordered by id, in batches of at most ``batch_size``, read with Strong
         consistency through ``query_iterator``. ``vectors=False`` leaves them out

@@ -7,7 +7,7 @@ or a file reader itself.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
@@ -52,7 +52,7 @@ class MilvusPort(Protocol):
     def sample_ids(self, name: str, n: int, seed: int) -> np.ndarray: ...
     def iterate_rows(
         self, name: str, batch_size: int, fields: Sequence[str] = (), vectors: bool = True
-    ) -> Iterator[VectorBatch]: ...  # every row in bounded batches, Strong, by id
+    ) -> Generator[VectorBatch, None, None]: ...  # every row, bounded batches, Strong, by id
     def collection_schema(self, name: str) -> tuple[int, list[FieldSpec]]: ...
     def fresh(self) -> MilvusPort: ...  # a new connection: how a new client sees Milvus
     def close(self) -> None: ...

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -438,6 +438,33 @@ def _latency(ctx: GateContext, run: ValidationRun, queries: np.ndarray) -> list[
         checks += ratio  # without a gate, live being unmeasurable is not worth a pause
     run.latencies_ms = samples
     return checks
+
+
+def warm_up(milvus: MilvusPort, data: DataPort, release: EmbeddingRelease, target: str) -> int:
+    """Search ``target`` once per warm-up query, as applications do (Bounded), so the
+    first production searches after a flip do not pay for cold caches.
+
+    The queries are ``validation.warmupQueries`` of the validation query set, or, without
+    one, of the collection's own first rows (validation's default queries are sampled
+    source vectors: the same distribution, without reading the source again).
+    """
+    v = release.spec.validation
+    if v.warmup_queries == 0:
+        return 0
+    if v.queries is not None:
+        queries = data.read_query_vectors(
+            v.queries.uri, v.queries.vector_field, v.warmup_queries, v.seed
+        )
+    else:
+        with closing(milvus.iterate_rows(target, v.warmup_queries)) as rows:
+            first = next(rows, None)
+        if first is None:
+            return 0
+        queries = first.vectors[: v.warmup_queries]
+    params = search_params(release, 10)
+    for i in range(len(queries)):
+        milvus.search_ids(target, queries[i : i + 1], 10, params, "Bounded")
+    return len(queries)
 
 
 def _timed_searches(ctx: GateContext, target: str, queries: np.ndarray, k: int = 10) -> list[float]:

@@ -106,6 +106,11 @@ def test_delta_release_validate_promote_rollback(tmp_path: Path, backend: Backen
     r = embrel(*state, "apply", "-f", str(spec), cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "building the candidate" not in r.stdout, "the validated candidate is reused"
+    warmed, switched = (
+        r.stdout.find(f"warmed {backend.alias}__v2 with 5 searches"),
+        r.stdout.find("switched alias"),
+    )
+    assert 0 <= warmed < switched, f"warmed right before the flip: {r.stdout}"
     assert backend.alias_target() == f"{backend.alias}__v2"
 
     r = embrel(*state, "rollback", "products", cwd=tmp_path)
