@@ -249,6 +249,9 @@ def decide(release: EmbeddingRelease, obs: Observation, intents: Intents) -> Ste
         )
     if intents.rollback and (rollback := _decide_rollback(release, obs, intents)):
         return rollback
+    unproven = [c for c in obs.owned(release.track) if c.get(P_FLIP_UNVERIFIED) != UNSET]
+    if unproven:  # a flip that probes could not confirm: hold everything as it is
+        return _decide_unverified(release, obs, unproven[0])
     if live == desired and cand is not None:
         return _decide_live(release, obs, cand)
     if cand and cand.get(P_ABORTED_AT) != UNSET:
@@ -344,8 +347,6 @@ def _failed_message(cand: CollectionState) -> str:
 
 
 def _decide_live(release: EmbeddingRelease, obs: Observation, live: CollectionState) -> Step:
-    if live.get(P_FLIP_UNVERIFIED) != UNSET:
-        return _decide_unverified(release, obs, live)
     actions = retention_plan(release, obs, live.name)
     draining = [(n, v) for n, v in actions if v != "load" and _drain_left(release, obs, n) > 0]
     if ready := [a for a in actions if a not in draining]:
@@ -386,21 +387,23 @@ def _drain_left(release: EmbeddingRelease, obs: Observation, name: str) -> float
     return max(0.0, retired + release.spec.promotion.drain_seconds - obs.now)
 
 
-def _decide_unverified(release: EmbeddingRelease, obs: Observation, live: CollectionState) -> Step:
+def _decide_unverified(
+    release: EmbeddingRelease, obs: Observation, target: CollectionState
+) -> Step:
     """A flip that could not be proven: nothing is released or dropped; probe again later."""
-    since = _epoch(live.get(P_FLIP_UNVERIFIED)) or 0.0
+    since = _epoch(target.get(P_FLIP_UNVERIFIED)) or 0.0
     wait = since + _REVERIFY - obs.now
     if wait <= 0 and "verify_flip" not in obs.steps_done:
         return Step(
-            "verify_flip", live.name, Phase.DEGRADED, Reason.FLIP_UNVERIFIED, "probing the alias"
+            "verify_flip", target.name, Phase.DEGRADED, Reason.FLIP_UNVERIFIED, "probing the alias"
         )
     return Step(
         "done",
         phase=Phase.DEGRADED,
         reason=Reason.FLIP_UNVERIFIED,
         message=(
-            f"alias {release.spec.alias} was switched to {live.name}, but probes through the "
-            "alias still do not see it; the previous collection stays loaded and nothing is "
+            f"alias {release.spec.alias} was switched to {target.name}, but probes through the "
+            "alias do not see it; the previous collection stays loaded and nothing is "
             f"dropped. Probing again in {max(wait, 0):.0f}s; `embrel rollback` to go back"
         ),
         terminal=True,
@@ -785,7 +788,10 @@ class Engine:
                 f"{step.target} holds {counted} rows after flush, {loaded} were inserted; "
                 "the incomplete candidate will be rebuilt"
             )
-        self.milvus.set_properties(step.target, {P_SOURCE_ROWS: str(loaded)})
+        counts = {"source": "files", "rows": loaded}
+        self.milvus.set_properties(
+            step.target, {P_SOURCE_ROWS: str(loaded), P_BUILD: json.dumps(counts)}
+        )
         self.reporter.event(Reason.BUILDING, f"loaded {loaded} rows into {step.target}")
 
     def _create(
@@ -1018,64 +1024,63 @@ class Engine:
             self._warm_up(release, target.name)
         fp = self._fingerprint_for(release, target, previous, obs) if previous else None
         proof = self._verified_flip(release, target.name, fp)
-        now = self.clock()
+        flip = {"from": previous, "rollback": rollback, "auto": auto}
+        self._settle_flip(release, target.name, obs, flip | proof)
+
+    def _step_verify_flip(self, release: EmbeddingRelease, step: Step, obs: Observation) -> None:
+        """Probe an unproven flip again; re-issuing alter_alias heals a lost flip."""
+        target = obs.collections[step.target]
+        flip = json.loads(target.get(P_CUTOVER) or "{}")
+        previous = flip.get("from")
+        fp = self._fingerprint_for(release, target, previous, obs) if previous else None
+        proof = self._verified_flip(release, target.name, fp)
+        self._settle_flip(release, target.name, obs, flip | proof)
+
+    def _settle_flip(
+        self, release: EmbeddingRelease, target: str, obs: Observation, flip: dict[str, Any]
+    ) -> None:
+        """Record a flip: live-period marks once proven, else the unproven mark (Degraded)."""
+        now, previous = self.clock(), flip["from"]
+        rollback, auto, verified = flip["rollback"], flip["auto"], flip["verified"]
+        cutover = json.dumps(flip | {"at": now})
+        kind = "auto_rollback" if auto else "rollback" if rollback else "promote"
+        self.telemetry.cutover(release.track, kind, flip["seconds"], flip["attempts"], verified)
+        if not verified:  # nothing is marked retired: nothing may be released or dropped
+            self.milvus.set_properties(target, {P_CUTOVER: cutover, P_FLIP_UNVERIFIED: now})
+            self.reporter.event(Reason.FLIP_UNVERIFIED, _proof_text(flip), warning=True)
+            return
         self.milvus.set_properties(
-            target.name,
+            target,
             {
                 P_PROMOTED_AT: now,
                 P_ROLLED_BACK_AT: UNSET,
                 P_ROLLBACK_REASON: UNSET,
-                P_CUTOVER: json.dumps(proof | {"at": now, "from": previous}),
-                P_FLIP_UNVERIFIED: UNSET if proof["verified"] else now,
+                P_CUTOVER: cutover,
+                P_FLIP_UNVERIFIED: UNSET,
                 # A new live period measures drift against a new reference.
                 P_REFERENCE_AT: UNSET,
                 P_DRIFT: UNSET,
                 P_DRIFT_AT: UNSET,
             },
         )
-        if (
-            previous
-            and previous in obs.collections
-            and obs.collections[previous].get(P_OWNER) == OWNER_VALUE
-        ):
+        for c in obs.owned(release.track):  # the alias is proven elsewhere now
+            if c.name != target and c.get(P_FLIP_UNVERIFIED) != UNSET:
+                self.milvus.set_properties(c.name, {P_FLIP_UNVERIFIED: UNSET})
+        prev = obs.collections.get(previous or "")
+        if prev is not None and prev.get(P_OWNER) == OWNER_VALUE:
             marks = {P_RETIRED_AT: now}
             if rollback:
                 marks |= {P_ROLLED_BACK_AT: now, P_ROLLBACK_REASON: auto}
-            self.milvus.set_properties(previous, marks)
-        kind = "auto_rollback" if auto else "rollback" if rollback else "promote"
-        self.telemetry.cutover(
-            release.track, kind, proof["seconds"], proof["attempts"], proof["verified"]
-        )
+            self.milvus.set_properties(prev.name, marks)
         verb = "rolled back" if rollback else "switched"
-        self.reporter.event(
-            Reason.AUTO_ROLLED_BACK
-            if auto
-            else Reason.ROLLED_BACK
-            if rollback
-            else Reason.PROMOTED,
-            f"{verb} alias {release.spec.alias}: {previous or '(none)'} -> {target.name}; "
-            f"{_proof_text(proof)}",
-            warning=bool(auto) or not proof["verified"],
-        )
-
-    def _step_verify_flip(self, release: EmbeddingRelease, step: Step, obs: Observation) -> None:
-        """Probe a Degraded flip again; re-issuing alter_alias heals a lost flip."""
-        target = obs.collections[step.target]
-        cutover = json.loads(target.get(P_CUTOVER) or "{}")
-        previous = cutover.get("from")
-        fp = self._fingerprint_for(release, target, previous, obs) if previous else None
-        proof = self._verified_flip(release, target.name, fp)
-        self.milvus.set_properties(
-            target.name,
-            {
-                P_CUTOVER: json.dumps(cutover | proof),
-                P_FLIP_UNVERIFIED: UNSET if proof["verified"] else self.clock(),
-            },
+        reason = (
+            Reason.AUTO_ROLLED_BACK if auto else Reason.ROLLED_BACK if rollback else Reason.PROMOTED
         )
         self.reporter.event(
-            Reason.LOST_FLIP_HEALED if proof["verified"] else Reason.FLIP_UNVERIFIED,
-            _proof_text(proof),
-            warning=not proof["verified"],
+            reason,
+            f"{verb} alias {release.spec.alias}: {previous or '(none)'} -> {target}; "
+            f"{_proof_text(flip)}",
+            warning=bool(auto),
         )
 
     def _verified_flip(

@@ -182,6 +182,11 @@ def release_yaml(
     extra = spec.pop("validation", {})
     assert isinstance(extra, dict)
     body["validation"] = validation | extra
+    # Tests inspect retention right after a flip, and only the drift tests monitor.
+    promotion, monitoring = spec.pop("promotion", {}), spec.pop("monitoring", {})
+    assert isinstance(promotion, dict) and isinstance(monitoring, dict)
+    body["promotion"] = {"drainSeconds": 0} | promotion
+    body["monitoring"] = {"enabled": False} | monitoring
     body.update(spec)
     return {
         "apiVersion": "embrel.dev/v1alpha1",

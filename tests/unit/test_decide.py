@@ -45,6 +45,7 @@ spec:
   source: {{files: {{uri: data.parquet}}}}
   promotion: {{mode: {mode}}}
   retention: {{keepPrevious: 2, keepLoaded: 1}}
+  monitoring: {{enabled: false}}  # drift decisions: test_decide_cutover.py
 """
 
 
