@@ -2,8 +2,10 @@
 
     Informer (list + watch per namespace) --key--> WorkQueue --key--> worker threads
          cache of objects, relist on 410          one worker per key      Engine.reconcile
-                                                   backoff per key         status, Events,
-    LeaderElector (coordination.k8s.io Lease): only the leader runs workers   finalizer
+         (drivers/informer.py)                    backoff per key         status, Events,
+                                                  (drivers/workqueue.py)  finalizer
+    LeaderElector (a coordination.k8s.io Lease, drivers/leader.py): only the leader
+    runs workers
 
 It only wraps the engine: the engine is level-triggered, so resuming a release after
 a restart or a failover is reconciling it again. What Kubernetes adds:
@@ -25,8 +27,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import heapq
-import itertools
 import json
 import logging
 import os
@@ -35,15 +35,16 @@ import socket
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from controller.config import ControllerConfig, credentials_from_env
+from controller.drivers.informer import Informer, needs_reconcile, track_key
+from controller.drivers.leader import LeaderElector, micro_time
+from controller.drivers.workqueue import WorkQueue
 from controller.engine import (
     Engine,
     Intents,
@@ -55,7 +56,6 @@ from controller.engine import (
 from controller.errors import (
     EmbrelError,
     KubeConflict,
-    KubeGone,
     KubeNotFound,
     PermanentError,
     SpecError,
@@ -81,385 +81,6 @@ COMPONENT = "embrel-controller"
 EVENT_REPEAT_WINDOW = 600.0
 MAX_EVENT_MESSAGE = 1024  # what kube-apiserver accepts for an Event's message
 STATUS_ATTEMPTS = 5
-
-
-def track_key(obj: Mapping[str, Any]) -> str:
-    meta = obj["metadata"]
-    return f"{meta.get('namespace', 'default')}/{meta['name']}"
-
-
-def micro_time() -> str:
-    """RFC 3339 with microseconds: the MicroTime of Leases and Events."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-# -- the work queue ----------------------------------------------------------------
-
-
-class WorkQueue:
-    """Keys to reconcile, as client-go's rate-limited work queue.
-
-    A key is handed to one worker at a time: one added while it is being processed
-    is queued again only when that worker is ``done``. ``add_rate_limited`` delays a
-    key exponentially by its failures (``base * 2**n``, at most ``max_delay``) until
-    ``forget``. ``add_after`` schedules a key (requeue_after, resync).
-    """
-
-    def __init__(
-        self,
-        base_delay: float = 1.0,
-        max_delay: float = 300.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.base_delay = base_delay
-        self.max_delay = max_delay
-        self._clock = clock
-        self._cond = threading.Condition()
-        self._queue: deque[str] = deque()
-        self._dirty: set[str] = set()
-        self._processing: set[str] = set()
-        self._delayed: list[tuple[float, int, str]] = []
-        self._seq = itertools.count()
-        self._failures: dict[str, int] = {}
-        self._shutdown = False
-
-    def add(self, key: str) -> None:
-        with self._cond:
-            self._add(key)
-
-    def _add(self, key: str) -> None:
-        if self._shutdown or key in self._dirty:
-            return
-        self._dirty.add(key)
-        if key not in self._processing:
-            self._queue.append(key)
-            self._cond.notify()
-
-    def add_after(self, key: str, delay: float) -> None:
-        if delay <= 0:
-            self.add(key)
-            return
-        with self._cond:
-            heapq.heappush(self._delayed, (self._clock() + delay, next(self._seq), key))
-            self._cond.notify_all()
-
-    def add_rate_limited(self, key: str, at_least: float = 0.0) -> float:
-        """Schedule ``key`` after its backoff; returns the delay."""
-        with self._cond:
-            failures = self._failures.get(key, 0)
-            self._failures[key] = failures + 1
-        delay = min(self.max_delay, max(at_least, self.base_delay * (1 << min(failures, 30))))
-        self.add_after(key, delay)
-        return delay
-
-    def forget(self, key: str) -> None:
-        with self._cond:
-            self._failures.pop(key, None)
-
-    def failures(self, key: str) -> int:
-        with self._cond:
-            return self._failures.get(key, 0)
-
-    def get(self, timeout: float | None = None) -> str | None:
-        """The next key (now owned by the caller until ``done``), or None on timeout/shutdown."""
-        deadline = None if timeout is None else self._clock() + timeout
-        with self._cond:
-            while True:
-                self._promote_due()
-                if self._queue:
-                    key = self._queue.popleft()
-                    self._processing.add(key)
-                    self._dirty.discard(key)
-                    return key
-                if self._shutdown:
-                    return None
-                waits = [deadline - self._clock()] if deadline is not None else []
-                if self._delayed:
-                    waits.append(self._delayed[0][0] - self._clock())
-                wait = min(waits) if waits else None
-                if deadline is not None and deadline <= self._clock():
-                    return None
-                self._cond.wait(max(wait, 0.001) if wait is not None else None)
-
-    def _promote_due(self) -> None:
-        now = self._clock()
-        while self._delayed and self._delayed[0][0] <= now:
-            _, _, key = heapq.heappop(self._delayed)
-            self._add(key)
-
-    def done(self, key: str) -> None:
-        with self._cond:
-            self._processing.discard(key)
-            if key in self._dirty:
-                self._queue.append(key)
-                self._cond.notify()
-
-    def shutdown(self) -> None:
-        with self._cond:
-            self._shutdown = True
-            self._cond.notify_all()
-
-    def pending(self) -> int:
-        with self._cond:
-            return len(self._queue) + len(self._delayed)
-
-
-# -- list + watch --------------------------------------------------------------------
-
-OnChange = Callable[[str, dict[str, Any] | None, dict[str, Any] | None], None]
-
-
-class Informer:
-    """Lists releases, then watches from the list's resourceVersion (with bookmarks).
-
-    A watch that ends (its timeout) resumes from the last resourceVersion seen; an
-    expired one (410 Gone) lists again. ``on_change(key, old, new)`` gets every change
-    (``new`` is None on deletion), including objects that vanished between a watch and
-    the relist.
-    """
-
-    def __init__(
-        self,
-        kube: KubeGateway,
-        namespace: str | None,
-        on_change: OnChange,
-        stop: threading.Event,
-        watch_timeout: int = 300,
-    ) -> None:
-        self.kube = kube
-        self.namespace = namespace
-        self.on_change = on_change
-        self.stop = stop
-        self.watch_timeout = watch_timeout
-        self.cache: dict[str, dict[str, Any]] = {}
-        self._lock = threading.Lock()
-        self.synced = threading.Event()
-        self.lists = 0  # how many times it listed (1 + relists after 410)
-        self.resource_version = ""
-
-    def get(self, key: str) -> dict[str, Any] | None:
-        with self._lock:
-            return self.cache.get(key)
-
-    def known_keys(self) -> list[str]:
-        with self._lock:
-            return list(self.cache)
-
-    def run(self) -> None:
-        backoff = 1.0
-        while not self.stop.is_set():
-            try:
-                self._list_and_watch()
-                backoff = 1.0
-            except EmbrelError as exc:
-                log.warning("%s; retrying in %.0fs", exc, backoff)
-                self.stop.wait(backoff)
-                backoff = min(backoff * 2, 30.0)
-            except Exception:  # never let the watch die silently: readiness depends on it
-                log.exception("watch of %s failed; retrying", self.namespace or "all namespaces")
-                self.stop.wait(backoff)
-                backoff = min(backoff * 2, 30.0)
-
-    def _list_and_watch(self) -> None:
-        items, rv = self.kube.list_releases(self.namespace)
-        self.lists += 1
-        self._replace(items)
-        self.resource_version = rv
-        self.synced.set()
-        while not self.stop.is_set():
-            try:
-                for event in self.kube.watch_releases(
-                    self.namespace, self.resource_version, self.watch_timeout
-                ):
-                    if event.resource_version:
-                        self.resource_version = event.resource_version
-                    if event.type != "BOOKMARK":
-                        self._apply(event.type, event.object)
-                    if self.stop.is_set():
-                        return
-            except KubeGone:
-                log.info(
-                    "watch of %s expired at resourceVersion %s; listing again",
-                    self.namespace or "all namespaces",
-                    self.resource_version,
-                )
-                return
-            except TemporaryError as exc:
-                log.warning("%s; watching again from %s", exc, self.resource_version)
-                self.stop.wait(1.0)
-
-    def _replace(self, items: list[dict[str, Any]]) -> None:
-        fresh = {track_key(o): o for o in items}
-        with self._lock:
-            old, self.cache = self.cache, fresh
-        for key, obj in old.items():
-            if key not in fresh:
-                self.on_change(key, obj, None)
-        for key, obj in fresh.items():
-            self.on_change(key, old.get(key), obj)
-
-    def _apply(self, kind: str, obj: dict[str, Any]) -> None:
-        key = track_key(obj)
-        with self._lock:
-            old = self.cache.get(key)
-            if kind == "DELETED":
-                self.cache.pop(key, None)
-            else:
-                self.cache[key] = obj
-        self.on_change(key, old, None if kind == "DELETED" else obj)
-
-
-def needs_reconcile(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> bool:
-    """Changes a controller acts on: not its own status writes (they would loop)."""
-    if old is None or new is None:
-        return True
-    a, b = old.get("metadata", {}), new.get("metadata", {})
-    return any(
-        a.get(k) != b.get(k)
-        for k in ("generation", "annotations", "finalizers", "deletionTimestamp")
-    )
-
-
-# -- leader election -------------------------------------------------------------------
-
-
-class LeaderElector:
-    """Leader election on a coordination.k8s.io/v1 Lease, as client-go's.
-
-    A replica acquires the Lease when it is absent, released (no holder), or not
-    renewed for ``leaseDurationSeconds`` as measured on this replica's own clock since
-    it last saw the record change (no trust in other machines' clocks). The leader
-    renews every ``retry_period``; if it cannot renew for ``renew_deadline`` it stops
-    leading (``on_stopped``). On shutdown it releases the Lease, so a standby takes
-    over at once instead of after the lease duration.
-    """
-
-    def __init__(
-        self,
-        kube: KubeGateway,
-        namespace: str,
-        name: str,
-        identity: str,
-        lease_duration: int = 15,
-        on_started: Callable[[], None] = lambda: None,
-        on_stopped: Callable[[], None] = lambda: None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.kube = kube
-        self.namespace = namespace
-        self.name = name
-        self.identity = identity
-        self.lease_duration = max(1, int(lease_duration))
-        # client-go's defaults are 15 s / 10 s / 2 s; these scale with the duration.
-        self.renew_deadline = self.lease_duration * 2 / 3
-        self.retry_period = max(0.2, self.lease_duration / 5)
-        self.on_started = on_started
-        self.on_stopped = on_stopped
-        self.clock = clock
-        self.leader = False
-        self.healthy = False  # the last attempt got an answer from the API server
-        self._observed: tuple[Any, ...] | None = None
-        self._observed_at = 0.0
-        self._last_renew = 0.0
-
-    def run(self, stop: threading.Event) -> None:
-        """Acquire, then renew, until ``stop`` (the caller releases once its work stopped)."""
-        while not stop.is_set():
-            if not self.step():
-                return
-            stop.wait(self.retry_period)
-
-    def step(self) -> bool:
-        """One attempt to acquire or renew; False once leadership was lost."""
-        ok = self._try()
-        now = self.clock()
-        if ok:
-            self._last_renew = now
-            if not self.leader:
-                self.leader = True
-                log.warning("became the leader (Lease %s/%s)", self.namespace, self.name)
-                self.on_started()
-        elif self.leader and now - self._last_renew > self.renew_deadline:
-            self.leader = False
-            self._lost = True
-            log.error(
-                "could not renew Lease %s/%s for %.1fs: no longer the leader",
-                self.namespace,
-                self.name,
-                now - self._last_renew,
-            )
-            self.on_stopped()
-            return False
-        return True
-
-    def _try(self) -> bool:
-        try:
-            acquired = self._acquire_or_renew()
-            self.healthy = True
-            return acquired
-        except KubeConflict:  # another replica wrote the Lease first
-            self.healthy = True
-            return False
-        except EmbrelError as exc:
-            self.healthy = False
-            log.warning("leader election: %s", exc)
-            return False
-
-    def _spec(self, acquired: str, now: str, transitions: int) -> dict[str, Any]:
-        return {
-            "holderIdentity": self.identity,
-            "leaseDurationSeconds": self.lease_duration,
-            "acquireTime": acquired,
-            "renewTime": now,
-            "leaseTransitions": transitions,
-        }
-
-    def _acquire_or_renew(self) -> bool:
-        lease = self.kube.get_lease(self.namespace, self.name)
-        now = micro_time()
-        if lease is None:
-            self.kube.create_lease(
-                self.namespace,
-                {
-                    "apiVersion": "coordination.k8s.io/v1",
-                    "kind": "Lease",
-                    "metadata": {"name": self.name, "namespace": self.namespace},
-                    "spec": self._spec(now, now, 0),
-                },
-            )
-            return True
-        spec = lease.get("spec") or {}
-        holder = spec.get("holderIdentity") or ""
-        transitions = int(spec.get("leaseTransitions") or 0)
-        if holder == self.identity:
-            acquired = spec.get("acquireTime") or now
-        else:
-            record = (holder, spec.get("renewTime"), lease["metadata"].get("resourceVersion"))
-            if record != self._observed:
-                self._observed, self._observed_at = record, self.clock()
-            duration = float(spec.get("leaseDurationSeconds") or self.lease_duration)
-            if holder and self.clock() - self._observed_at < duration:
-                return False  # held by a live leader
-            acquired, transitions = now, transitions + 1
-        lease["spec"] = self._spec(acquired, now, transitions)
-        self.kube.replace_lease(self.namespace, lease)
-        return True
-
-    def release(self) -> None:
-        """Give the Lease up (shutdown), so a standby need not wait for it to expire."""
-        if not self.leader:
-            return
-        self.leader = False
-        try:
-            lease = self.kube.get_lease(self.namespace, self.name)
-            if lease and (lease.get("spec") or {}).get("holderIdentity") == self.identity:
-                lease["spec"].update(
-                    holderIdentity="", leaseDurationSeconds=1, renewTime=micro_time()
-                )
-                self.kube.replace_lease(self.namespace, lease)
-                log.warning("released Lease %s/%s", self.namespace, self.name)
-        except EmbrelError as exc:
-            log.warning("could not release Lease %s/%s: %s", self.namespace, self.name, exc)
 
 
 # -- Events and status -------------------------------------------------------------------

@@ -15,22 +15,21 @@ import pytest
 from kubernetes import client
 
 from controller.config import ControllerConfig
+from controller.drivers.informer import Informer, needs_reconcile
 from controller.drivers.kube import (
     ANNOTATIONS,
     FINALIZER,
     EventRecorder,
-    Informer,
     KubeController,
     KubeOptions,
-    LeaderElector,
     Redactor,
     StatusWriter,
-    WorkQueue,
     camel_reason,
     deletion_plan,
     intents_of,
-    needs_reconcile,
 )
+from controller.drivers.leader import LeaderElector
+from controller.drivers.workqueue import WorkQueue
 from controller.engine import OWNER_VALUE, P_OWNER, P_TRACK, CollectionState, Observation
 from controller.errors import KubeRejected, KubeUnavailable
 from controller.kube import KubeGateway, load_api_client
