@@ -406,6 +406,10 @@ def format_status(status: ReleaseStatus, spec_path: str) -> str:
             lines.append(
                 f"{key.title() + ':':<11} {part.get('version', '?')} in {part.get('collection')}"
             )
+    if build := d.get("build"):
+        counts = ", ".join(f"{k} {v}" for k, v in build.items() if k not in ("source", "base"))
+        base = f" on {build['base']}" if build.get("base") else ""
+        lines.append(f"Build:      {build.get('source', '?')}{base}: {counts}")
     if validation := d.get("validation"):
         lines.append(f"Validation: {validation.get('outcome', '?')}")
         lines += [f"  {_check_line(c)}" for c in validation.get("checks", [])]
