@@ -182,13 +182,16 @@ def events(kube_api: KubeApiServer) -> list[dict[str, Any]]:
 
 def embrel_cli(*args: str, kubectl: bool = False) -> subprocess.CompletedProcess[str]:
     """The CLI as a person runs it; ``kubectl`` runs it as the kubectl-embrel plugin."""
-    entry = (
-        ["-c", "import sys; from controller.cli import kubectl_main; sys.exit(kubectl_main())"]
-        if kubectl
-        else ["-m", "controller.cli"]
-    )
+    plugin = Path(sys.executable).parent / "kubectl-embrel"  # installed by pip install -e .
+    if kubectl and plugin.exists():
+        command = [str(plugin)]
+    elif kubectl:
+        main = "import sys; from controller.cli import kubectl_main; sys.exit(kubectl_main())"
+        command = [sys.executable, "-c", main]
+    else:
+        command = [sys.executable, "-m", "controller.cli"]
     return subprocess.run(
-        [sys.executable, *entry, *args],
+        [*command, *args],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -383,6 +386,7 @@ def test_one_leader_acts_and_a_standby_takes_over(
     first.kill()
     wait_for(lambda: holder(kube_api) == standby, timeout=30, every=0.05)
     takeover = time.monotonic() - killed
+    print(f"standby took the Lease {takeover:.2f}s after the leader was killed")
 
     live = settled(api, "Live")
     assert live["status"]["live"]["rows"] == rows
