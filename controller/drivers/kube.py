@@ -324,20 +324,22 @@ def requested(intents: Intents) -> set[str]:
 
 def deletion_plan(release: EmbeddingRelease, obs: Observation) -> list[tuple[str, str]]:
     """What ``deletionPolicy: Delete`` does: (action, name) with action "drop" or
-    "drop_alias", in order. Only collections this track owns (invariant 3); one that
-    another alias points to stays; the alias goes last, right before the collection
-    behind it (Milvus would otherwise drop the alias with it, or refuse)."""
+    "drop_alias", in order. Only collections this track owns (invariant 3), and none
+    that another alias points to; the alias goes last (when it points at a collection
+    of this track), right before the collection behind it: Milvus would otherwise drop
+    the alias with the collection, or refuse."""
     track, alias = release.track, release.spec.alias
     live = obs.alias_target
     owned = {c.name: c for c in obs.owned(track)}
-    plan: list[tuple[str, str]] = []
-    for name, c in sorted(owned.items()):
-        if name == live:
-            continue
-        if not [a for a in c.aliases if a != alias]:
-            plan.append(("drop", name))
-    if live is not None and live in owned and not [a for a in owned[live].aliases if a != alias]:
-        plan += [("drop_alias", alias), ("drop", live)]
+
+    def pinned(name: str) -> bool:
+        return any(a != alias for a in owned[name].aliases)
+
+    plan = [("drop", n) for n in sorted(owned) if n != live and not pinned(n)]
+    if live is not None and live in owned:
+        plan.append(("drop_alias", alias))
+        if not pinned(live):
+            plan.append(("drop", live))
     return plan
 
 

@@ -285,6 +285,10 @@ def test_delete_policy_drops_only_owned_collections_alias_last() -> None:
         "products__foreign", {"products__foreign": obs.collections["products__foreign"]}
     )
     assert deletion_plan(release, foreign_live) == []  # not ours: the alias stays too
+    pinned_live = Observation(
+        "products__v2", {"products__v2": _state("products__v2", "test/products", ("products", "x"))}
+    )
+    assert deletion_plan(release, pinned_live) == [("drop_alias", "products")]
 
 
 # -- the gateway ------------------------------------------------------------------------------
