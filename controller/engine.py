@@ -249,9 +249,8 @@ def decide(release: EmbeddingRelease, obs: Observation, intents: Intents) -> Ste
         )
     if intents.rollback and (rollback := _decide_rollback(release, obs, intents)):
         return rollback
-    unproven = [c for c in obs.owned(release.track) if c.get(P_FLIP_UNVERIFIED) != UNSET]
-    if unproven:  # a flip that probes could not confirm: hold everything as it is
-        return _decide_unverified(release, obs, unproven[0])
+    if unproven := _unproven(release, obs):  # a flip probes could not confirm: hold still
+        return _decide_unverified(release, obs, unproven)
     if live == desired and cand is not None:
         return _decide_live(release, obs, cand)
     if cand and cand.get(P_ABORTED_AT) != UNSET:
@@ -385,6 +384,10 @@ def _drain_left(release: EmbeddingRelease, obs: Observation, name: str) -> float
     if retired is None:
         return 0.0
     return max(0.0, retired + release.spec.promotion.drain_seconds - obs.now)
+
+
+def _unproven(release: EmbeddingRelease, obs: Observation) -> CollectionState | None:
+    return next((c for c in obs.owned(release.track) if c.get(P_FLIP_UNVERIFIED) != UNSET), None)
 
 
 def _decide_unverified(
@@ -971,7 +974,8 @@ class Engine:
         }
         if obs.alias_target and outcome != Outcome.FAILED:
             # Probes that will prove the flip (issue 7), recorded with the evidence.
-            fp = self._fingerprint(release, cand.name, obs.alias_target)
+            probes = self._fingerprint(release, cand.name, obs.alias_target)
+            fp = probes.fp if probes else None
             props[P_FINGERPRINT] = fp.to_json() if fp else UNSET
         if obs.alias_target and outcome != Outcome.FAILED and fp is not None:
             self.reporter.event(
@@ -1022,8 +1026,8 @@ class Engine:
         rollback, auto = bool(step.extra.get("rollback")), str(step.extra.get("auto", ""))
         if not rollback:  # a rollback must be instant; its target served until recently
             self._warm_up(release, target.name)
-        fp = self._fingerprint_for(release, target, previous, obs) if previous else None
-        proof = self._verified_flip(release, target.name, fp)
+        probes = self._fingerprint_for(release, target, previous, obs) if previous else None
+        proof = self._verified_flip(release, target.name, probes)
         flip = {"from": previous, "rollback": rollback, "auto": auto}
         self._settle_flip(release, target.name, obs, flip | proof)
 
@@ -1032,8 +1036,8 @@ class Engine:
         target = obs.collections[step.target]
         flip = json.loads(target.get(P_CUTOVER) or "{}")
         previous = flip.get("from")
-        fp = self._fingerprint_for(release, target, previous, obs) if previous else None
-        proof = self._verified_flip(release, target.name, fp)
+        probes = self._fingerprint_for(release, target, previous, obs) if previous else None
+        proof = self._verified_flip(release, target.name, probes)
         self._settle_flip(release, target.name, obs, flip | proof)
 
     def _settle_flip(
@@ -1084,7 +1088,7 @@ class Engine:
         )
 
     def _verified_flip(
-        self, release: EmbeddingRelease, target: str, fp: Fingerprint | None
+        self, release: EmbeddingRelease, target: str, probes: Probes | None
     ) -> dict[str, Any]:
         """Point the alias at ``target`` and prove it by probing through the alias.
 
@@ -1093,7 +1097,10 @@ class Engine:
         """
         alias, s = release.spec.alias, self.settings
         started = time.monotonic()
-        probe = _Probe(self.milvus, release, fp) if fp and fp.distinguishable else None
+        fp = probes.fp if probes else None
+        probe = (
+            _Probe(self.milvus, release, probes) if probes and probes.fp.distinguishable else None
+        )
         try:
             for attempt in range(1, s.flip_attempts + 1):
                 self.milvus.point_alias(alias, target)
@@ -1122,50 +1129,61 @@ class Engine:
 
     def _fingerprint_for(
         self, release: EmbeddingRelease, target: CollectionState, previous: str, obs: Observation
-    ) -> Fingerprint | None:
-        """The stored fingerprint covering this pair (either way round), or a new one."""
+    ) -> Probes | None:
+        """Probes for this pair, from the stored fingerprint's ids when one covers it."""
         if previous == target.name:
             return None
         other = obs.collections.get(previous)
         stored = [c.get(P_FINGERPRINT) for c in (target, other) if c is not None]
-        for fp in (
-            Fingerprint.from_json(raw).between(target.name, previous) for raw in stored if raw
-        ):
-            if fp is not None:
-                return fp
-        return self._fingerprint(release, target.name, previous)
+        hints = (Fingerprint.from_json(raw).between(target.name, previous) for raw in stored if raw)
+        return self._fingerprint(release, target.name, previous, next(filter(None, hints), None))
 
-    def _fingerprint(self, release: EmbeddingRelease, new: str, old: str) -> Fingerprint | None:
+    def _fingerprint(
+        self, release: EmbeddingRelease, new: str, old: str, hint: Fingerprint | None = None
+    ) -> Probes | None:
         """Probes that tell ``new`` from ``old``; None when ``old`` cannot be read."""
         try:
-            return self._read_fingerprint(release, new, old)
+            return self._read_fingerprint(release, new, old, hint)
         except MilvusRejected as exc:  # e.g. a live collection we do not own, not loaded
             self.reporter.event(
                 Reason.VALIDATING, f"no cutover probes: {exc}; describe_alias confirms the flip"
             )
             return None
 
-    def _read_fingerprint(self, release: EmbeddingRelease, new: str, old: str) -> Fingerprint:
-        """Probes that tell ``new`` from ``old``: differing ids and differing top-k."""
-        k, seed = PROBE_K, release.spec.validation.seed
-        ids = self.milvus.sample_ids(new, 1024, seed).tolist()
-        new_v = self.milvus.vectors_by_id(new, ids)
-        old_v = self.milvus.vectors_by_id(old, ids)
-        query_ids = [i for i in ids if i in new_v][:16]
-        dims = {len(v) for v in (*new_v.values(), *old_v.values())}
+    def _read_fingerprint(
+        self, release: EmbeddingRelease, new: str, old: str, hint: Fingerprint | None
+    ) -> Probes:
+        """Differing ids and differing top-k, read now from both physical collections.
+
+        A stored fingerprint only says *which* ids and queries told the pair apart at
+        validation; their answers are read again, since either side may have been
+        written since (that is what drift is). Bounded reads: both are long flushed.
+        """
+        k, seed, bounded = PROBE_K, release.spec.validation.seed, "Bounded"
+        if hint is not None:
+            ids, query_ids, query_from = list(hint.ids), list(hint.query_ids), hint.query_from
+        else:
+            ids, query_ids, query_from = self.milvus.sample_ids(new, 1024, seed).tolist(), [], new
+        new_v = self.milvus.vectors_by_id(new, ids, bounded)
+        old_v = self.milvus.vectors_by_id(old, ids, bounded)
+        if hint is None:
+            query_ids = [i for i in ids if i in new_v][:16]
+        source = new_v if query_from == new else old_v if query_from == old else {}
+        if query_ids and any(i not in source for i in query_ids):
+            source = self.milvus.vectors_by_id(query_from, query_ids, bounded)
+        query_ids = [i for i in query_ids if i in source]
+        dims = {len(v) for v in (*new_v.values(), *old_v.values(), *source.values())}
         if not query_ids or len(dims) != 1:  # another dimension: ids alone tell them apart
-            return fingerprint(new, old, ids, new_v, old_v, [], np.empty((0, k)), np.empty((0, k)))
-        queries = np.stack([new_v[i] for i in query_ids])
-        return fingerprint(
-            new,
-            old,
-            ids,
-            new_v,
-            old_v,
-            query_ids,
-            self.milvus.search_ids(new, queries, k, search_params(release, k)),
-            self.milvus.search_ids(old, queries, k, search_params(release, k)),
-        )
+            empty = np.empty((0, k), dtype=np.int64)
+            fp = fingerprint(new, old, ids, new_v, old_v, [], empty, empty)
+            return Probes(fp, np.empty((0, 0), dtype=np.float32))
+        queries = np.stack([source[i] for i in query_ids])
+        params = search_params(release, k)
+        answers = [self.milvus.search_ids(side, queries, k, params, bounded) for side in (new, old)]
+        fp = fingerprint(new, old, ids, new_v, old_v, query_ids, *answers)
+        fp = replace(fp, query_from=query_from)
+        kept = [query_ids.index(q) for q in fp.query_ids]
+        return Probes(fp, queries[kept])
 
     # -- drift monitoring (DESIGN.md §8) ---------------------------------------
 
@@ -1279,7 +1297,7 @@ class Engine:
             else None,
             validation=_validation(cand),
             history=_history(release, obs, previous.history),
-            cutover=_json_prop(live, P_CUTOVER),
+            cutover=_json_prop(_unproven(release, obs) or live, P_CUTOVER),
             drift=_drift(live),
             build=_json_prop(cand, P_BUILD),
         )
@@ -1289,19 +1307,22 @@ class Engine:
 PROBE_K = 10
 
 
+@dataclass(frozen=True)
+class Probes:
+    """A fingerprint and the vectors of its probe queries."""
+
+    fp: Fingerprint
+    queries: np.ndarray
+
+
 class _Probe:
     """Reads through the alias on a fresh connection, as a newly started client would."""
 
-    def __init__(self, milvus: MilvusPort, release: EmbeddingRelease, fp: Fingerprint) -> None:
+    def __init__(self, milvus: MilvusPort, release: EmbeddingRelease, probes: Probes) -> None:
         self.alias = release.spec.alias
-        self.k = len(fp.new_answers[0]) if fp.new_answers else PROBE_K
+        self.fp, self.queries = probes.fp, probes.queries if probes.fp.query_ids else None
+        self.k = len(self.fp.new_answers[0]) if self.fp.new_answers else PROBE_K
         self.params = search_params(release, self.k)
-        # Probe queries are vectors of the physical collection, read before the flip.
-        vectors = milvus.vectors_by_id(fp.query_from, fp.query_ids) if fp.query_ids else {}
-        if any(i not in vectors for i in fp.query_ids):
-            fp = replace(fp, query_ids=(), new_answers=(), old_answers=())
-        self.fp = fp
-        self.queries = np.stack([vectors[i] for i in fp.query_ids]) if fp.query_ids else None
         self.client = milvus.fresh()
 
     def once(self) -> Seen:
