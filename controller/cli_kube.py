@@ -54,6 +54,8 @@ def add_controller_parser(sub: Any) -> None:
     p = sub.add_parser(
         "controller", help="run the Kubernetes controller: reconcile EmbeddingRelease objects"
     )
+    # Also accepted after the verb (`embrel controller --config FILE`).
+    p.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p.add_argument(
         "--namespace",
         action="append",
@@ -72,12 +74,12 @@ def add_controller_parser(sub: Any) -> None:
     )
     p.add_argument(
         "--lease-duration",
-        type=int,
+        type=_positive,
         default=15,
         metavar="SECONDS",
         help="a standby takes over this long after the leader stops renewing (default 15)",
     )
-    p.add_argument("--workers", type=int, default=4, help="releases reconciled at once")
+    p.add_argument("--workers", type=_positive, default=4, help="releases reconciled at once")
     p.add_argument(
         "--metrics-port",
         type=int,
@@ -95,6 +97,13 @@ def add_controller_parser(sub: Any) -> None:
     p.set_defaults(handler=cmd_controller)
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -106,8 +115,6 @@ def cmd_controller(args: argparse.Namespace, config: ControllerConfig) -> int:
 
     # SIGTERM (a pod stopping) as Ctrl-C: workers finish their step, the Lease is released.
     signal.signal(signal.SIGTERM, _interrupt)
-    if args.workers < 1:
-        raise _usage("--workers", "must be at least 1")
     kube = KubeGateway.connect(args.kubeconfig, args.context)
     options = KubeOptions(
         namespaces=tuple(args.namespace or ()),

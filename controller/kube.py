@@ -39,7 +39,6 @@ from controller.errors import (
     KubeNotFound,
     KubeRejected,
     KubeUnavailable,
-    SpecError,
 )
 
 log = logging.getLogger(__name__)
@@ -141,7 +140,10 @@ def load_api_client(kubeconfig: Path | None = None, context: str | None = None) 
             namespace = (active or {}).get("context", {}).get("namespace") or "default"
     except (ConfigException, OSError, StopIteration) as exc:
         where = str(kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config")
-        raise SpecError(where, [("", f"cannot load the Kubernetes configuration: {exc}")]) from exc
+        raise KubeRejected(
+            f"cannot load the Kubernetes configuration from {where}: {exc} "
+            "(pass --kubeconfig, set KUBECONFIG, or run in a pod)"
+        ) from exc
     cfg.connection_pool_maxsize = CONNECTION_POOL
     return ApiClientInfo(client.ApiClient(cfg), namespace, cfg.host)
 
