@@ -44,7 +44,10 @@ from typing import Any
 from controller.config import ControllerConfig, credentials_from_env
 from controller.drivers.informer import Informer, needs_reconcile, track_key
 from controller.drivers.leader import LeaderElector, micro_time
+from controller.drivers.local import ReferenceFolder, ReportFolder
 from controller.drivers.workqueue import WorkQueue
+from controller.embedding.cache import EmbeddingCache
+from controller.embedding.embedder import SentenceTransformerEmbedder
 from controller.engine import (
     Engine,
     Intents,
@@ -63,9 +66,9 @@ from controller.errors import (
 )
 from controller.kube import KubeGateway, SecretCredentials
 from controller.milvus import Credentials, MilvusGateway, RetryPolicy
-from controller.ports import Advance, Telemetry
+from controller.ports import Advance, EmbedderPort, Telemetry
 from controller.sources import LocalFiles
-from controller.spec import EmbeddingRelease, release_from_dict
+from controller.spec import EmbedderSpec, EmbeddingRelease, release_from_dict
 from controller.status import Phase, Reason, ReleaseStatus, with_phase
 
 log = logging.getLogger(__name__)
@@ -411,7 +414,9 @@ class KubeController:
                 on_stopped=on_lost_leadership or self._lost_leadership,
             )
         self._gateways: dict[tuple[str, str, str], MilvusGateway] = {}
-        self._gateway_lock = threading.Lock()
+        self._gateway_lock = threading.Lock()  # also guards the models and the cache
+        self._models: dict[str, EmbedderPort] = {}
+        self._cache: EmbeddingCache | None = None
         self._threads: list[threading.Thread] = []
         self._workers_started = False
         self._shut_down = False
@@ -460,6 +465,9 @@ class KubeController:
             for gateway in self._gateways.values():
                 gateway.close()
             self._gateways.clear()
+            if self._cache is not None:
+                self._cache.close()
+                self._cache = None
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -630,31 +638,43 @@ class KubeController:
         reporter: KubeReporter,
         writer: StatusWriter,
     ) -> Engine:
-        from controller.drivers.local import ReportFolder
-
         build = self.config.build
         settings = Settings(
             batch_size=build.batch_size,
             index_timeout=build.index_timeout_seconds,
             load_timeout=build.load_timeout_seconds,
         )
-        extra: dict[str, Any] = {}
-        try:
-            from controller.drivers.local import ReferenceFolder  # drift references (issue 5)
-
-            extra["references"] = ReferenceFolder(self.config.state_dir / "references")
-        except ImportError:
-            pass
+        state = self.config.state_dir
         return Engine(
             self.gateway(release, obj),
             LocalFiles(self.options.base_dir),
             reporter,
             settings,
-            reports=ReportFolder(self.config.state_dir / "reports"),
+            reports=ReportFolder(state / "reports"),
             telemetry=self.telemetry,
+            references=ReferenceFolder(state / "references"),
+            embedders=self._embedder,
+            cache=self._embedding_cache(),
             on_status=writer.status,
-            **extra,
         )
+
+    def _embedder(self, spec: EmbedderSpec) -> EmbedderPort:
+        """One model per ``spec.embedder`` in this process, shared by the workers."""
+        key = spec.model_dump_json()
+        with self._gateway_lock:
+            if key not in self._models:
+                self._models[key] = SentenceTransformerEmbedder(spec, self.options.base_dir)
+            return self._models[key]
+
+    def _embedding_cache(self) -> EmbeddingCache | None:
+        opts = self.config.embedding_cache
+        if not opts.enabled:
+            return None
+        with self._gateway_lock:
+            if self._cache is None:  # opened on first use; safe across threads
+                path = opts.path or self.config.state_dir / "embedding-cache.sqlite"
+                self._cache = EmbeddingCache(path, opts.max_bytes)
+            return self._cache
 
     def gateway(self, release: EmbeddingRelease, obj: Mapping[str, Any]) -> MilvusGateway:
         """A Milvus gateway per (uri, db, credentials); the Secret wins over the env vars."""
