@@ -164,7 +164,7 @@ class MilvusGateway:
 
     def fresh(self) -> MilvusGateway:
         """A second gateway on its own connection, to see the alias as a new client would."""
-        return MilvusGateway(self.uri, self._db, self._creds, self.policy)
+        return MilvusGateway(self.uri, self._db, self._creds, self.policy, self.observer)
 
     def _call(self, action: str, fn: Callable[[], T], op: str | None = None) -> T:
         """``fn`` with errors translated and retried; ``op`` names it for metrics (bounded)."""
@@ -285,12 +285,13 @@ class MilvusGateway:
             lambda: self._client.query_iterator(
                 name, batch_size=10_000, output_fields=[ID_FIELD], consistency_level="Strong"
             ),
+            op="query_iterator",
         )
         reservoir: list[int] = []
         seen = 0
         try:
             while seen < scan_limit:
-                page = self._call(f"reading ids of {name}", it.next)
+                page = self._call(f"reading ids of {name}", it.next, op="query_iterator_next")
                 if not page:
                     break
                 for row in page:
