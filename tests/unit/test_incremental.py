@@ -210,3 +210,12 @@ def test_content_hash_covers_text_metadata_model_revision_and_normalisation() ->
     assert len({base, *variants}) == 7
     assert embedding_input("body", {"title": "T", "n": 3}, ["title", "n"]) == "title: T\nn: 3\nbody"
     assert embedding_input("body", {}, []) == "body"
+
+
+def test_the_documents_example_specs_parse() -> None:
+    folder = Path(__file__).parents[2] / "examples" / "documents"
+    for name in ("docs-v1.yaml", "docs-v2.yaml"):
+        release = parse_release((folder / name).read_text(), name)
+        assert release.spec.source.documents is not None and release.spec.embedder is not None
+        assert release.spec.embedder.model == "all-MiniLM-L6-v2"
+        assert release.spec.collection.dimension == 384
