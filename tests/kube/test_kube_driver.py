@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from controller.drivers.kube import (
     EventRecorder,
     KubeController,
     KubeOptions,
+    KubeReporter,
     Redactor,
     StatusWriter,
     camel_reason,
@@ -210,6 +212,26 @@ def test_status_conflict_is_retried_on_the_fresh_object(
     assert fresh["status"]["phase"] == "Building"
     assert fresh["status"]["observedGeneration"] == 1
     assert fresh["metadata"]["annotations"] == {"by": "a person"}
+
+
+def test_progress_is_written_at_a_bounded_rate(api: client.ApiClient, kube: KubeGateway) -> None:
+    now = [0.0]
+    writer = StatusWriter(kube, create(api), Redactor(), interval=2.0, clock=lambda: now[0])
+    building = ReleaseStatus(phase=Phase.BUILDING, message="building", observed_generation=1)
+    writer.status(building)  # a step starts: written at once
+    reporter = KubeReporter(EventRecorder(kube, "me", Redactor()), lambda: writer.obj, writer)
+    with reporter.progress("loading products__v1", 1000) as advance:
+        assert kube.get_release("test", "products")["status"]["progress"]["done"] == 0
+        advance(100)  # within the interval: not written
+        assert kube.get_release("test", "products")["status"]["progress"]["done"] == 0
+        now[0] = 2.5
+        advance(400)
+        status = kube.get_release("test", "products")["status"]
+    assert status["phase"] == "Building"
+    assert status["progress"] == {**status["progress"], "done": 500, "total": 1000}
+    writer.final(replace(building, phase=Phase.INDEXING))
+    assert "progress" not in kube.get_release("test", "products")["status"]
+    assert writer.writes == 4
 
 
 def test_events_count_repeats(
