@@ -414,6 +414,7 @@ class KubeController:
                 on_stopped=on_lost_leadership or self._lost_leadership,
             )
         self._gateways: dict[tuple[str, str, str], MilvusGateway] = {}
+        self._connecting: dict[tuple[str, str, str], threading.Lock] = {}
         self._gateway_lock = threading.Lock()  # also guards the models and the cache
         self._models: dict[str, EmbedderPort] = {}
         self._cache: EmbeddingCache | None = None
@@ -428,8 +429,9 @@ class KubeController:
         for informer in self.informers:
             self._spawn(informer.run, f"informer-{informer.namespace or 'all'}")
         self._spawn(self._resync_loop, "resync")
-        if self.elector is not None:
-            self._spawn(lambda: self.elector.run(self.stop), "leader-election")  # type: ignore[union-attr]
+        elector = self.elector
+        if elector is not None:
+            self._spawn(lambda: elector.run(self.stop), "leader-election")
         else:
             self._start_workers()
 
@@ -502,9 +504,6 @@ class KubeController:
         if not self.synced():
             return False
         return self.elector is None or self.elector.leader or self.elector.healthy
-
-    def is_leader(self) -> bool:
-        return self.elector is None or self.elector.leader
 
     # -- events in ---------------------------------------------------------------
 
@@ -693,10 +692,13 @@ class KubeController:
         ).hexdigest()
         key = (uri, ref.db, fingerprint)
         with self._gateway_lock:
+            connecting = self._connecting.setdefault(key, threading.Lock())
+        # One connection per key at a time (Milvus Lite opens its file once per process);
+        # connections to other Milvus instances, for other releases, go on meanwhile.
+        with connecting:
             if key not in self._gateways:
                 opts = self.config.milvus
                 observer = getattr(self.telemetry, "milvus_call", None)
-                kwargs = {"observer": observer} if observer is not None else {}
                 self._gateways[key] = MilvusGateway(
                     uri,
                     ref.db,
@@ -704,7 +706,7 @@ class KubeController:
                     RetryPolicy(
                         opts.retry_attempts, opts.retry_max_wait_seconds, opts.timeout_seconds
                     ),
-                    **kwargs,
+                    **({"observer": observer} if observer is not None else {}),
                 )
             return self._gateways[key]
 
