@@ -46,8 +46,9 @@ from controller.sources.base import VectorBatch
 from controller.status import Phase
 
 DIM = 128
-# embrel's flip event: "switched alias A: x -> y in 3 ms" / "rolled back alias ...".
-_SWITCH = re.compile(r"alias \S+: .* in (\d+) ms$")
+# embrel's flip event: "switched alias A: x -> y; verified by 12 probes through the alias
+# in 0.41s, 1 attempt(s)" (the alias move plus its proof, issue 7).
+_SWITCH = re.compile(r"alias \S+: .*; verified by .* in ([\d.]+)s, \d+ attempt")
 INDEX_PARAMS: dict[str, Any] = {"M": 16, "efConstruction": 100}
 INDEX: dict[str, Any] = {"type": "HNSW", "params": INDEX_PARAMS}
 
@@ -152,10 +153,10 @@ class Track:
         return elapsed
 
     def last_switch_ms(self) -> float:
-        """The "in N ms" embrel reports for the alias move itself."""
+        """The time embrel reports for the alias move and its proof through the alias."""
         for _, _, message in reversed(self.reporter.events):
             if found := _SWITCH.search(message):
-                return float(found.group(1))
+                return float(found.group(1)) * 1000
         raise LookupError("no alias switch event")
 
 

@@ -1026,8 +1026,8 @@ class Engine:
         rollback, auto = bool(step.extra.get("rollback")), str(step.extra.get("auto", ""))
         if not rollback:  # a rollback must be instant; its target served until recently
             self._warm_up(release, target.name)
-        probes = self._fingerprint_for(release, target, previous, obs) if previous else None
-        proof = self._verified_flip(release, target.name, probes)
+        hint = self._stored_fingerprint(target, previous, obs)
+        proof = self.flip_alias(release, target.name, previous, hint)
         flip = {"from": previous, "rollback": rollback, "auto": auto}
         self._settle_flip(release, target.name, obs, flip | proof)
 
@@ -1036,8 +1036,8 @@ class Engine:
         target = obs.collections[step.target]
         flip = json.loads(target.get(P_CUTOVER) or "{}")
         previous = flip.get("from")
-        probes = self._fingerprint_for(release, target, previous, obs) if previous else None
-        proof = self._verified_flip(release, target.name, probes)
+        hint = self._stored_fingerprint(target, previous, obs)
+        proof = self.flip_alias(release, target.name, previous, hint)
         self._settle_flip(release, target.name, obs, flip | proof)
 
     def _settle_flip(
@@ -1127,16 +1127,32 @@ class Engine:
             "seconds": round(time.monotonic() - started, 3),
         }
 
-    def _fingerprint_for(
-        self, release: EmbeddingRelease, target: CollectionState, previous: str, obs: Observation
-    ) -> Probes | None:
-        """Probes for this pair, from the stored fingerprint's ids when one covers it."""
-        if previous == target.name:
+    def flip_alias(
+        self,
+        release: EmbeddingRelease,
+        target: str,
+        previous: str | None,
+        hint: Fingerprint | None = None,
+    ) -> dict[str, Any]:
+        """Point the alias at ``target`` and prove that readers see it (issue 7).
+
+        Returns the proof: verified, method, probes, attempts, seconds.
+        """
+        probes = None
+        if previous and previous != target:
+            probes = self._fingerprint(release, target, previous, hint)
+        return self._verified_flip(release, target, probes)
+
+    @staticmethod
+    def _stored_fingerprint(
+        target: CollectionState, previous: str | None, obs: Observation
+    ) -> Fingerprint | None:
+        """The fingerprint recorded at validation for this pair, either way round."""
+        if previous is None:
             return None
-        other = obs.collections.get(previous)
-        stored = [c.get(P_FINGERPRINT) for c in (target, other) if c is not None]
+        stored = [c.get(P_FINGERPRINT) for c in (target, obs.collections.get(previous)) if c]
         hints = (Fingerprint.from_json(raw).between(target.name, previous) for raw in stored if raw)
-        return self._fingerprint(release, target.name, previous, next(filter(None, hints), None))
+        return next(filter(None, hints), None)
 
     def _fingerprint(
         self, release: EmbeddingRelease, new: str, old: str, hint: Fingerprint | None = None

@@ -28,6 +28,7 @@ class _Seen:
     track: str = ""
     settled: bool = False
     last_pass: float = 0.0
+    next_due: float = float("inf")  # when the engine asked to be called again (drift, drain)
     error: str = ""
     message: str = ""
 
@@ -71,11 +72,14 @@ def _visit(
             entry.track = release.track
             print(f"{path.name}: {release.track} wants version {release.spec.version}", flush=True)
         record = controller.store.load(entry.track)
-        due = time.monotonic() - entry.last_pass > options.resync_seconds
+        now = time.monotonic()
+        due = now - entry.last_pass > options.resync_seconds or now >= entry.next_due
         if not (changed or not entry.settled or (record and record.intents) or due):
             return
         result = controller.reconcile_track(entry.track, wait=False)
         entry.settled, entry.last_pass, entry.error = result.done, time.monotonic(), ""
+        wait = result.requeue_after if result.done else None
+        entry.next_due = entry.last_pass + wait if wait is not None else float("inf")
         if changed or result.status.message != entry.message:
             print(f"{path.name}: {result.status.phase}: {result.status.message}", flush=True)
             entry.message = result.status.message
