@@ -382,6 +382,7 @@ def report_outcome(status: ReleaseStatus, result: ReconcileResult | None) -> int
         Phase.FAILED: EXIT_FAILED,
         Phase.AWAITING_PROMOTION: EXIT_WAITING,
         Phase.ROLLED_BACK: EXIT_WAITING,
+        Phase.DEGRADED: EXIT_FAILED,  # switched but not proven: a person should look
     }.get(status.phase, EXIT_UNAVAILABLE)
 
 
@@ -415,6 +416,16 @@ def format_status(status: ReleaseStatus, spec_path: str) -> str:
         lines += [f"  {_check_line(c)}" for c in validation.get("checks", [])]
         if report := validation.get("report"):
             lines.append(f"Report:     {report}")
+    if cutover := d.get("cutover"):
+        proof = "verified" if cutover.get("verified") else "NOT verified"
+        lines.append(
+            f"Cutover:    {proof} by {cutover.get('method')} ({cutover.get('probes', 0)} probes, "
+            f"{cutover.get('attempts')} attempt(s), {cutover.get('seconds')}s) at {cutover.get('at')}"
+        )
+    if drift := d.get("drift"):
+        values = ", ".join(f"{k} {v:.4g}" for k, v in drift.get("values", {}).items())
+        lines.append(f"Drift:      {values or 'not measured yet'} (at {drift.get('measuredAt')})")
+        lines += [f"  breach: {b}" for b in drift.get("breaches", [])]
     lines.append("Conditions:")
     for cond in status.conditions:
         lines.append(
