@@ -39,9 +39,7 @@ def test_fingerprint_keeps_only_probes_that_differ(pair) -> None:  # type: ignor
 
 def test_judge_tells_new_from_old_and_a_rollback_swaps_roles(pair) -> None:  # type: ignore[no-untyped-def]
     new, old = pair
-    fp = fingerprint(
-        "b", "a", [*range(20), 25], new, old, [], np.empty((0, 3)), np.empty((0, 3))
-    )
+    fp = fingerprint("b", "a", [*range(20), 25], new, old, [], np.empty((0, 3)), np.empty((0, 3)))
     through_alias_new = {i: new[i] for i in fp.ids}
     through_alias_old = {i: old[i] for i in fp.ids if i in old}
     empty = np.empty((0, 3))
