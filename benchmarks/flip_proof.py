@@ -46,9 +46,14 @@ LATE = 2.0  # seconds: the issue's bound for detecting and healing a lost flip
 Search = tuple[float, float, str, str, bool]
 
 
-def read_loop(uri: str, alias: str, query: list[float], stop: Any, out: list[Search]) -> None:
+def read_loop(
+    uri: str, alias: str, query: list[float], stop: Any, out: list[Search], ready: Any = None
+) -> None:
     searcher = AliasSearcher(uri, alias)
     try:
+        searcher.search([query], limit=1)  # connected and served once before flips begin
+        if ready is not None:
+            ready.set()
         while not stop.is_set():
             started, before = time.time(), searcher.retried
             try:
@@ -62,9 +67,11 @@ def read_loop(uri: str, alias: str, query: list[float], stop: Any, out: list[Sea
         searcher.close()
 
 
-def _process_reader(uri: str, alias: str, query: list[float], stop: Any, queue: Any) -> None:
+def _process_reader(
+    uri: str, alias: str, query: list[float], stop: Any, ready: Any, queue: Any
+) -> None:
     out: list[Search] = []
-    read_loop(uri, alias, query, stop, out)
+    read_loop(uri, alias, query, stop, out, ready)
     queue.put(out)
 
 
@@ -148,11 +155,10 @@ def run_mode(mode: str, uri: str, flips: int, interval: float, threads: int) -> 
 
     run = Run(mode)
     query = vectors[0].tolist()
-    stop_t, stop_p = threading.Event(), mp.get_context("spawn").Event()
-    queue = mp.get_context("spawn").Queue()
-    proc = mp.get_context("spawn").Process(
-        target=_process_reader, args=(uri, alias, query, stop_p, queue)
-    )
+    spawn = mp.get_context("spawn")
+    stop_t, stop_p, ready = threading.Event(), spawn.Event(), spawn.Event()
+    queue = spawn.Queue()
+    proc = spawn.Process(target=_process_reader, args=(uri, alias, query, stop_p, ready, queue))
     proc.start()
     outs: list[list[Search]] = [[] for _ in range(threads)]
     workers = [
@@ -161,7 +167,9 @@ def run_mode(mode: str, uri: str, flips: int, interval: float, threads: int) -> 
     for w in workers:
         w.start()
     try:
-        time.sleep(3.0)  # the reader process connects
+        if not ready.wait(timeout=120):
+            raise RuntimeError("the reader process did not start searching")
+        time.sleep(0.5)
         current = "A"
         for i in range(flips):
             target = "B" if current == "A" else "A"
