@@ -42,7 +42,8 @@ from controller.spec import EmbeddingRelease, release_from_dict
 DIM, ROWS, B_OFFSET = 32, 2000, 1_000_000
 LATE = 2.0  # seconds: the bound for detecting and healing a lost flip
 
-# (started, finished, served "A" | "B" | "error", error text, retried)
+# (started, finished, served "A" | "B" | "error", error text, retried); a reader ends
+# with (0, count, "retried", message, False) tallies of the errors its retry cleared.
 Search = tuple[float, float, str, str, bool]
 
 
@@ -64,6 +65,8 @@ def read_loop(
                 text = f"{'transient ' if is_transient(exc) else ''}{exc}"[:160]
                 out.append((started, time.time(), "error", text, searcher.retried > before))
     finally:
+        for text, count in searcher.retried_errors.items():
+            out.append((0.0, float(count), "retried", text, False))  # a tally, not a search
         searcher.close()
 
 
@@ -215,14 +218,14 @@ class FlipStats:
     late: int  # old answers from searches started LATE s after the flip began
 
 
-def analyse(run: Run) -> tuple[list[FlipStats], Counter[str], int]:
+def analyse(run: Run) -> tuple[list[FlipStats], Counter[str], Counter[str]]:
     stats = []
     for i, f in enumerate(run.flips):
         end = run.flips[i + 1].started if i + 1 < len(run.flips) else float("inf")
         visible: list[float | None] = []
         stale = late = 0
         for reader in run.readers:
-            window = [s for s in reader if f.started <= s[0] < end and s[2] != "error"]
+            window = [s for s in reader if f.started <= s[0] < end and s[2] in ("A", "B")]
             old = [s for s in window if s[2] != f.target]
             stale += sum(1 for s in old if s[0] >= f.returned)
             late += sum(1 for s in old if s[0] >= f.started + LATE)
@@ -236,13 +239,17 @@ def analyse(run: Run) -> tuple[list[FlipStats], Counter[str], int]:
             print(f"  {run.mode}: flip {i} to {f.target} not seen by every reader: {visible}")
         stats.append(FlipStats(seen, stale, late))
     errors = Counter(s[3] for r in run.readers for s in r if s[2] == "error")
-    retried = sum(1 for r in run.readers for s in r if s[4])
-    return stats, errors, retried
+    cleared: Counter[str] = Counter()
+    for s in (s for r in run.readers for s in r if s[2] == "retried"):
+        cleared[s[3]] += int(s[1])
+    return stats, errors, cleared
 
 
 def report(run: Run) -> list[object]:
-    stats, errors, retried = analyse(run)
-    searches = sum(len(r) for r in run.readers)
+    stats, errors, cleared = analyse(run)
+    searches = sum(1 for r in run.readers for s in r if s[2] != "retried")
+    for text, count in cleared.most_common():
+        print(f"  {run.mode}: {count} searches failed once, then succeeded on retry: {text}")
     seen = sorted(s.visible_after for s in stats if s.visible_after is not None)
     never = sum(1 for s in stats if s.visible_after is None)
     reissued = sum(1 for f in run.flips if f.attempts > 1)
@@ -263,7 +270,7 @@ def report(run: Run) -> list[object]:
         sum(s.stale for s in stats),
         sum(s.late for s in stats),
         sum(errors.values()),
-        retried,
+        sum(cleared.values()),
     ]
 
 

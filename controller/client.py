@@ -18,6 +18,7 @@ docs/client-guidance.md:
 from __future__ import annotations
 
 import time
+from collections import Counter
 from typing import Any
 
 from pymilvus import MilvusClient, MilvusException
@@ -54,6 +55,7 @@ class AliasSearcher:
         self.alias, self.retries, self.pause = alias, retries, pause
         self.client = client or MilvusClient(uri=uri, token=token)
         self.retried = 0  # how many searches needed a retry (for your metrics)
+        self.retried_errors: Counter[str] = Counter()  # what they failed with, first line
 
     def search(self, data: list[Any], limit: int = 10, **kwargs: Any) -> Any:
         for attempt in range(self.retries + 1):
@@ -63,6 +65,7 @@ class AliasSearcher:
                 if attempt == self.retries or not is_transient(exc):
                     raise
                 self.retried += 1
+                self.retried_errors[str(getattr(exc, "message", exc)).splitlines()[0][:120]] += 1
                 time.sleep(self.pause)
         raise AssertionError("unreachable")
 
