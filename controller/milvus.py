@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -166,8 +166,11 @@ class MilvusGateway:
         """A second gateway on its own connection, to see the alias as a new client would."""
         return MilvusGateway(self.uri, self._db, self._creds, self.policy, self.observer)
 
-    def _call(self, action: str, fn: Callable[[], T], op: str | None = None) -> T:
-        """``fn`` with errors translated and retried; ``op`` names it for metrics (bounded)."""
+    def _call(
+        self, action: str, fn: Callable[[], T], op: str | None = None, retried: bool = True
+    ) -> T:
+        """``fn`` with errors translated and retried (unless ``retried`` is False); ``op``
+        names it for metrics (bounded)."""
         operation = op or action.split(" ", 1)[0]
 
         def attempt() -> T:
@@ -182,7 +185,7 @@ class MilvusGateway:
                 if self.observer is not None:
                     self.observer(operation, time.perf_counter() - started, error)
 
-        return self._retry(attempt)()
+        return self._retry(attempt)() if retried else attempt()
 
     # -- collections ---------------------------------------------------------
 
@@ -280,28 +283,20 @@ class MilvusGateway:
         """A seeded uniform sample of up to ``n`` ids (reservoir over the first
         ``scan_limit`` ids, read in pages with ``query_iterator``)."""
         rng = np.random.default_rng(seed)
-        it = self._call(
-            f"reading ids of {name}",
-            lambda: self._client.query_iterator(
-                name, batch_size=10_000, output_fields=[ID_FIELD], consistency_level="Strong"
-            ),
-            op="query_iterator",
-        )
         reservoir: list[int] = []
         seen = 0
-        try:
-            while seen < scan_limit:
-                page = self._call(f"reading ids of {name}", it.next, op="query_iterator_next")
-                if not page:
-                    break
+        # Retried: a sample bears a page read twice; a copy (iterate_rows) does not.
+        pages = self._pages(name, f"reading ids of {name}", 10_000, [ID_FIELD], retried=True)
+        with closing(pages):
+            for page in pages:
                 for row in page:
                     seen += 1
                     if len(reservoir) < n:
                         reservoir.append(int(row[ID_FIELD]))
                     elif (slot := int(rng.integers(seen))) < n:
                         reservoir[slot] = int(row[ID_FIELD])
-        finally:
-            it.close()
+                if seen >= scan_limit:
+                    break
         return np.asarray(sorted(reservoir), dtype=np.int64)
 
     def iterate_rows(
@@ -311,24 +306,31 @@ class MilvusGateway:
         move), ordered by id, in batches of at most ``batch_size``, read with Strong
         consistency through ``query_iterator``. ``vectors=False`` leaves them out
         (the batch's vectors then have shape (n, 0)); ``fields`` are extra scalars."""
-        size = max(1, min(batch_size, QUERY_ITERATOR_MAX_BATCH))
         output = [ID_FIELD, *([VECTOR_FIELD] if vectors else []), *fields]
+        # No retry: a page of a copy may not be re-read.
+        pages = self._pages(name, f"reading {name}", batch_size, output, retried=False)
+        first_row = 0
+        with closing(pages):
+            for page in pages:
+                yield _rows_to_batch(page, name, first_row, fields, vectors)
+                first_row += len(page)
+
+    def _pages(
+        self, name: str, action: str, batch_size: int, output: list[str], retried: bool
+    ) -> Generator[list[dict[str, Any]], None, None]:
+        """The ``output`` fields of every row of ``name``, by id, in pages read with
+        Strong consistency through ``query_iterator`` (closed when the generator is)."""
+        size = max(1, min(batch_size, QUERY_ITERATOR_MAX_BATCH))
         it = self._call(
-            f"reading {name}",
+            action,
             lambda: self._client.query_iterator(
                 name, batch_size=size, output_fields=output, consistency_level="Strong"
             ),
             op="query_iterator",
         )
-        first_row = 0
         try:
-            while True:
-                with _translated(f"reading {name}"):  # no retry: a page may not be re-read
-                    page = it.next()
-                if not page:
-                    return
-                yield _rows_to_batch(page, name, first_row, fields, vectors)
-                first_row += len(page)
+            while page := self._call(action, it.next, op="query_iterator_next", retried=retried):
+                yield page
         finally:
             it.close()
 
