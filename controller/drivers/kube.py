@@ -44,7 +44,14 @@ from typing import Any
 from controller.config import ControllerConfig, credentials_from_env
 from controller.drivers.informer import Informer, needs_reconcile, track_key
 from controller.drivers.leader import LeaderElector, micro_time
-from controller.drivers.local import ReferenceFolder, ReportFolder
+from controller.drivers.local import (
+    ReferenceFolder,
+    ReportFolder,
+    engine_settings,
+    milvus_uri,
+    open_embedding_cache,
+    retry_policy,
+)
 from controller.drivers.workqueue import WorkQueue
 from controller.embedding.cache import EmbeddingCache
 from controller.embedding.embedder import SentenceTransformerEmbedder
@@ -53,7 +60,6 @@ from controller.engine import (
     Intents,
     Observation,
     ReconcileResult,
-    Settings,
     utc_now,
 )
 from controller.errors import (
@@ -65,7 +71,7 @@ from controller.errors import (
     TemporaryError,
 )
 from controller.kube import KubeGateway, SecretCredentials
-from controller.milvus import Credentials, MilvusGateway, RetryPolicy
+from controller.milvus import Credentials, MilvusGateway
 from controller.ports import Advance, EmbedderPort, Telemetry
 from controller.sources import LocalFiles
 from controller.spec import EmbedderSpec, EmbeddingRelease, release_from_dict
@@ -637,18 +643,12 @@ class KubeController:
         reporter: KubeReporter,
         writer: StatusWriter,
     ) -> Engine:
-        build = self.config.build
-        settings = Settings(
-            batch_size=build.batch_size,
-            index_timeout=build.index_timeout_seconds,
-            load_timeout=build.load_timeout_seconds,
-        )
         state = self.config.state_dir
         return Engine(
             self.gateway(release, obj),
             LocalFiles(self.options.base_dir),
             reporter,
-            settings,
+            engine_settings(self.config),
             reports=ReportFolder(state / "reports"),
             telemetry=self.telemetry,
             references=ReferenceFolder(state / "references"),
@@ -666,22 +666,15 @@ class KubeController:
             return self._models[key]
 
     def _embedding_cache(self) -> EmbeddingCache | None:
-        opts = self.config.embedding_cache
-        if not opts.enabled:
-            return None
         with self._gateway_lock:
             if self._cache is None:  # opened on first use; safe across threads
-                path = opts.path or self.config.state_dir / "embedding-cache.sqlite"
-                self._cache = EmbeddingCache(path, opts.max_bytes)
+                self._cache = open_embedding_cache(self.config)
             return self._cache
 
     def gateway(self, release: EmbeddingRelease, obj: Mapping[str, Any]) -> MilvusGateway:
         """A Milvus gateway per (uri, db, credentials); the Secret wins over the env vars."""
         ref = release.spec.milvus
-        uri = ref.uri.removeprefix("file://")
-        if ref.is_lite:
-            uri = str((self.options.base_dir / uri).resolve())
-            Path(uri).parent.mkdir(parents=True, exist_ok=True)
+        uri = milvus_uri(ref, self.options.base_dir)
         if ref.secret_ref:
             secret = self._credentials(obj["metadata"].get("namespace", "default"), ref.secret_ref)
             creds = Credentials(secret.token, secret.user, secret.password)
@@ -697,15 +690,12 @@ class KubeController:
         # connections to other Milvus instances, for other releases, go on meanwhile.
         with connecting:
             if key not in self._gateways:
-                opts = self.config.milvus
                 observer = getattr(self.telemetry, "milvus_call", None)
                 self._gateways[key] = MilvusGateway(
                     uri,
                     ref.db,
                     creds,
-                    RetryPolicy(
-                        opts.retry_attempts, opts.retry_max_wait_seconds, opts.timeout_seconds
-                    ),
+                    retry_policy(self.config),
                     **({"observer": observer} if observer is not None else {}),
                 )
             return self._gateways[key]

@@ -37,7 +37,7 @@ from controller.metrics import PrometheusTelemetry, error_reason
 from controller.milvus import Credentials, MilvusGateway, RetryPolicy
 from controller.ports import EmbedderFactory, EmbedderPort, Reporter
 from controller.sources import LocalFiles
-from controller.spec import EmbedderSpec, EmbeddingRelease, parse_release
+from controller.spec import EmbedderSpec, EmbeddingRelease, MilvusRef, parse_release
 from controller.status import Reason, ReleaseStatus, with_phase
 
 log = logging.getLogger(__name__)
@@ -222,6 +222,38 @@ def controller_lock(root: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def engine_settings(config: ControllerConfig) -> Settings:
+    """The engine's settings from the controller config (both drivers)."""
+    build = config.build
+    return Settings(
+        batch_size=build.batch_size,
+        index_timeout=build.index_timeout_seconds,
+        load_timeout=build.load_timeout_seconds,
+    )
+
+
+def retry_policy(config: ControllerConfig) -> RetryPolicy:
+    opts = config.milvus
+    return RetryPolicy(opts.retry_attempts, opts.retry_max_wait_seconds, opts.timeout_seconds)
+
+
+def open_embedding_cache(config: ControllerConfig) -> EmbeddingCache | None:
+    """The embedding cache of ``config.embeddingCache``; None when it is disabled."""
+    opts = config.embedding_cache
+    if not opts.enabled:
+        return None
+    return EmbeddingCache(opts.path or config.state_dir / "embedding-cache.sqlite", opts.max_bytes)
+
+
+def milvus_uri(ref: MilvusRef, base_dir: Path) -> str:
+    """The URI to connect to; a Milvus Lite path is relative to ``base_dir`` (created)."""
+    uri = ref.uri.removeprefix("file://")
+    if ref.is_lite:
+        uri = str((base_dir / uri).resolve())
+        Path(uri).parent.mkdir(parents=True, exist_ok=True)
+    return uri
+
+
 class LocalController:
     """Reconciles releases from files against Milvus, persisting status in the state folder."""
 
@@ -250,12 +282,8 @@ class LocalController:
             self._cache = None
 
     def embedding_cache(self) -> EmbeddingCache | None:
-        opts = self.config.embedding_cache
-        if not opts.enabled:
-            return None
         if self._cache is None:  # the file is opened on first use
-            path = opts.path or self.config.state_dir / "embedding-cache.sqlite"
-            self._cache = EmbeddingCache(path, opts.max_bytes)
+            self._cache = open_embedding_cache(self.config)
         return self._cache
 
     def embedder_factory(self, base_dir: Path) -> EmbedderFactory:
@@ -273,10 +301,7 @@ class LocalController:
 
     def gateway(self, release: EmbeddingRelease, base_dir: Path) -> MilvusGateway:
         ref = release.spec.milvus
-        uri = ref.uri.removeprefix("file://")
-        if ref.is_lite:  # a local path is relative to the spec's folder, like its sources
-            uri = str((base_dir / uri).resolve())
-            Path(uri).parent.mkdir(parents=True, exist_ok=True)
+        uri = milvus_uri(ref, base_dir)  # a Lite path is relative to the spec's folder
         key = (uri, ref.db)
         if key not in self._gateways:
             if ref.secret_ref:
@@ -286,29 +311,21 @@ class LocalController:
                     "the local driver takes credentials from EMBREL_MILVUS_* variables",
                     warning=True,
                 )
-            token, user, password = credentials_from_env()
-            opts = self.config.milvus
             self._gateways[key] = MilvusGateway(
                 uri,
                 ref.db,
-                Credentials(token, user, password),
-                RetryPolicy(opts.retry_attempts, opts.retry_max_wait_seconds, opts.timeout_seconds),
+                Credentials(*credentials_from_env()),
+                retry_policy(self.config),
                 observer=self.telemetry.milvus_call if self.telemetry else None,
             )
         return self._gateways[key]
 
     def engine(self, release: EmbeddingRelease, base_dir: Path) -> Engine:
-        build = self.config.build
-        settings = Settings(
-            batch_size=build.batch_size,
-            index_timeout=build.index_timeout_seconds,
-            load_timeout=build.load_timeout_seconds,
-        )
         return Engine(
             self.gateway(release, base_dir),
             LocalFiles(base_dir),
             self.reporter,
-            settings,
+            engine_settings(self.config),
             reports=ReportFolder(self.config.state_dir / "reports"),
             telemetry=self.telemetry,
             references=ReferenceFolder(self.config.state_dir / "references"),
