@@ -1,12 +1,14 @@
 """Controller configuration: file (config.example.yaml documents every option) + environment.
 
-Credentials come only from the environment (or a Kubernetes Secret, later), never
-from a release spec or this file, and are never logged.
+Credentials come only from the environment (or, in the Kubernetes driver, the Secret
+named in spec.milvus.secretRef), never from a release spec or this file, and are never
+logged.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -83,9 +85,26 @@ def load_config(path: Path | None) -> ControllerConfig:
         raise SpecError(str(path), problems) from exc
 
 
-def credentials_from_env() -> tuple[str, str, str]:
-    """(token, user, password) from the environment; empty strings when unset."""
-    return (
+@dataclass(frozen=True)
+class Credentials:
+    """Milvus credentials (environment or Secret); kept out of repr so that a credential
+    never reaches a log line by accident."""
+
+    token: str = ""
+    user: str = ""
+    password: str = ""
+
+    def __repr__(self) -> str:
+        return "Credentials(<redacted>)"
+
+    def values(self) -> list[str]:
+        """The secret strings, for redaction."""
+        return [v for v in (self.token, self.password) if v]
+
+
+def credentials_from_env() -> Credentials:
+    """Credentials from the environment; empty strings when unset."""
+    return Credentials(
         os.environ.get(ENV_TOKEN, ""),
         os.environ.get(ENV_USER, ""),
         os.environ.get(ENV_PASSWORD, ""),

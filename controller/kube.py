@@ -33,6 +33,7 @@ from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
+from controller.config import Credentials
 from controller.errors import (
     KubeConflict,
     KubeGone,
@@ -63,22 +64,6 @@ class WatchEvent:
     @property
     def resource_version(self) -> str:
         return str(self.object.get("metadata", {}).get("resourceVersion", ""))
-
-
-@dataclass(frozen=True)
-class SecretCredentials:
-    """Milvus credentials read from a Secret; kept out of repr."""
-
-    token: str = ""
-    user: str = ""
-    password: str = ""
-
-    def __repr__(self) -> str:
-        return "SecretCredentials(<redacted>)"
-
-    def values(self) -> list[str]:
-        """The secret strings, for redaction."""
-        return [v for v in (self.token, self.password) if v]
 
 
 def _body_message(exc: ApiException) -> str:
@@ -303,7 +288,7 @@ class KubeGateway:
 
     # -- Secrets ---------------------------------------------------------------
 
-    def read_credentials(self, namespace: str, name: str) -> SecretCredentials:
+    def read_credentials(self, namespace: str, name: str) -> Credentials:
         """Milvus credentials from a Secret: key ``token``, or ``user`` (or ``username``)
         and ``password``. The values never appear in an error message or a log line."""
         where = f"Secret {namespace}/{name} (spec.milvus.secretRef)"
@@ -323,7 +308,7 @@ class KubeGateway:
                 f"{where} has neither the key token nor both user and password "
                 f"(it has: {', '.join(sorted(data)) or 'no keys'})"
             )
-        return SecretCredentials(token, user, password)
+        return Credentials(token, user, password)
 
 
 def _decode(where: str, key: str, value: str) -> str:

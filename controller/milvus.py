@@ -23,6 +23,7 @@ import numpy as np
 from pymilvus import DataType, MilvusClient, MilvusException
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from controller.config import Credentials
 from controller.errors import MilvusRejected, MilvusUnavailable, NotFound
 from controller.sources.base import VectorBatch
 from controller.spec import FieldSpec
@@ -60,18 +61,6 @@ _SCALAR_TYPES: dict[str, DataType] = {
 QUERY_ITERATOR_MAX_BATCH = 16_384
 ID_FIELD = "id"
 VECTOR_FIELD = "vector"
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """Kept out of repr so a credential never reaches a log line by accident."""
-
-    token: str = ""
-    user: str = ""
-    password: str = ""
-
-    def __repr__(self) -> str:
-        return "Credentials(<redacted>)"
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from controller.config import ControllerConfig, credentials_from_env
+from controller.config import ControllerConfig, Credentials, credentials_from_env
 from controller.drivers.informer import Informer, needs_reconcile, track_key
 from controller.drivers.leader import LeaderElector, micro_time
 from controller.drivers.local import (
@@ -70,8 +70,8 @@ from controller.errors import (
     SpecError,
     TemporaryError,
 )
-from controller.kube import KubeGateway, SecretCredentials
-from controller.milvus import Credentials, MilvusGateway
+from controller.kube import KubeGateway
+from controller.milvus import MilvusGateway
 from controller.ports import Advance, EmbedderPort, Telemetry
 from controller.sources import LocalFiles
 from controller.spec import EmbedderSpec, EmbeddingRelease, release_from_dict
@@ -676,10 +676,9 @@ class KubeController:
         ref = release.spec.milvus
         uri = milvus_uri(ref, self.options.base_dir)
         if ref.secret_ref:
-            secret = self._credentials(obj["metadata"].get("namespace", "default"), ref.secret_ref)
-            creds = Credentials(secret.token, secret.user, secret.password)
+            creds = self._credentials(obj["metadata"].get("namespace", "default"), ref.secret_ref)
         else:
-            creds = Credentials(*credentials_from_env())
+            creds = credentials_from_env()
         fingerprint = hashlib.sha256(
             f"{creds.token}\0{creds.user}\0{creds.password}".encode()
         ).hexdigest()
@@ -700,7 +699,7 @@ class KubeController:
                 )
             return self._gateways[key]
 
-    def _credentials(self, namespace: str, name: str) -> SecretCredentials:
+    def _credentials(self, namespace: str, name: str) -> Credentials:
         try:
             secret = self.kube.read_credentials(namespace, name)
         except KubeNotFound as exc:

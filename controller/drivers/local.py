@@ -34,7 +34,7 @@ from controller.embedding.embedder import SentenceTransformerEmbedder
 from controller.engine import Engine, Intents, ReconcileResult, Settings, utc_now
 from controller.errors import EmbrelError, SpecError, TemporaryError
 from controller.metrics import PrometheusTelemetry, error_reason
-from controller.milvus import Credentials, MilvusGateway, RetryPolicy
+from controller.milvus import MilvusGateway, RetryPolicy
 from controller.ports import EmbedderFactory, EmbedderPort, Reporter
 from controller.sources import LocalFiles
 from controller.spec import EmbedderSpec, EmbeddingRelease, MilvusRef, parse_release
@@ -314,7 +314,7 @@ class LocalController:
             self._gateways[key] = MilvusGateway(
                 uri,
                 ref.db,
-                Credentials(*credentials_from_env()),
+                credentials_from_env(),
                 retry_policy(self.config),
                 observer=self.telemetry.milvus_call if self.telemetry else None,
             )

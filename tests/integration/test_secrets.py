@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.milvus import Credentials
+from controller.config import Credentials
 from tests.conftest import Backend, Corpus, embrel, release_yaml, write_release
 
 SECRET = "s3cr3t-t0ken-4f9a"
