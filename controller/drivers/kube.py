@@ -103,8 +103,10 @@ class Redactor:
         self._lock = threading.Lock()
 
     def add(self, values: list[str]) -> None:
+        # Also as escaped inside JSON: the status is redacted as JSON text.
+        forms = {f for v in values if len(v) >= 4 for f in (v, json.dumps(v)[1:-1])}
         with self._lock:
-            self._secrets.update(v for v in values if len(v) >= 4)
+            self._secrets.update(forms)
 
     def __call__(self, text: str) -> str:
         with self._lock:
@@ -679,6 +681,7 @@ class KubeController:
             creds = self._credentials(obj["metadata"].get("namespace", "default"), ref.secret_ref)
         else:
             creds = credentials_from_env()
+            self.redact.add(creds.values())
         fingerprint = hashlib.sha256(
             f"{creds.token}\0{creds.user}\0{creds.password}".encode()
         ).hexdigest()

@@ -6,6 +6,7 @@ End-to-end runs of the controller process are in test_kube_e2e.py (heavy).
 from __future__ import annotations
 
 import base64
+import json
 import threading
 import time
 from dataclasses import replace
@@ -269,6 +270,10 @@ def test_reasons_are_camel_case_and_secrets_redacted() -> None:
     redact = Redactor()
     redact.add(["s3cr3t-token"])
     assert redact("token s3cr3t-token refused") == "token <redacted> refused"
+    # The status is redacted as JSON text, where a quote or backslash is escaped.
+    redact.add(['pa"ss\\w0rd'])
+    status = json.loads(redact(json.dumps({"message": 'login pa"ss\\w0rd refused'})))
+    assert status == {"message": "login <redacted> refused"}
 
 
 # -- deletion ------------------------------------------------------------------------------
@@ -377,6 +382,20 @@ def test_invalid_spec_fails_with_field_paths_and_a_warning(
     assert [e["reason"] for e in warnings] == ["InvalidSpec"]
     assert kube.get_release("test", "products")["metadata"]["finalizers"] == [FINALIZER]
     assert not (tmp_path / "milvus.db").exists()  # Milvus was never touched
+
+
+def test_environment_credentials_are_redacted_too(
+    kube: KubeGateway, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EMBREL_MILVUS_TOKEN", "env-t0ken-value")
+    obj = {"apiVersion": f"{G}/{V}", "kind": "EmbeddingRelease", "spec": spec()}
+    obj["metadata"] = {"name": "products", "namespace": "test"}
+    ctl = controller(kube, tmp_path)
+    try:
+        ctl.gateway(release_from_dict(obj), obj)
+        assert ctl.redact("refused env-t0ken-value") == "refused <redacted>"
+    finally:
+        ctl.shutdown()
 
 
 def test_a_missing_secret_is_reported_and_retried(
