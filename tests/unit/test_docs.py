@@ -1,4 +1,4 @@
-"""The docs name only what exists: CLI flags, spec fields and controller modules."""
+"""The docs name only what exists: CLI flags, spec fields, controller modules, metrics."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import re
 import typing
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
 from controller.cli import _parser
+from controller.metrics import PrometheusTelemetry
 from controller.spec import EmbeddingRelease
 
 REPO = Path(__file__).parents[2]
@@ -102,3 +104,14 @@ def test_architecture_lists_every_controller_module() -> None:
         if f"{pkg.name}/" not in layers
     ]
     assert missing == []
+
+
+def test_observability_lists_exactly_the_exported_metrics() -> None:
+    series = PrometheusTelemetry(CollectorRegistry()).series_names()
+    histograms = {n.removesuffix("_bucket") for n in series if n.endswith("_bucket")}
+    parts = {f"{h}{suffix}" for h in histograms for suffix in ("_bucket", "_count", "_sum")}
+    families = (set(series) - parts) | histograms
+    text = (REPO / "docs" / "observability.md").read_text()
+    documented = set(re.findall(r"`(embrel_[a-z_]+)`", text))
+    assert len(families) > 20
+    assert documented == families
