@@ -10,7 +10,8 @@ alias is flipped A <-> B ``--flips`` times, once per ``--interval`` seconds:
 * verified: ``Engine.flip_alias``: probes through the alias on a fresh connection,
   re-issuing the flip when they still see the old collection (issue 7).
 
-Per flip: time until every reader sees the new target, stale searches (old answers
+Per flip, from the first ``alter_alias`` call: time until every reader sees the new
+target, stale searches (old answers
 after the flip call returned), searches still answered by the old collection 2 s
 after the flip, failed searches (after the retry), and lost flips (raw: a reader
 never saw the target before the next flip; verified: re-issues, and whether healed).
@@ -80,7 +81,7 @@ def _process_reader(
 
 @dataclass
 class Flip:
-    started: float
+    started: float  # when the first alter_alias was sent (after embrel's pre-flip reads)
     returned: float
     target: str
     attempts: int = 1
@@ -143,18 +144,19 @@ def run_mode(mode: str, uri: str, flips: int, interval: float, threads: int) -> 
     gateway.point_alias(alias, names["A"])
     engine = Engine(gateway, None, _Silent())  # type: ignore[arg-type]
     release = _release(uri, alias)
-    flip: Callable[[str, str], tuple[int, bool]]
+    flip: Callable[[str, str], tuple[int, bool, float]]
     if mode == "raw":
 
-        def flip(target: str, previous: str) -> tuple[int, bool]:
+        def flip(target: str, previous: str) -> tuple[int, bool, float]:
+            issued = time.time()
             gateway.point_alias(alias, target)
-            return 1, True
+            return 1, True, issued
 
     else:
 
-        def flip(target: str, previous: str) -> tuple[int, bool]:
+        def flip(target: str, previous: str) -> tuple[int, bool, float]:
             proof = engine.flip_alias(release, target, previous)
-            return int(proof["attempts"]), bool(proof["verified"])
+            return int(proof["attempts"]), bool(proof["verified"]), float(proof["issuedAt"])
 
     run = Run(mode)
     query = vectors[0].tolist()
@@ -177,8 +179,8 @@ def run_mode(mode: str, uri: str, flips: int, interval: float, threads: int) -> 
         for i in range(flips):
             target = "B" if current == "A" else "A"
             started = time.time()
-            attempts, verified = flip(names[target], names[current])
-            run.flips.append(Flip(started, time.time(), target, attempts, verified))
+            attempts, verified, issued = flip(names[target], names[current])
+            run.flips.append(Flip(issued, time.time(), target, attempts, verified))
             current = target
             time.sleep(max(0.0, started + interval - time.time()))
             if (i + 1) % 20 == 0:

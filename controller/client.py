@@ -31,6 +31,7 @@ TRANSIENT_MARKERS = (
     "channel not available",
     "collection not loaded",
     "not found in current target",
+    "can't find collection name",  # the alias, for an instant after alter_alias
 )
 
 

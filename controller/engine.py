@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -122,7 +123,7 @@ class Settings:
     poll_interval: float = 0.5
     # Verified flip: probe through the alias this long before re-issuing alter_alias,
     # at most this many times, then the release is Degraded.
-    verify_window: float = 0.5
+    verify_window: float = 0.4
     flip_attempts: int = 3
 
 
@@ -1096,13 +1097,13 @@ class Engine:
         ``verify_window`` (a lost flip, DESIGN.md §6), at most ``flip_attempts`` times.
         """
         alias, s = release.spec.alias, self.settings
-        started = time.monotonic()
+        started, issued_at = time.monotonic(), time.time()
         fp = probes.fp if probes else None
         probe = (
             _Probe(self.milvus, release, probes) if probes and probes.fp.distinguishable else None
         )
         try:
-            for attempt in range(1, s.flip_attempts + 1):
+            for attempt in range(1, max(1, s.flip_attempts) + 1):
                 self.milvus.point_alias(alias, target)
                 if probe is None:  # identical content: describe_alias is all there is
                     seen = Seen.NEW if self.milvus.alias_target(alias) == target else Seen.OLD
@@ -1125,6 +1126,7 @@ class Engine:
             "probes": len(fp.ids) + len(fp.query_ids) if fp else 0,
             "attempts": attempt,
             "seconds": round(time.monotonic() - started, 3),
+            "issuedAt": round(issued_at, 3),  # epoch of the first alter_alias
         }
 
     def flip_alias(
@@ -1212,11 +1214,10 @@ class Engine:
         ids = self.milvus.sample_ids(live, mon.sample, release.spec.validation.seed)
         vectors = self.milvus.vectors_by_id(live, ids.tolist())
         ids = np.asarray([i for i in ids.tolist() if i in vectors], dtype=np.int64)
-        sample = np.stack([vectors[int(i)] for i in ids])
+        dim = release.spec.collection.dimension
+        sample = np.stack([vectors[int(i)] for i in ids]) if len(ids) else np.empty((0, dim))
         canaries = self._canary_queries(release, sample)
-        answers = self.milvus.search_ids(
-            live, canaries, mon.canary_k, search_params(release, mon.canary_k)
-        )
+        answers = self._canary_answers(release, live, canaries)
         ref = monitoring.reference(
             ids, sample, canaries, answers, self.milvus.row_count(live, flush=False)
         )
@@ -1253,9 +1254,7 @@ class Engine:
             ref,
             current=self.milvus.vectors_by_id(live, ref.ids.tolist()),
             fresh_sample=self._fresh_sample(release, live),
-            canary_answers=self.milvus.search_ids(
-                live, ref.canary_queries, mon.canary_k, search_params(release, mon.canary_k)
-            ),
+            canary_answers=self._canary_answers(release, live, ref.canary_queries),
             row_count=self.milvus.row_count(live, flush=False),
             queries=self._production_queries(release),
         )
@@ -1272,11 +1271,21 @@ class Engine:
                 Reason.DRIFT_DETECTED, f"drift on {live}: {'; '.join(breaches)}", warning=True
             )
 
+    def _canary_answers(
+        self, release: EmbeddingRelease, live: str, queries: np.ndarray
+    ) -> np.ndarray:
+        k = release.spec.monitoring.canary_k
+        if not len(queries):  # an empty live collection has no sample to ask with
+            return np.empty((0, k), dtype=np.int64)
+        return self.milvus.search_ids(live, queries, k, search_params(release, k))
+
     def _fresh_sample(self, release: EmbeddingRelease, live: str) -> np.ndarray:
-        """A new sample each time (seeded by the clock), to see new rows too."""
+        """A new sample each time (seeded by the clock), so rows added since the reference
+        are seen too (among the first 1M ids in key order: ``sample_ids``' scan bound)."""
         ids = self.milvus.sample_ids(live, release.spec.monitoring.sample, int(time.time()))
         vectors = self.milvus.vectors_by_id(live, ids.tolist())
-        return np.stack(list(vectors.values())) if vectors else np.empty((0, 0), np.float32)
+        dim = release.spec.collection.dimension
+        return np.stack(list(vectors.values())) if vectors else np.empty((0, dim), np.float32)
 
     def _production_queries(self, release: EmbeddingRelease) -> np.ndarray | None:
         q = release.spec.monitoring.queries
@@ -1340,16 +1349,19 @@ class _Probe:
         self.k = len(self.fp.new_answers[0]) if self.fp.new_answers else PROBE_K
         self.params = search_params(release, self.k)
         self.client = milvus.fresh()
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embrel-probe")
 
     def once(self) -> Seen:
+        """One round: the search runs beside the get (each Strong read waits ~200 ms on 2.3.5)."""
         fp = self.fp
+        search = (
+            self.pool.submit(self.client.search_ids, self.alias, self.queries, self.k, self.params)
+            if self.queries is not None
+            else None
+        )
         try:
             seen = self.client.vectors_by_id(self.alias, fp.ids) if fp.ids else {}
-            answers = (
-                self.client.search_ids(self.alias, self.queries, self.k, self.params)
-                if self.queries is not None
-                else np.empty((0, self.k), dtype=np.int64)
-            )
+            answers = search.result() if search else np.empty((0, self.k), dtype=np.int64)
         except MilvusRejected:  # e.g. the old collection has another dimension
             return Seen.OLD
         return judge(fp, seen, answers)
@@ -1361,6 +1373,7 @@ class _Probe:
         return seen
 
     def close(self) -> None:
+        self.pool.shutdown(wait=True)
         self.client.close()
 
 

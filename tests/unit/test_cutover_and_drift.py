@@ -101,3 +101,10 @@ def test_reference_survives_a_round_trip_through_arrays() -> None:
     back = monitoring.Reference.from_arrays(ref.arrays())
     assert back.row_count == 50 and back.bandwidth == pytest.approx(ref.bandwidth)
     assert np.array_equal(back.vectors, ref.vectors)
+
+
+def test_an_empty_live_collection_has_a_reference_and_measures_without_error() -> None:
+    empty = np.empty((0, 8), np.float32)
+    ref = monitoring.reference(np.empty(0, np.int64), empty, empty, np.empty((0, 10)), 0)
+    values = monitoring.measure(ref, {}, empty, np.empty((0, 10)), row_count=5)
+    assert values == {"row_count_change": 5.0}
