@@ -256,7 +256,7 @@ class DocumentsBuild:
     ports: BuildPorts
     base: str | None  # the live collection when it carries content hashes
     base_ids: Ids = field(default_factory=lambda: np.empty(0, np.int64))
-    base_hashes: npt.NDArray[Any] = field(default_factory=lambda: np.empty(0, "U64"))
+    base_hashes: npt.NDArray[Any] = field(default_factory=lambda: np.empty(0, "S64"))
     planned: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -314,12 +314,12 @@ class DocumentsBuild:
 
     def _read_base_hashes(self, base: str) -> None:
         ids: list[Ids] = [np.empty(0, np.int64)]
-        hashes: list[npt.NDArray[Any]] = [np.empty(0, "U64")]
+        hashes: list[npt.NDArray[Any]] = [np.empty(0, "S64")]
         for batch in self.ports.milvus.iterate_rows(
             base, ID_PAGE, [CONTENT_HASH_FIELD], vectors=False
         ):
             ids.append(np.array(batch.ids, dtype=np.int64))
-            hashes.append(np.asarray(batch.fields[CONTENT_HASH_FIELD], dtype="U64"))
+            hashes.append(np.asarray(batch.fields[CONTENT_HASH_FIELD], dtype="S64"))
         all_ids, all_hashes = np.concatenate(ids), np.concatenate(hashes)
         order = np.argsort(all_ids, kind="stable")
         self.base_ids, self.base_hashes = all_ids[order], all_hashes[order]
@@ -342,7 +342,7 @@ class DocumentsBuild:
             return _Classified(hashes, none, none.copy())
         pos = np.minimum(np.searchsorted(self.base_ids, batch.ids), len(self.base_ids) - 1)
         known = self.base_ids[pos] == batch.ids
-        same = known & (self.base_hashes[pos] == np.asarray(hashes, dtype="U64"))
+        same = known & (self.base_hashes[pos] == np.asarray(hashes, dtype="S64"))
         return _Classified(hashes, same, known & ~same)
 
     def load(self, target: str) -> BuildResult:
