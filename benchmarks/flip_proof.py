@@ -218,6 +218,7 @@ class FlipStats:
     visible_after: float | None  # seconds until every reader saw the target; None: never
     stale: int  # old answers from searches started after the flip call returned
     late: int  # old answers from searches started LATE s after the flip began
+    stale_for: float = 0.0  # the latest old answer, seconds after the flip call returned
 
 
 def analyse(run: Run) -> tuple[list[FlipStats], Counter[str], Counter[str]]:
@@ -228,6 +229,8 @@ def analyse(run: Run) -> tuple[list[FlipStats], Counter[str], Counter[str]]:
         stale = late = 0
         for reader in run.readers:
             window = [s for s in reader if f.started <= s[0] < end and s[2] in ("A", "B")]
+            if not window:  # this reader got no answer in the window: no evidence either way
+                continue
             old = [s for s in window if s[2] != f.target]
             stale += sum(1 for s in old if s[0] >= f.returned)
             late += sum(1 for s in old if s[0] >= f.started + LATE)
@@ -237,9 +240,18 @@ def analyse(run: Run) -> tuple[list[FlipStats], Counter[str], Counter[str]]:
             ]
             visible.append(after[0][1] - f.started if after else None)
         seen = None if any(v is None for v in visible) else max(v for v in visible if v is not None)
+        latest_old = max(
+            (
+                s[0]
+                for r in run.readers
+                for s in r
+                if f.returned <= s[0] < end and s[2] in ("A", "B") and s[2] != f.target
+            ),
+            default=f.returned,
+        )
         if seen is None:
             print(f"  {run.mode}: flip {i} to {f.target} not seen by every reader: {visible}")
-        stats.append(FlipStats(seen, stale, late))
+        stats.append(FlipStats(seen, stale, late, latest_old - f.returned))
     errors = Counter(s[3] for r in run.readers for s in r if s[2] == "error")
     cleared: Counter[str] = Counter()
     for s in (s for r in run.readers for s in r if s[2] == "retried"):
@@ -269,7 +281,7 @@ def report(run: Run) -> list[object]:
         never,
         reissued,
         unproven,
-        sum(s.stale for s in stats),
+        f"{sum(s.stale for s in stats)} ({max(s.stale_for for s in stats) * 1000:.0f} ms)",
         sum(s.late for s in stats),
         sum(errors.values()),
         sum(cleared.values()),
@@ -301,7 +313,7 @@ def main(argv: list[str] | None = None) -> None:
                 "never seen",
                 "re-issued",
                 "unproven",
-                "stale",
+                "stale (latest)",
                 f"old after {LATE:g}s",
                 "failed",
                 "retried",
