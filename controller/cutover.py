@@ -1,20 +1,30 @@
-"""Proof that a flip took effect: fingerprints and what probes through the alias show.
+"""Proof that a flip took effect: fingerprints, probes through the alias, the verified flip.
 
 ``alter_alias`` returning, and ``describe_alias`` agreeing, do not prove that
 applications see the new collection: on Milvus 2.3.5 about 3% of flips were *lost*
 (every search through the alias kept answering from the old collection until the
 alias was changed again; DESIGN.md §6). A fingerprint is a handful of probes whose
 answers tell the two collections apart: ids whose vectors differ (or exist on one
-side only) and queries whose top-k differ. Pure: the engine reads the answers.
+side only) and queries whose top-k differ. Milvus is reached only through the
+``MilvusPort`` the engine passes in.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
+from typing import Any
 
 import numpy as np
+
+from controller.errors import MilvusRejected
+from controller.ports import MilvusPort
+from controller.spec import EmbeddingRelease
+from controller.validation.gates import search_params
 
 # Components of each probe vector kept in the fingerprint: enough to tell two
 # embeddings of the same id apart, small enough for a collection property.
@@ -152,3 +162,144 @@ def judge(fp: Fingerprint, seen_vectors: dict[int, np.ndarray], seen_answers: np
     if Seen.OLD in votes:
         return Seen.OLD
     return Seen.NEW if votes and all(v == Seen.NEW for v in votes) else Seen.UNCLEAR
+
+
+# -- probing through the alias (through the MilvusPort) ----------------------------
+
+PROBE_K = 10
+
+
+@dataclass(frozen=True)
+class Probes:
+    """A fingerprint and the vectors of its probe queries."""
+
+    fp: Fingerprint
+    queries: np.ndarray
+
+
+class _Probe:
+    """Reads through the alias on a fresh connection, as a newly started client would."""
+
+    def __init__(self, milvus: MilvusPort, release: EmbeddingRelease, probes: Probes) -> None:
+        self.alias = release.spec.alias
+        self.fp, self.queries = probes.fp, probes.queries if probes.fp.query_ids else None
+        self.k = len(self.fp.new_answers[0]) if self.fp.new_answers else PROBE_K
+        self.params = search_params(release, self.k)
+        self.client = milvus.fresh()
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embrel-probe")
+
+    def once(self) -> Seen:
+        """One round: the search runs beside the get (each Strong read waits ~200 ms on 2.3.5)."""
+        fp = self.fp
+        search = (
+            self.pool.submit(self.client.search_ids, self.alias, self.queries, self.k, self.params)
+            if self.queries is not None
+            else None
+        )
+        try:
+            seen = self.client.vectors_by_id(self.alias, fp.ids) if fp.ids else {}
+            answers = search.result() if search else np.empty((0, self.k), dtype=np.int64)
+        except MilvusRejected:  # e.g. the old collection has another dimension
+            return Seen.OLD
+        return judge(fp, seen, answers)
+
+    def until_new(self, window: float) -> Seen:
+        deadline = time.monotonic() + window
+        while (seen := self.once()) != Seen.NEW and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return seen
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+        self.client.close()
+
+
+def proof_text(proof: dict[str, Any]) -> str:
+    if not proof["verified"]:
+        return (
+            f"NOT verified: probes through the alias still saw the old collection after "
+            f"{proof['attempts']} attempts ({proof['seconds']:.2f}s)"
+        )
+    how = (
+        f"{proof['probes']} probes through the alias"
+        if proof["method"] == "probes"
+        else "describe_alias (the collections hold identical probes)"
+    )
+    return f"verified by {how} in {proof['seconds']:.2f}s, {proof['attempts']} attempt(s)"
+
+
+def read_probes(
+    milvus: MilvusPort, release: EmbeddingRelease, new: str, old: str, hint: Fingerprint | None
+) -> Probes:
+    """Differing ids and differing top-k, read now from both physical collections.
+
+    A stored fingerprint only says *which* ids and queries told the pair apart at
+    validation; their answers are read again, since either side may have been
+    written since (that is what drift is). Bounded reads: both are long flushed.
+    """
+    k, seed, bounded = PROBE_K, release.spec.validation.seed, "Bounded"
+    if hint is not None:
+        ids, query_ids, query_from = list(hint.ids), list(hint.query_ids), hint.query_from
+    else:
+        ids, query_ids, query_from = milvus.sample_ids(new, 1024, seed).tolist(), [], new
+    new_v = milvus.vectors_by_id(new, ids, bounded)
+    old_v = milvus.vectors_by_id(old, ids, bounded)
+    if hint is None:
+        query_ids = [i for i in ids if i in new_v][:16]
+    source = new_v if query_from == new else old_v if query_from == old else {}
+    if query_ids and any(i not in source for i in query_ids):
+        source = milvus.vectors_by_id(query_from, query_ids, bounded)
+    query_ids = [i for i in query_ids if i in source]
+    dims = {len(v) for v in (*new_v.values(), *old_v.values(), *source.values())}
+    if not query_ids or len(dims) != 1:  # another dimension: ids alone tell them apart
+        empty = np.empty((0, k), dtype=np.int64)
+        fp = fingerprint(new, old, ids, new_v, old_v, [], empty, empty)
+        return Probes(fp, np.empty((0, 0), dtype=np.float32))
+    queries = np.stack([source[i] for i in query_ids])
+    params = search_params(release, k)
+    answers = [milvus.search_ids(side, queries, k, params, bounded) for side in (new, old)]
+    fp = fingerprint(new, old, ids, new_v, old_v, query_ids, *answers)
+    fp = replace(fp, query_from=query_from)
+    kept = [query_ids.index(q) for q in fp.query_ids]
+    return Probes(fp, queries[kept])
+
+
+def verified_flip(
+    milvus: MilvusPort,
+    release: EmbeddingRelease,
+    target: str,
+    probes: Probes | None,
+    window: float,
+    attempts: int,
+    reissuing: Callable[[int, Seen], None],
+) -> dict[str, Any]:
+    """Point the alias at ``target`` and prove it by probing through the alias.
+
+    Re-issues ``alter_alias`` when probes still see the old collection after
+    ``window`` (a lost flip, DESIGN.md §6), at most ``attempts`` times.
+    """
+    alias = release.spec.alias
+    started, issued_at = time.monotonic(), time.time()
+    fp = probes.fp if probes else None
+    probe = _Probe(milvus, release, probes) if probes and probes.fp.distinguishable else None
+    try:
+        for attempt in range(1, max(1, attempts) + 1):
+            milvus.point_alias(alias, target)
+            if probe is None:  # identical content: describe_alias is all there is
+                seen = Seen.NEW if milvus.alias_target(alias) == target else Seen.OLD
+            else:
+                seen = probe.until_new(window)
+            if seen == Seen.NEW:
+                break
+            reissuing(attempt, seen)
+    finally:
+        if probe is not None:
+            probe.close()
+    return {
+        "verified": seen == Seen.NEW,
+        "method": "probes" if probe else "describeAlias",
+        "probes": len(fp.ids) + len(fp.query_ids) if fp else 0,
+        "attempts": attempt,
+        "seconds": round(time.monotonic() - started, 3),
+        "issuedAt": round(issued_at, 3),  # epoch of the first alter_alias
+    }

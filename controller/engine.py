@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -26,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from controller import monitoring
-from controller.cutover import Fingerprint, Seen, fingerprint, judge
+from controller.cutover import Fingerprint, Probes, Seen, proof_text, read_probes, verified_flip
 from controller.errors import (
     ConflictError,
     EmbrelError,
@@ -1052,7 +1051,7 @@ class Engine:
         self.telemetry.cutover(release.track, kind, flip["seconds"], flip["attempts"], verified)
         if not verified:  # nothing is marked retired: nothing may be released or dropped
             self.milvus.set_properties(target, {P_CUTOVER: cutover, P_FLIP_UNVERIFIED: now})
-            self.reporter.event(Reason.FLIP_UNVERIFIED, _proof_text(flip), warning=True)
+            self.reporter.event(Reason.FLIP_UNVERIFIED, proof_text(flip), warning=True)
             return
         self.milvus.set_properties(
             target,
@@ -1084,50 +1083,9 @@ class Engine:
         self.reporter.event(
             reason,
             f"{verb} alias {release.spec.alias}: {previous or '(none)'} -> {target}; "
-            f"{_proof_text(flip)}",
+            f"{proof_text(flip)}",
             warning=bool(auto),
         )
-
-    def _verified_flip(
-        self, release: EmbeddingRelease, target: str, probes: Probes | None
-    ) -> dict[str, Any]:
-        """Point the alias at ``target`` and prove it by probing through the alias.
-
-        Re-issues ``alter_alias`` when probes still see the old collection after
-        ``verify_window`` (a lost flip, DESIGN.md §6), at most ``flip_attempts`` times.
-        """
-        alias, s = release.spec.alias, self.settings
-        started, issued_at = time.monotonic(), time.time()
-        fp = probes.fp if probes else None
-        probe = (
-            _Probe(self.milvus, release, probes) if probes and probes.fp.distinguishable else None
-        )
-        try:
-            for attempt in range(1, max(1, s.flip_attempts) + 1):
-                self.milvus.point_alias(alias, target)
-                if probe is None:  # identical content: describe_alias is all there is
-                    seen = Seen.NEW if self.milvus.alias_target(alias) == target else Seen.OLD
-                else:
-                    seen = probe.until_new(s.verify_window)
-                if seen == Seen.NEW:
-                    break
-                self.reporter.event(
-                    Reason.FLIP_UNVERIFIED,
-                    f"flip {attempt}/{s.flip_attempts} of alias {alias} to {target} not seen "
-                    f"through the alias ({seen}); re-issuing alter_alias",
-                    warning=True,
-                )
-        finally:
-            if probe is not None:
-                probe.close()
-        return {
-            "verified": seen == Seen.NEW,
-            "method": "probes" if probe else "describeAlias",
-            "probes": len(fp.ids) + len(fp.query_ids) if fp else 0,
-            "attempts": attempt,
-            "seconds": round(time.monotonic() - started, 3),
-            "issuedAt": round(issued_at, 3),  # epoch of the first alter_alias
-        }
 
     def flip_alias(
         self,
@@ -1143,7 +1101,19 @@ class Engine:
         probes = None
         if previous and previous != target:
             probes = self._fingerprint(release, target, previous, hint)
-        return self._verified_flip(release, target, probes)
+        s = self.settings
+
+        def reissuing(attempt: int, seen: Seen) -> None:
+            self.reporter.event(
+                Reason.FLIP_UNVERIFIED,
+                f"flip {attempt}/{s.flip_attempts} of alias {release.spec.alias} to {target} "
+                f"not seen through the alias ({seen}); re-issuing alter_alias",
+                warning=True,
+            )
+
+        return verified_flip(
+            self.milvus, release, target, probes, s.verify_window, s.flip_attempts, reissuing
+        )
 
     @staticmethod
     def _stored_fingerprint(
@@ -1161,47 +1131,12 @@ class Engine:
     ) -> Probes | None:
         """Probes that tell ``new`` from ``old``; None when ``old`` cannot be read."""
         try:
-            return self._read_fingerprint(release, new, old, hint)
+            return read_probes(self.milvus, release, new, old, hint)
         except MilvusRejected as exc:  # e.g. a live collection we do not own, not loaded
             self.reporter.event(
                 Reason.VALIDATING, f"no cutover probes: {exc}; describe_alias confirms the flip"
             )
             return None
-
-    def _read_fingerprint(
-        self, release: EmbeddingRelease, new: str, old: str, hint: Fingerprint | None
-    ) -> Probes:
-        """Differing ids and differing top-k, read now from both physical collections.
-
-        A stored fingerprint only says *which* ids and queries told the pair apart at
-        validation; their answers are read again, since either side may have been
-        written since (that is what drift is). Bounded reads: both are long flushed.
-        """
-        k, seed, bounded = PROBE_K, release.spec.validation.seed, "Bounded"
-        if hint is not None:
-            ids, query_ids, query_from = list(hint.ids), list(hint.query_ids), hint.query_from
-        else:
-            ids, query_ids, query_from = self.milvus.sample_ids(new, 1024, seed).tolist(), [], new
-        new_v = self.milvus.vectors_by_id(new, ids, bounded)
-        old_v = self.milvus.vectors_by_id(old, ids, bounded)
-        if hint is None:
-            query_ids = [i for i in ids if i in new_v][:16]
-        source = new_v if query_from == new else old_v if query_from == old else {}
-        if query_ids and any(i not in source for i in query_ids):
-            source = self.milvus.vectors_by_id(query_from, query_ids, bounded)
-        query_ids = [i for i in query_ids if i in source]
-        dims = {len(v) for v in (*new_v.values(), *old_v.values(), *source.values())}
-        if not query_ids or len(dims) != 1:  # another dimension: ids alone tell them apart
-            empty = np.empty((0, k), dtype=np.int64)
-            fp = fingerprint(new, old, ids, new_v, old_v, [], empty, empty)
-            return Probes(fp, np.empty((0, 0), dtype=np.float32))
-        queries = np.stack([source[i] for i in query_ids])
-        params = search_params(release, k)
-        answers = [self.milvus.search_ids(side, queries, k, params, bounded) for side in (new, old)]
-        fp = fingerprint(new, old, ids, new_v, old_v, query_ids, *answers)
-        fp = replace(fp, query_from=query_from)
-        kept = [query_ids.index(q) for q in fp.query_ids]
-        return Probes(fp, queries[kept])
 
     # -- drift monitoring (DESIGN.md §8) ---------------------------------------
 
@@ -1327,68 +1262,6 @@ class Engine:
             build=_json_prop(cand, P_BUILD),
         )
         return with_phase(status, step.phase, step.reason, step.message, self.clock())
-
-
-PROBE_K = 10
-
-
-@dataclass(frozen=True)
-class Probes:
-    """A fingerprint and the vectors of its probe queries."""
-
-    fp: Fingerprint
-    queries: np.ndarray
-
-
-class _Probe:
-    """Reads through the alias on a fresh connection, as a newly started client would."""
-
-    def __init__(self, milvus: MilvusPort, release: EmbeddingRelease, probes: Probes) -> None:
-        self.alias = release.spec.alias
-        self.fp, self.queries = probes.fp, probes.queries if probes.fp.query_ids else None
-        self.k = len(self.fp.new_answers[0]) if self.fp.new_answers else PROBE_K
-        self.params = search_params(release, self.k)
-        self.client = milvus.fresh()
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embrel-probe")
-
-    def once(self) -> Seen:
-        """One round: the search runs beside the get (each Strong read waits ~200 ms on 2.3.5)."""
-        fp = self.fp
-        search = (
-            self.pool.submit(self.client.search_ids, self.alias, self.queries, self.k, self.params)
-            if self.queries is not None
-            else None
-        )
-        try:
-            seen = self.client.vectors_by_id(self.alias, fp.ids) if fp.ids else {}
-            answers = search.result() if search else np.empty((0, self.k), dtype=np.int64)
-        except MilvusRejected:  # e.g. the old collection has another dimension
-            return Seen.OLD
-        return judge(fp, seen, answers)
-
-    def until_new(self, window: float) -> Seen:
-        deadline = time.monotonic() + window
-        while (seen := self.once()) != Seen.NEW and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return seen
-
-    def close(self) -> None:
-        self.pool.shutdown(wait=True)
-        self.client.close()
-
-
-def _proof_text(proof: dict[str, Any]) -> str:
-    if not proof["verified"]:
-        return (
-            f"NOT verified: probes through the alias still saw the old collection after "
-            f"{proof['attempts']} attempts ({proof['seconds']:.2f}s)"
-        )
-    how = (
-        f"{proof['probes']} probes through the alias"
-        if proof["method"] == "probes"
-        else "describe_alias (the collections hold identical probes)"
-    )
-    return f"verified by {how} in {proof['seconds']:.2f}s, {proof['attempts']} attempt(s)"
 
 
 def assert_promotable(c: CollectionState, rows: int) -> None:
