@@ -16,14 +16,22 @@ import argparse
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from benchmarks.flip_latency import _drop_alias, _indexed
-from benchmarks.support import fresh_alias, machine, median, open_backend, table, unit_vectors
+from benchmarks.support import (
+    QuietReporter,
+    fresh_alias,
+    machine,
+    median,
+    open_backend,
+    release_doc,
+    table,
+    unit_vectors,
+)
 from controller import monitoring
 from controller.drivers.local import ReferenceFolder
 from controller.engine import P_REFERENCE_AT, Engine, Observation, Step
@@ -56,31 +64,12 @@ class TimedGateway:
         return timed
 
 
-class _Quiet:
-    def event(self, reason: str, message: str, warning: bool = False) -> None:
-        pass
-
-    def progress(self, stage: str, total: int | None) -> Any:
-        return nullcontext(lambda n: None)
-
-
 def _release(uri: str, alias: str, sample: int) -> EmbeddingRelease:
-    return release_from_dict(
-        {
-            "apiVersion": "embrel.dev/v1alpha1",
-            "kind": "EmbeddingRelease",
-            "metadata": {"name": "drift-cost"},
-            "spec": {
-                "alias": alias,
-                "version": "v1",
-                "model": {"name": "bench"},
-                "milvus": {"uri": uri},
-                "collection": {"dimension": 384},
-                "source": {"files": {"uri": "unused.parquet"}},
-                "monitoring": {"sample": sample, "thresholds": {"minSameIdCosine": 0.9}},
-            },
-        }
+    doc = release_doc(
+        name="drift-cost", alias=alias, version="v1", uri=uri, source=Path("unused"), dim=384
     )
+    doc["spec"]["monitoring"] = {"sample": sample, "thresholds": {"minSameIdCosine": 0.9}}
+    return release_from_dict(doc)
 
 
 def _live(gateway: MilvusGateway, name: str, rows: int, dim: int) -> None:
@@ -124,7 +113,9 @@ def run(
             _live(gateway, name, rows, dim)
             clock: Clock = defaultdict(list)
             timed = TimedGateway(gateway, clock)
-            engine = Engine(timed, None, _Quiet(), references=ReferenceFolder(workdir / kind))  # type: ignore[arg-type]
+            engine = Engine(
+                timed, None, QuietReporter(), references=ReferenceFolder(workdir / kind)
+            )  # type: ignore[arg-type]
             release = _release(uri, alias, sample)
             step = Step("monitor", name, Phase.LIVE)
             obs = Observation(name, {})

@@ -28,12 +28,21 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from benchmarks.flip_latency import INDEX_PARAMS, _drop_alias, _indexed
-from benchmarks.support import fresh_alias, machine, open_backend, table, unit_vectors
+from benchmarks.support import (
+    QuietReporter,
+    fresh_alias,
+    machine,
+    open_backend,
+    release_doc,
+    table,
+    unit_vectors,
+)
 from controller.client import AliasSearcher, is_transient
 from controller.engine import Engine
 from controller.milvus import MilvusGateway
@@ -107,31 +116,10 @@ def _collection(gateway: MilvusGateway, name: str, vectors: np.ndarray, offset: 
 
 
 def _release(uri: str, alias: str) -> EmbeddingRelease:
-    return release_from_dict(
-        {
-            "apiVersion": "embrel.dev/v1alpha1",
-            "kind": "EmbeddingRelease",
-            "metadata": {"name": "flip-proof"},
-            "spec": {
-                "alias": alias,
-                "version": "a",
-                "model": {"name": "bench"},
-                "milvus": {"uri": uri},
-                "collection": {"dimension": DIM},
-                "source": {"files": {"uri": "unused.parquet"}},
-            },
-        }
+    doc = release_doc(
+        name="flip-proof", alias=alias, version="a", uri=uri, source=Path("-"), dim=DIM
     )
-
-
-class _Silent:
-    def event(self, reason: str, message: str, warning: bool = False) -> None:
-        pass
-
-    def progress(self, stage: str, total: int | None) -> Any:
-        from contextlib import nullcontext
-
-        return nullcontext(lambda n: None)
+    return release_from_dict(doc)
 
 
 def run_mode(mode: str, uri: str, flips: int, interval: float, threads: int) -> Run:
@@ -142,7 +130,7 @@ def run_mode(mode: str, uri: str, flips: int, interval: float, threads: int) -> 
     _collection(gateway, names["A"], vectors, 0)
     _collection(gateway, names["B"], vectors, B_OFFSET)
     gateway.point_alias(alias, names["A"])
-    engine = Engine(gateway, None, _Silent())  # type: ignore[arg-type]
+    engine = Engine(gateway, None, QuietReporter())  # type: ignore[arg-type]
     release = _release(uri, alias)
     flip: Callable[[str, str], tuple[int, bool, float]]
     if mode == "raw":

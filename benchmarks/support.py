@@ -286,3 +286,13 @@ def machine() -> str:
         f"{platform.system()} {platform.release()}, Python {platform.python_version()}, "
         f"load average {os.getloadavg()[0]:.2f} now; {revision()}"  # other work skews timings
     )
+
+
+class QuietReporter:
+    """Drops the engine's events and progress (for benchmarks that time the engine)."""
+
+    def event(self, reason: str, message: str, warning: bool = False) -> None:
+        pass
+
+    def progress(self, stage: str, total: int | None) -> Any:
+        return contextlib.nullcontext(lambda n: None)
