@@ -27,12 +27,15 @@ import numpy as np
 from controller import monitoring
 from controller.cutover import Fingerprint, Probes, Seen, proof_text, read_probes, verified_flip
 from controller.errors import (
+    BuildIncomplete,
     ConflictError,
     EmbrelError,
     MilvusRejected,
+    NotSettled,
     PermanentError,
     SourceError,
     TemporaryError,
+    WaitTimedOut,
 )
 from controller.incremental import (
     HASH_FIELD,
@@ -716,21 +719,18 @@ class Engine:
                         requeue_after=step.extra.get("requeue_after"),
                     )
                 if (step.name, step.target) == previous_step:  # no hot loops
-                    raise TemporaryError(f"{step.name} on {step.target} did not take effect")
+                    raise NotSettled(f"{step.name} on {step.target} did not take effect")
                 previous_step = (step.name, step.target)
                 self._execute(release, step, obs)
                 done.add(step.name)
                 applied |= self._applied_by(step, wanted)
-            raise TemporaryError("reconcile did not settle; will retry", delay=5.0)
+            raise NotSettled("reconcile did not settle; will retry", delay=5.0)
         except TemporaryError as exc:
-            status = with_phase(
-                status, status.phase, Reason.MILVUS_UNAVAILABLE, str(exc), self.clock()
-            )
+            status = with_phase(status, status.phase, exc.reason, str(exc), self.clock())
             return ReconcileResult(status, False, exc, exc.delay, frozenset(applied))
         except PermanentError as exc:
-            reason = _reason_for(exc)
-            status = with_phase(status, Phase.FAILED, reason, str(exc), self.clock())
-            self.reporter.event(reason, str(exc), warning=True)
+            status = with_phase(status, Phase.FAILED, exc.reason, str(exc), self.clock())
+            self.reporter.event(exc.reason, str(exc), warning=True)
             return ReconcileResult(status, True, exc, None, frozenset(applied))
 
     @staticmethod
@@ -787,7 +787,7 @@ class Engine:
             raise
         counted = self.milvus.row_count(step.target)  # flushes first
         if counted != loaded:
-            raise TemporaryError(
+            raise BuildIncomplete(
                 f"{step.target} holds {counted} rows after flush, {loaded} were inserted; "
                 "the incomplete candidate will be rebuilt"
             )
@@ -850,7 +850,7 @@ class Engine:
             raise
         counted = self.milvus.row_count(step.target)  # flushes first
         if counted != result.rows:
-            raise TemporaryError(
+            raise BuildIncomplete(
                 f"{step.target} holds {counted} rows after flush, {result.rows} were inserted; "
                 "the incomplete candidate will be rebuilt"
             )
@@ -930,7 +930,7 @@ class Engine:
                 if indexed >= total:
                     return
                 if time.monotonic() > deadline:
-                    raise TemporaryError(
+                    raise WaitTimedOut(
                         f"index on {step.target} not finished after {self.settings.index_timeout:.0f}s "
                         f"({indexed}/{total} rows indexed)"
                     )
@@ -941,7 +941,7 @@ class Engine:
         deadline = time.monotonic() + self.settings.load_timeout
         while not self.milvus.is_loaded(step.target):
             if time.monotonic() > deadline:
-                raise TemporaryError(
+                raise WaitTimedOut(
                     f"{step.target} not loaded after {self.settings.load_timeout:.0f}s"
                 )
             time.sleep(self.settings.poll_interval)
@@ -1366,13 +1366,3 @@ def _settle(h: HistoryEntry, obs: Observation) -> HistoryEntry:
         return h  # retirement not recorded yet
     outcome = "RolledBack" if c.get(P_ROLLED_BACK_AT) == retired else "Retired"
     return replace(h, retired_at=retired, outcome=outcome)
-
-
-def _reason_for(exc: EmbrelError) -> Reason:
-    if isinstance(exc, SourceError):
-        return Reason.INVALID_SOURCE
-    if isinstance(exc, ConflictError):
-        return Reason.VERSION_CONFLICT
-    if isinstance(exc, MilvusRejected):
-        return Reason.MILVUS_REJECTED
-    return Reason.VALIDATION_FAILED

@@ -2,6 +2,7 @@
 
     EmbrelError                 base of everything we raise on purpose
     ├── PermanentError          retrying the same input cannot help; the user must act
+    │   ├── UsageError          a command line that cannot be run (unknown track, bad flags)
     │   ├── SpecError           the release spec is invalid (carries field paths)
     │   ├── SourceError         a source file is missing, unreadable or holds bad vectors
     │   ├── ConflictError       the request contradicts what Milvus holds (e.g. reused version)
@@ -11,28 +12,49 @@
     │       └── KubeNotFound    the object or resource does not exist
     └── TemporaryError          worth retrying after ``delay`` seconds
         ├── MilvusUnavailable   Milvus could not be reached or timed out
+        ├── BuildIncomplete     the candidate holds fewer rows than were written; rebuilt
+        ├── WaitTimedOut        an index build or a load did not finish in its time limit
+        ├── NotSettled          a step did not take effect, or a pass did not settle
         ├── KubeUnavailable     the Kubernetes API could not be reached, or answered 5xx/429
         ├── KubeConflict        409: the object changed since it was read; re-read, then retry
         └── KubeGone            410: a watch's resourceVersion expired; list again
 
-Gateways (``controller.milvus``, ``controller.kube``) translate their library's exceptions
-into these at the boundary, keeping the original as ``__cause__``; the engine never
-matches message text.
+Each class carries the status ``reason`` it is reported under, so the engine and both
+drivers name a failure the same way (``reason_of``). Gateways (``controller.milvus``,
+``controller.kube``) translate their library's exceptions into these at the boundary,
+keeping the original as ``__cause__``; the engine never matches message text.
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
+from controller.status import Reason
+
 
 class EmbrelError(Exception):
     """Base class: the message is written for the person running embrel."""
+
+    reason: ClassVar[Reason] = Reason.FAILED
+
+
+def reason_of(exc: BaseException) -> Reason:
+    """The status reason an error is reported under."""
+    return exc.reason if isinstance(exc, EmbrelError) else Reason.FAILED
 
 
 class PermanentError(EmbrelError):
     """Retrying with the same input cannot succeed."""
 
 
+class UsageError(PermanentError):
+    """The command line asks for something that cannot be done (not a spec problem)."""
+
+
 class SpecError(PermanentError):
     """The release spec is invalid; ``problems`` lists ``(field path, message)`` pairs."""
+
+    reason = Reason.INVALID_SPEC
 
     def __init__(self, source: str, problems: list[tuple[str, str]]) -> None:
         self.source = source
@@ -44,17 +66,25 @@ class SpecError(PermanentError):
 class SourceError(PermanentError):
     """A source file is missing, unreadable, or holds data that breaks the spec."""
 
+    reason = Reason.INVALID_SOURCE
+
 
 class ConflictError(PermanentError):
     """The request contradicts state already recorded in Milvus."""
+
+    reason = Reason.VERSION_CONFLICT
 
 
 class MilvusRejected(PermanentError):
     """Milvus refused a call for a reason that a retry will not fix."""
 
+    reason = Reason.MILVUS_REJECTED
+
 
 class TemporaryError(EmbrelError):
     """Worth retrying after ``delay`` seconds."""
+
+    reason = Reason.RETRYING
 
     def __init__(self, message: str, delay: float = 5.0) -> None:
         super().__init__(message)
@@ -64,6 +94,26 @@ class TemporaryError(EmbrelError):
 class MilvusUnavailable(TemporaryError):
     """Milvus could not be reached, or a call timed out."""
 
+    reason = Reason.MILVUS_UNAVAILABLE
+
+
+class BuildIncomplete(TemporaryError):
+    """The candidate holds a different row count than was written; it will be rebuilt."""
+
+    reason = Reason.BUILD_INCOMPLETE
+
+
+class WaitTimedOut(TemporaryError):
+    """An index build or a load did not finish within its time limit."""
+
+    reason = Reason.WAIT_TIMED_OUT
+
+
+class NotSettled(TemporaryError):
+    """A step did not take effect, or a pass ran out of steps; the next pass retries."""
+
+    reason = Reason.NOT_SETTLED
+
 
 class NotFound(MilvusRejected):
     """The named collection or alias does not exist."""
@@ -72,6 +122,8 @@ class NotFound(MilvusRejected):
 class KubeRejected(PermanentError):
     """The Kubernetes API refused a request for a reason a retry will not fix."""
 
+    reason = Reason.KUBE_REJECTED
+
 
 class KubeNotFound(KubeRejected):
     """The Kubernetes object (or its resource type) does not exist."""
@@ -79,6 +131,8 @@ class KubeNotFound(KubeRejected):
 
 class KubeUnavailable(TemporaryError):
     """The Kubernetes API could not be reached, timed out, or answered 5xx/429."""
+
+    reason = Reason.KUBE_UNAVAILABLE
 
 
 class KubeConflict(TemporaryError):

@@ -49,6 +49,11 @@ class Reason(StrEnum):
     NO_ROLLBACK_TARGET = "NoRollbackTarget"
     MILVUS_UNAVAILABLE = "MilvusUnavailable"
     MILVUS_REJECTED = "MilvusRejected"
+    FAILED = "Failed"  # a permanent error of no more specific kind
+    RETRYING = "Retrying"  # a temporary error of no more specific kind
+    BUILD_INCOMPLETE = "BuildIncomplete"
+    WAIT_TIMED_OUT = "WaitTimedOut"
+    NOT_SETTLED = "NotSettled"
     RETENTION = "Retention"
     DRAINING = "Draining"
     FLIP_UNVERIFIED = "FlipUnverified"
@@ -59,6 +64,8 @@ class Reason(StrEnum):
     # The Kubernetes driver.
     INVALID_SPEC = "InvalidSpec"
     SECRET_UNAVAILABLE = "SecretUnavailable"
+    KUBE_UNAVAILABLE = "KubeUnavailable"
+    KUBE_REJECTED = "KubeRejected"
     DELETING = "Deleting"
 
 

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.config import ControllerConfig, Credentials, credentials_from_env
+from controller.drivers import wiring
 from controller.drivers.informer import Informer, needs_reconcile, track_key
 from controller.drivers.leader import LeaderElector, micro_time
 from controller.drivers.local import (
@@ -69,10 +70,10 @@ from controller.errors import (
     PermanentError,
     SpecError,
     TemporaryError,
+    reason_of,
 )
 from controller.kube import KubeGateway
-from controller.milvus import MilvusGateway
-from controller.ports import Advance, EmbedderPort, Telemetry
+from controller.ports import Advance, EmbedderPort, MilvusPort, Telemetry
 from controller.sources import LocalFiles
 from controller.spec import EmbedderSpec, EmbeddingRelease, release_from_dict
 from controller.status import Phase, Reason, ReleaseStatus, with_phase
@@ -360,9 +361,13 @@ def deletion_plan(release: EmbeddingRelease, obs: Observation) -> list[tuple[str
 class SecretUnavailable(TemporaryError):
     """The Secret in spec.milvus.secretRef does not exist (yet)."""
 
+    reason = Reason.SECRET_UNAVAILABLE
+
 
 class SecretInvalid(PermanentError):
     """The Secret in spec.milvus.secretRef lacks the keys, or may not be read."""
+
+    reason = Reason.SECRET_UNAVAILABLE
 
 
 @dataclass(frozen=True)
@@ -421,7 +426,7 @@ class KubeController:
                 on_started=self._start_workers,
                 on_stopped=on_lost_leadership or self._lost_leadership,
             )
-        self._gateways: dict[tuple[str, str, str], MilvusGateway] = {}
+        self._gateways: dict[tuple[str, str, str], MilvusPort] = {}
         self._connecting: dict[tuple[str, str, str], threading.Lock] = {}
         self._gateway_lock = threading.Lock()  # also guards the models and the cache
         self._models: dict[str, EmbedderPort] = {}
@@ -607,21 +612,13 @@ class KubeController:
             result = engine.reconcile(release, intents, previous, generation)
         except TemporaryError as exc:  # could not even connect, or no Secret yet
             status = replace(previous, observed_generation=generation)
-            reason = (
-                Reason.SECRET_UNAVAILABLE
-                if isinstance(exc, SecretUnavailable)
-                else Reason.MILVUS_UNAVAILABLE
-            )
+            reason = reason_of(exc)
             status = with_phase(status, status.phase, reason, str(exc), utc_now())
             reporter.event(reason, str(exc), warning=True)
             result = ReconcileResult(status, False, exc, exc.delay)
         except PermanentError as exc:  # e.g. the Secret lacks its keys; Milvus refused
             status = replace(previous, observed_generation=generation)
-            reason = (
-                Reason.SECRET_UNAVAILABLE
-                if isinstance(exc, SecretInvalid)
-                else Reason.MILVUS_REJECTED
-            )
+            reason = reason_of(exc)
             status = with_phase(status, Phase.FAILED, reason, str(exc), utc_now())
             reporter.event(reason, str(exc), warning=True)
             result = ReconcileResult(status, True, exc)
@@ -673,7 +670,7 @@ class KubeController:
                 self._cache = open_embedding_cache(self.config)
             return self._cache
 
-    def gateway(self, release: EmbeddingRelease, obj: Mapping[str, Any]) -> MilvusGateway:
+    def gateway(self, release: EmbeddingRelease, obj: Mapping[str, Any]) -> MilvusPort:
         """A Milvus gateway per (uri, db, credentials); the Secret wins over the env vars."""
         ref = release.spec.milvus
         uri = milvus_uri(ref, self.options.base_dir)
@@ -693,12 +690,8 @@ class KubeController:
         with connecting:
             if key not in self._gateways:
                 observer = getattr(self.telemetry, "milvus_call", None)
-                self._gateways[key] = MilvusGateway(
-                    uri,
-                    ref.db,
-                    creds,
-                    retry_policy(self.config),
-                    **({"observer": observer} if observer is not None else {}),
+                self._gateways[key] = wiring.connect_milvus(
+                    uri, ref.db, creds, retry_policy(self.config), observer
                 )
             return self._gateways[key]
 

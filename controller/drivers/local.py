@@ -29,16 +29,17 @@ from typing import IO, Any
 import numpy as np
 
 from controller.config import ControllerConfig, credentials_from_env
+from controller.drivers import wiring
 from controller.embedding.cache import EmbeddingCache
 from controller.embedding.embedder import SentenceTransformerEmbedder
 from controller.engine import Engine, Intents, ReconcileResult, Settings, utc_now
 from controller.errors import EmbrelError, SpecError, TemporaryError
 from controller.metrics import PrometheusTelemetry, error_reason
-from controller.milvus import MilvusGateway, RetryPolicy
-from controller.ports import EmbedderFactory, EmbedderPort, Reporter
+from controller.milvus import RetryPolicy
+from controller.ports import EmbedderFactory, EmbedderPort, MilvusPort, Reporter
 from controller.sources import LocalFiles
 from controller.spec import EmbedderSpec, EmbeddingRelease, MilvusRef, parse_release
-from controller.status import Reason, ReleaseStatus, with_phase
+from controller.status import ReleaseStatus, with_phase
 
 log = logging.getLogger(__name__)
 
@@ -268,7 +269,7 @@ class LocalController:
         self.reporter = reporter
         self.telemetry = telemetry  # Prometheus metrics when `--metrics-port` is given
         self.store = StateStore(config.state_dir)
-        self._gateways: dict[tuple[str, str], MilvusGateway] = {}
+        self._gateways: dict[tuple[str, str], MilvusPort] = {}
         self._embedders = embedders  # tests and benchmarks count what is embedded
         self._models: dict[tuple[str, str], EmbedderPort] = {}  # loaded once per process
         self._cache: EmbeddingCache | None = None
@@ -299,7 +300,7 @@ class LocalController:
 
         return make
 
-    def gateway(self, release: EmbeddingRelease, base_dir: Path) -> MilvusGateway:
+    def gateway(self, release: EmbeddingRelease, base_dir: Path) -> MilvusPort:
         ref = release.spec.milvus
         uri = milvus_uri(ref, base_dir)  # a Lite path is relative to the spec's folder
         key = (uri, ref.db)
@@ -311,7 +312,7 @@ class LocalController:
                     "the local driver takes credentials from EMBREL_MILVUS_* variables",
                     warning=True,
                 )
-            self._gateways[key] = MilvusGateway(
+            self._gateways[key] = wiring.connect_milvus(
                 uri,
                 ref.db,
                 credentials_from_env(),
@@ -362,11 +363,7 @@ class LocalController:
                 )
             except TemporaryError as exc:  # could not even connect
                 status = with_phase(
-                    record.status,
-                    record.status.phase,
-                    Reason.MILVUS_UNAVAILABLE,
-                    str(exc),
-                    utc_now(),
+                    record.status, record.status.phase, exc.reason, str(exc), utc_now()
                 )
                 result = ReconcileResult(status, False, exc, exc.delay)
             self._save_result(track, result)
