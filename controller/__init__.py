@@ -3,7 +3,7 @@
 The layers, outermost first (import-linter checks the direction):
 
     cli, demo             what a person runs
-    drivers.local/watch   release files + state folder (drivers.kube: later)
+    drivers               local: release files + state folder; kube: EmbeddingRelease objects
     engine                observe Milvus, decide the next step, execute it
     ports                 the interfaces the engine needs (Milvus, files, reporting)
     milvus, sources       the only code that talks to pymilvus / reads files

@@ -2,7 +2,8 @@
 
 It translates pymilvus exceptions into ``controller.errors`` at the boundary (the
 original stays as ``__cause__``), retries transient failures with tenacity, and
-encodes the Milvus behaviour measured in DESIGN.md §6:
+encodes the Milvus behaviour measured on Milvus Lite and 2.3.5
+(docs/architecture.md, "Milvus facts"):
 
 * rows are invisible to ``row_count`` until flushed -> ``row_count`` flushes first;
 * validation searches use ``consistency_level="Strong"``;
@@ -142,7 +143,7 @@ class MilvusGateway:
         except MilvusUnavailable as exc:
             if "://" in uri:
                 raise
-            # Milvus Lite locks its data folder to one process (DESIGN.md §6).
+            # Milvus Lite locks its data folder to one process.
             raise MilvusUnavailable(
                 f"cannot open the Milvus Lite database {uri}: another process may hold it "
                 "(is `embrel run --watch` running on it?) or it is damaged"
@@ -222,7 +223,8 @@ class MilvusGateway:
         )
 
     def drop(self, name: str) -> None:
-        """Drop a collection; refused while an alias points at it (DESIGN.md §6)."""
+        """Drop a collection; refused while an alias points at it (Lite and 2.3.5 would
+        drop it and silently take the alias with it)."""
         if aliases := self.aliases_of(name):
             raise MilvusRejected(f"refusing to drop {name}: aliases {aliases} point at it")
         self._call(

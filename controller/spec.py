@@ -21,7 +21,8 @@ from controller.errors import SpecError
 API_VERSION = "embrel.dev/v1alpha1"
 KIND = "EmbeddingRelease"
 
-# Milvus' own rule for collection and alias names (see DESIGN.md §6).
+# Milvus' own rule for collection and alias names: letters, digits, underscore;
+# a letter or underscore first; at most 255 characters.
 _MILVUS_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_MILVUS_NAME = 255
 # Kubernetes object names (RFC 1123 subdomain), so a track can become a CR unchanged.
@@ -300,7 +301,7 @@ class DriftThresholds(_Model):
 
 
 class MonitoringSpec(_Model):
-    """Continuous drift monitoring of the live collection (DESIGN.md §8)."""
+    """Continuous drift monitoring of the live collection after promotion."""
 
     enabled: bool = True
     interval: Duration = "5m"

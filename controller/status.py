@@ -112,11 +112,11 @@ class ReleaseStatus:
     validation: dict[str, Any] | None = None
     history: list[HistoryEntry] = field(default_factory=list)
     # How the candidate was built: rows copied/upserted/deleted, documents embedded,
-    # embedding cache hits (issue 6).
+    # embedding cache hits.
     build: dict[str, Any] | None = None
-    # The last cutover: verified or not, attempts, time until readers saw it (issue 7).
+    # The last cutover: verified or not, attempts, time until readers saw it.
     cutover: dict[str, Any] | None = None
-    # The live collection against its reference taken at promotion (issue 5).
+    # The live collection against its reference taken at promotion.
     drift: dict[str, Any] | None = None
 
     def condition(self, type_: str) -> Condition | None:
