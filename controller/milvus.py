@@ -27,7 +27,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_ex
 from controller.config import Credentials
 from controller.errors import MilvusRejected, MilvusUnavailable, NotFound
 from controller.sources.base import VectorBatch
-from controller.spec import FieldSpec
+from controller.spec import FieldSpec, redact_uri
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -131,7 +131,7 @@ class MilvusGateway:
 
     def _connect(self, uri: str, db_name: str, creds: Credentials) -> MilvusClient:
         try:
-            with _translated(f"connecting to Milvus at {uri}"):
+            with _translated(f"connecting to Milvus at {redact_uri(uri)}"):
                 return MilvusClient(
                     uri=uri,
                     token=creds.token,

@@ -11,12 +11,24 @@ import hashlib
 import json
 import re
 from typing import Annotated, Any, Literal
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from controller.errors import SpecError
+from controller.yaml_input import EXCERPT, YamlInputError, excerpt, load_yaml
 
 API_VERSION = "embrel.dev/v1alpha1"
 KIND = "EmbeddingRelease"
@@ -25,9 +37,14 @@ KIND = "EmbeddingRelease"
 # a letter or underscore first; at most 255 characters.
 _MILVUS_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_MILVUS_NAME = 255
+# An alias leaves room in <alias>__<version> for the version, or at least its hash.
+MAX_ALIAS = 200
 # Kubernetes object names (RFC 1123 subdomain), so a track can become a CR unchanged.
 _K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+# Kubernetes namespaces (RFC 1123 label).
+_K8S_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _CREDENTIAL_KEYS = {"token", "password", "user", "username"}
+_URI_CREDENTIAL_PARAMS = {"token", "password", "passwd", "user", "username", "api_key", "apikey"}
 # The VARCHAR field in which documents releases store each row's content hash.
 CONTENT_HASH_FIELD = "embrel_content_hash"
 
@@ -42,7 +59,10 @@ class _Model(BaseModel):
 
 class Metadata(_Model):
     name: Annotated[str, Field(min_length=1, max_length=253, pattern=_K8S_NAME.pattern)]
-    namespace: str = "default"
+    # A DNS label, as in Kubernetes: no dots, so "<namespace>.<name>" names one track only.
+    namespace: Annotated[
+        str, Field(min_length=1, max_length=63, pattern=_K8S_NAMESPACE.pattern)
+    ] = "default"
     labels: dict[str, str] = {}
     annotations: dict[str, str] = {}
 
@@ -57,6 +77,28 @@ class ModelRef(_Model):
         return f"{self.name}@{self.revision}" if self.revision else self.name
 
 
+def uri_credentials(uri: str) -> list[str]:
+    """What in ``uri`` is a credential: a user/password before ``@``, or a query
+    parameter such as ``?token=``; the names only, never the values."""
+    parts = urlsplit(uri)
+    found = ["user:password in the uri"] if "@" in parts.netloc else []
+    keys = {k.lower() for k, _ in parse_qsl(parts.query, keep_blank_values=True)}
+    return found + [f"uri parameter {k}" for k in sorted(keys & _URI_CREDENTIAL_PARAMS)]
+
+
+def redact_uri(uri: str) -> str:
+    """``uri`` safe to show: user/password and credential query parameters masked."""
+    parts = urlsplit(uri)
+    netloc = parts.netloc.rpartition("@")[2] if "@" in parts.netloc else parts.netloc
+    if "@" in parts.netloc:
+        netloc = f"***@{netloc}"
+    query = "&".join(
+        f"{k}=***" if k.lower() in _URI_CREDENTIAL_PARAMS else f"{k}={v}"
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
 class MilvusRef(_Model):
     """Where Milvus is. Credentials never live here: see ``controller.config``."""
 
@@ -67,9 +109,15 @@ class MilvusRef(_Model):
     @model_validator(mode="before")
     @classmethod
     def _refuse_credentials(cls, data: Any) -> Any:
-        if isinstance(data, dict) and (found := _CREDENTIAL_KEYS & set(data)):
+        if not isinstance(data, dict):
+            return data
+        found = sorted(_CREDENTIAL_KEYS & set(data))
+        if isinstance(data.get("uri"), str):
+            found += uri_credentials(data["uri"])
+        if found:
+            # Never echo the value: it is the secret.
             raise ValueError(
-                f"credentials ({', '.join(sorted(found))}) must not be written in the spec; "
+                f"credentials ({', '.join(found)}) must not be written in the spec; "
                 "set EMBREL_MILVUS_TOKEN (or EMBREL_MILVUS_USER/EMBREL_MILVUS_PASSWORD) "
                 "in the controller's environment, or name a Secret in secretRef"
             )
@@ -88,9 +136,38 @@ ScalarType = Literal[
 ]
 
 
+# Build parameters Milvus accepts per index type, with its documented ranges. A
+# misspelt key would be ignored by Milvus and a bad value found only after the load.
+_INT32_MAX = 2**31 - 1
+INDEX_PARAMS: dict[str, dict[str, tuple[int, int]]] = {
+    "HNSW": {"M": (2, 2048), "efConstruction": (1, _INT32_MAX)},
+    "IVF_FLAT": {"nlist": (1, 65536)},
+    "IVF_SQ8": {"nlist": (1, 65536)},
+    "IVF_PQ": {"nlist": (1, 65536), "m": (1, 65536), "nbits": (1, 16)},
+    "FLAT": {},
+    "AUTOINDEX": {},
+    "DISKANN": {},
+}
+
+
 class IndexSpec(_Model):
     type: IndexType = "HNSW"
-    params: dict[str, int | float | str] = {}
+    # Strict, so YAML `true` or "16" reach the range check as what they are.
+    params: dict[str, StrictInt | StrictFloat | StrictStr | StrictBool] = {}
+
+    @model_validator(mode="after")
+    def _known_params_in_range(self) -> IndexSpec:
+        allowed = INDEX_PARAMS[self.type]
+        for key, value in self.params.items():
+            if key not in allowed:
+                names = ", ".join(allowed) or "none"
+                raise ValueError(f"{self.type} takes no parameter {excerpt(key)} (known: {names})")
+            low, high = allowed[key]
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{key} must be a whole number, got {excerpt(value)}")
+            if not low <= value <= high:
+                raise ValueError(f"{key} must be within {low}..{high}, got {value}")
+        return self
 
 
 class FieldSpec(_Model):
@@ -126,6 +203,15 @@ class CollectionSpec(_Model):
         if len(set(names)) != len(names):
             raise ValueError(f"field names must be unique, got {names}")
         return fields
+
+    @model_validator(mode="after")
+    def _pq_splits_the_dimension(self) -> CollectionSpec:
+        m = self.index.params.get("m")
+        if self.index.type == "IVF_PQ" and isinstance(m, int) and self.dimension % m:
+            raise ValueError(
+                f"index.params.m ({m}) must divide the dimension ({self.dimension}) for IVF_PQ"
+            )
+        return self
 
 
 class FilesSource(_Model):
@@ -348,7 +434,7 @@ class ReleaseSpec(_Model):
     # the JSON Schema only, so the CRD refuses a bad alias at `kubectl apply`.
     alias: Annotated[
         str,
-        Field(max_length=MAX_MILVUS_NAME, json_schema_extra={"pattern": _MILVUS_NAME.pattern}),
+        Field(max_length=MAX_ALIAS, json_schema_extra={"pattern": _MILVUS_NAME.pattern}),
     ]
     version: Annotated[
         str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -440,20 +526,19 @@ def collection_name(alias: str, version: str) -> str:
     if slug != version:
         slug = f"{slug}_{hashlib.sha256(version.encode()).hexdigest()[:6]}"
     name = f"{alias}__{slug}"
-    if len(name) > MAX_MILVUS_NAME:
-        name = f"{name[: MAX_MILVUS_NAME - 9]}_{hashlib.sha256(version.encode()).hexdigest()[:8]}"
+    if len(name) > MAX_MILVUS_NAME:  # keep the whole "<alias>__" prefix: it marks the track
+        digest = hashlib.sha256(version.encode()).hexdigest()[:8]
+        name = f"{name[: MAX_MILVUS_NAME - 9]}_{digest}"
     return name
 
 
-def parse_release(text: str, source: str = "<input>") -> EmbeddingRelease:
-    """Parse one YAML document into a validated release, or raise SpecError."""
+def parse_release(text: str | bytes, source: str = "<input>") -> EmbeddingRelease:
+    """Parse one YAML document (text, or bytes read from a file) into a validated
+    release, or raise SpecError; never anything else, whatever the input."""
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecError(source, [("", f"malformed YAML{where}: {problem}")]) from exc
+        data = load_yaml(text)
+    except YamlInputError as exc:
+        raise SpecError(source, [("", str(exc))]) from None
     if not isinstance(data, dict):
         raise SpecError(
             source, [("", "expected a YAML mapping with apiVersion, kind, metadata and spec")]
@@ -469,7 +554,8 @@ def release_from_dict(data: dict[str, Any], source: str = "<input>") -> Embeddin
 
 
 def _describe(err: Any) -> tuple[str, str]:
-    loc = [str(p) for p in err["loc"] if not str(p).startswith("function-")]
+    # A key in the input can be anything: keep each part of the path short.
+    loc = [str(p)[:EXCERPT] for p in err["loc"] if not str(p).startswith("function-")]
     path = ".".join(p if not p.isdigit() else f"[{p}]" for p in loc).replace(".[", "[")
     kind = err["type"]
     if kind == "extra_forbidden":
@@ -477,6 +563,6 @@ def _describe(err: Any) -> tuple[str, str]:
     if kind == "missing":
         return path, "required field is missing"
     if kind == "literal_error":
-        return path, f"got {err.get('input')!r}; {err['msg']}"
+        return path, f"got {excerpt(err.get('input'))}; {err['msg']}"
     msg = err["msg"].removeprefix("Value error, ")
     return path, msg
