@@ -80,11 +80,21 @@ def topk_overlap(a: np.ndarray, b: np.ndarray, k: int) -> float:
 
 
 def ann_recall(ann: np.ndarray, exact: np.ndarray, k: int) -> float:
-    """Recall of an ANN index against exact search: mean |ann_k ∩ exact_k| / k.
+    """Recall of an ANN index against exact search: mean |ann_k ∩ exact_k| / |exact_k|.
 
-    Same convention as :func:`topk_overlap` (-1 padding never matches; divide by k).
+    -1 padding never matches. The denominator is the number of ids exact search found
+    (k, unless the collection holds fewer rows than k): an index that returns every row
+    of a 5-row collection for k = 10 has recall 1, not 0.5. A query for which exact
+    search found nothing is left out; no query at all yields NaN, which no gate passes.
     """
-    return topk_overlap(ann, exact, k)
+    if k <= 0:
+        raise ValueError(f"k must be positive, got {k}")
+    scores = [
+        len(np.intersect1d(_valid_ids(ra[:k]), truth)) / len(truth)
+        for ra, rb in zip(np.asarray(ann), np.asarray(exact), strict=True)
+        if len(truth := _valid_ids(rb[:k]))
+    ]
+    return float(np.mean(scores)) if scores else float("nan")
 
 
 def rank_biased_overlap(a: Sequence[int], b: Sequence[int], p: float = 0.9) -> float:
@@ -266,14 +276,16 @@ def mmd_rbf(x: np.ndarray, y: np.ndarray, bandwidth: float | None = None) -> tup
         MMD²_u = 1/(m(m−1)) Σ_{i≠j} k(x_i, x_j) + 1/(n(n−1)) Σ_{i≠j} k(y_i, y_j)
                  − 2/(mn) Σ_{i,j} k(x_i, y_j)
 
-    The U-statistic is unbiased, so it can be slightly negative when the two
-    distributions are the same. When ``bandwidth`` is None, σ is the median heuristic:
-    the median of the euclidean distances between distinct points of the pooled sample
-    (diagonal excluded). Returns (mmd2, σ).
+    The U-statistic is unbiased, so it can come out slightly negative when the two
+    distributions are the same; the returned value is clamped at 0 (the true MMD² is
+    never negative, and a negative number reads as a bug). When ``bandwidth`` is None,
+    σ is the median heuristic: the median of the euclidean distances between distinct
+    points of the pooled sample (diagonal excluded), see :func:`median_bandwidth`.
+    Returns (mmd2, σ).
 
     Cost: O((n+m)²·d) time and O((n+m)²) memory (the full pooled kernel matrix), so
-    callers must pass bounded samples. Needs m, n ≥ 2; raises ValueError if σ is not
-    positive (e.g. the median heuristic on a sample where most points coincide).
+    callers must pass bounded samples. Needs m, n ≥ 2; raises ValueError if a given
+    ``bandwidth`` is not a positive finite number.
     """
     xs = _sample(x, "x")
     ys = _sample(y, "y")
@@ -285,11 +297,7 @@ def mmd_rbf(x: np.ndarray, y: np.ndarray, bandwidth: float | None = None) -> tup
     z = np.vstack([xs, ys])
     sq = _pairwise_sq_dists(z, z)
     np.fill_diagonal(sq, 0.0)
-    if bandwidth is None:
-        upper = np.triu_indices(m + n, k=1)
-        sigma = float(np.median(np.sqrt(sq[upper])))
-    else:
-        sigma = float(bandwidth)
+    sigma = median_bandwidth(sq) if bandwidth is None else float(bandwidth)
     if not (np.isfinite(sigma) and sigma > 0):
         raise ValueError(f"RBF bandwidth must be a positive finite number, got {sigma}")
     kern = np.exp(-sq / (2.0 * sigma * sigma))
@@ -297,7 +305,23 @@ def mmd_rbf(x: np.ndarray, y: np.ndarray, bandwidth: float | None = None) -> tup
     term_x = (kxx.sum() - np.trace(kxx)) / (m * (m - 1))
     term_y = (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
     term_xy = 2.0 * kxy.sum() / (m * n)
-    return float(term_x + term_y - term_xy), sigma
+    return max(float(term_x + term_y - term_xy), 0.0), sigma
+
+
+def median_bandwidth(sq: np.ndarray) -> float:
+    """σ for an RBF kernel: the median distance between distinct points.
+
+    ``sq`` is the pooled squared-distance matrix. Degenerate samples (all-zero or
+    identical vectors, or mostly coinciding points) have a median of 0, which is no
+    bandwidth: the median of the positive distances is used then, and 1.0 when every
+    point coincides (any σ gives MMD² = 0 for two such samples).
+    """
+    distances = np.sqrt(sq[np.triu_indices(sq.shape[0], k=1)])
+    sigma = float(np.median(distances)) if distances.size else 0.0
+    if sigma > 0 and np.isfinite(sigma):
+        return sigma
+    positive = distances[np.isfinite(distances) & (distances > 0)]
+    return float(np.median(positive)) if positive.size else 1.0
 
 
 # --- Exact search (ground truth for ANN recall) ------------------------------------------

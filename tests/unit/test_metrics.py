@@ -18,6 +18,7 @@ from controller.validation.metrics import (
     exact_topk_naive,
     latency_percentiles,
     mean_rbo,
+    median_bandwidth,
     mmd_rbf,
     mrr_at_k,
     ndcg_at_k,
@@ -87,9 +88,19 @@ def test_topk_overlap_padding_never_matches_and_order_is_ignored() -> None:
 def test_ann_recall_by_hand() -> None:
     ann = np.array([[1, 2, 3], [7, 8, 9]])
     exact = np.array([[3, 2, 1], [7, 0, -1]])
-    # q0: {1,2,3} ∩ {3,2,1} = 3 -> 3/3 = 1; q1: {7,8,9} ∩ {7,0} = {7} -> 1/3
-    # => mean (1 + 1/3) / 2 = 2/3
-    assert ann_recall(ann, exact, 3) == pytest.approx(2 / 3)
+    # q0: {1,2,3} ∩ {3,2,1} = 3 -> 3/3 = 1; q1: exact found only {7,0} (fewer rows
+    # than k), {7,8,9} ∩ {7,0} = {7} -> 1/2  => mean (1 + 1/2) / 2 = 3/4
+    assert ann_recall(ann, exact, 3) == pytest.approx(3 / 4)
+
+
+def test_ann_recall_when_k_exceeds_the_rows() -> None:
+    """A 3-row collection searched with k = 10: exact search finds 3 ids; an index that
+    returns the same 3 has recall 1 (it was 0.3, failing every minAnnRecall gate)."""
+    exact = np.array([[2, 0, 1, *[-1] * 7], [1, 2, 0, *[-1] * 7]])
+    ann = np.array([[0, 1, 2, *[-1] * 7], [1, 2, -1, *[-1] * 7]])
+    assert ann_recall(ann, exact, 10) == pytest.approx((1 + 2 / 3) / 2)
+    nothing = np.full((2, 10), -1)
+    assert np.isnan(ann_recall(ann, nothing, 10))
 
 
 # --- rank-biased overlap --------------------------------------------------------------------
@@ -267,10 +278,10 @@ def test_mmd_same_distribution_is_near_zero_and_shift_is_clearly_positive() -> N
     same, _ = mmd_rbf(x, y)
     itself, _ = mmd_rbf(x, x)
     moved, _ = mmd_rbf(x, shifted)
-    # Unbiased: ≈ 0, possibly slightly negative.  x against itself is ≤ 0 because the
-    # cross term includes the k(x_i, x_i) = 1 diagonal the within terms exclude.
-    assert abs(same) < 0.01
-    assert -0.01 < itself <= 0.0
+    # Unbiased: ≈ 0, and clamped at 0 where the U-statistic dips below (x against itself
+    # would be < 0: the cross term includes the k(x_i, x_i) = 1 diagonal).
+    assert 0.0 <= same < 0.01
+    assert itself == 0.0
     assert moved > 0.1
     assert moved > 10 * abs(same)
     assert mmd_rbf(shifted, x)[0] == pytest.approx(moved)  # symmetric
@@ -279,10 +290,34 @@ def test_mmd_same_distribution_is_near_zero_and_shift_is_clearly_positive() -> N
 def test_mmd_rejects_degenerate_input() -> None:
     with pytest.raises(ValueError):
         mmd_rbf(np.zeros((1, 2)), np.zeros((3, 2)))
-    with pytest.raises(ValueError):  # every distance 0 -> median bandwidth 0
-        mmd_rbf(np.zeros((3, 2)), np.zeros((3, 2)))
     with pytest.raises(ValueError):
         mmd_rbf(np.zeros((3, 2)), np.ones((3, 2)), bandwidth=0.0)
+    with pytest.raises(ValueError):
+        mmd_rbf(np.zeros((3, 2)), np.ones((3, 2)), bandwidth=float("nan"))
+
+
+def test_mmd_of_degenerate_samples_is_a_number_not_an_error() -> None:
+    """All-zero or identical vectors (a median distance of 0) once crashed the drift
+    reference right after a flip; they have a bandwidth and an MMD like any sample."""
+    zeros = np.zeros((500, 16))
+    mmd2, sigma = mmd_rbf(zeros, zeros)
+    assert (mmd2, sigma) == (0.0, 1.0)
+    # Mostly coinciding points: the median of the positive distances.
+    x = np.zeros((10, 2))
+    y = np.zeros((10, 2))
+    y[0] = [3.0, 4.0]
+    mmd2, sigma = mmd_rbf(x, y)
+    assert sigma == pytest.approx(5.0) and mmd2 > 0
+    same, _ = mmd_rbf(np.ones((50, 4)), np.ones((50, 4)))
+    moved, _ = mmd_rbf(np.ones((50, 4)), np.full((50, 4), 2.0))
+    assert same == 0.0 and moved > 0.5
+
+
+def test_median_bandwidth() -> None:
+    points = np.array([[0.0], [1.0], [3.0]])
+    sq = (points - points.T) ** 2
+    assert median_bandwidth(sq) == pytest.approx(2.0)  # distances 1, 3, 2
+    assert median_bandwidth(np.zeros((4, 4))) == 1.0
 
 
 # --- exact top-k -------------------------------------------------------------------------------
