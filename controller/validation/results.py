@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from controller.validation.metrics import PairedDifference
+
 
 class Outcome(StrEnum):
     PASSED = "Passed"
@@ -68,6 +70,47 @@ def judge(
         outcome = Outcome.PASSED if value <= threshold else Outcome.FAILED
     clean = {k: round(float(v), 6) for k, v in (metrics or {}).items()}
     return Check(name, round(float(value), 6), threshold, outcome, detail, comparison, clean)
+
+
+def judge_drop(
+    name: str,
+    diff: PairedDifference,
+    max_drop: float,
+    candidate: float,
+    live: float,
+) -> Check:
+    """A relative gate: may the candidate score below live, and by how much?
+
+    ``diff`` is the bootstrap interval of candidate minus live over the same queries.
+    Failed only when the candidate is worse than live by more than ``max_drop`` with
+    the interval's confidence (the whole interval below ``-max_drop``); Passed when the
+    whole interval is at or above it; Inconclusive when it straddles the threshold (a
+    person decides, rather than a coin flip of which queries were sampled). No scored
+    query at all fails: NaN never passes.
+    """
+    if diff.queries == 0 or np.isnan(diff.mean) or diff.high < -max_drop:
+        outcome = Outcome.FAILED
+    elif diff.low >= -max_drop:
+        outcome = Outcome.PASSED
+    else:
+        outcome = Outcome.INCONCLUSIVE
+    pct = f"{diff.confidence:.0%}"
+    detail = (
+        f"candidate {candidate:.4f} vs live {live:.4f}: {diff.mean:+.4f} "
+        f"({pct} interval {diff.low:+.4f}..{diff.high:+.4f}) over {diff.queries} queries; "
+        f"{diff.wins} better, {diff.losses} worse"
+    )
+    metrics = {
+        "candidate": candidate,
+        "live": live,
+        "low": diff.low,
+        "high": diff.high,
+        "queries": diff.queries,
+        "wins": diff.wins,
+        "losses": diff.losses,
+    }
+    clean = {k: round(float(v), 6) for k, v in metrics.items()}
+    return Check(name, round(float(diff.mean), 6), -max_drop, outcome, detail, ">=", clean)
 
 
 def verdict(checks: list[Check]) -> Outcome:

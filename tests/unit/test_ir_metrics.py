@@ -14,6 +14,7 @@ import pytest
 from ir_measures import RR, R, nDCG
 
 from controller.validation.metrics import (
+    PairedDifference,
     mrr_per_query,
     ndcg_at_k,
     ndcg_per_query,
@@ -21,6 +22,7 @@ from controller.validation.metrics import (
     recall_at_k,
     recall_per_query,
 )
+from controller.validation.results import Outcome, judge_drop
 
 RETRIEVED = np.array([[5, 3, 9, -1], [1, 2, 3, 4], [7, 8, 9, 10]])
 RELEVANT = [np.array([3, 4]), np.array([9]), np.array([], dtype=np.int64)]
@@ -121,3 +123,27 @@ def test_paired_bootstrap_leaves_out_unscored_queries() -> None:
     assert nothing.queries == 0 and math.isnan(nothing.mean)
     with pytest.raises(ValueError):
         paired_bootstrap(np.zeros(3), np.zeros(4))
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "expected"),
+    [
+        (-0.08, -0.06, Outcome.FAILED),  # worse than the allowed drop, surely
+        (-0.01, 0.02, Outcome.PASSED),  # at worst 0.01 below live, within 0.05
+        (-0.07, -0.01, Outcome.INCONCLUSIVE),  # may or may not exceed the drop
+        (0.01, 0.05, Outcome.PASSED),  # better than live
+    ],
+)
+def test_judge_drop_uses_the_whole_interval(low: float, high: float, expected: Outcome) -> None:
+    diff = PairedDifference((low + high) / 2, low, high, 100, 40, 60, 0.95)
+    check = judge_drop("goldenSet.maxDropVsLive", diff, 0.05, candidate=0.8, live=0.83)
+    assert check.outcome == expected
+    assert check.threshold == -0.05 and check.metrics["queries"] == 100
+    assert "95% interval" in check.detail and "40 better, 60 worse" in check.detail
+
+
+def test_judge_drop_without_scored_queries_fails() -> None:
+    nan = float("nan")
+    diff = PairedDifference(nan, nan, nan, 0, 0, 0, 0.95)
+    check = judge_drop("goldenSet.maxDropVsLive", diff, 0.05, candidate=nan, live=0.8)
+    assert check.outcome == Outcome.FAILED
