@@ -363,11 +363,11 @@ class PrometheusTelemetry:
             for kind in ROLLBACK_KIND.values():
                 self._count(t, self.rollbacks, (*t.key, kind), 0)
 
-    def reconcile_error(self, release: EmbeddingRelease | str, reason: str) -> None:
+    def reconcile_error(self, track: EmbeddingRelease | str, reason: str) -> None:
         """Count a failed pass; ``reason`` is a short word such as ``error_reason(exc)``."""
-        track = release if isinstance(release, str) else release.track
+        name = track if isinstance(track, str) else track.track
         with self._lock:
-            t = self._track(track)
+            t = self._track(name)
             self._count(t, self.reconcile_errors, (*t.key, bounded(reason, "Other")))
 
     def set_leader(self, leader: bool) -> None:
