@@ -14,7 +14,6 @@ replaced as a whole on each update, so a version that went away leaves no stale 
 
 from __future__ import annotations
 
-import math
 import re
 import threading
 import time
@@ -35,22 +34,13 @@ from prometheus_client import (
 )
 from prometheus_client.metrics import MetricWrapperBase
 
+from controller import monitoring
 from controller.errors import EmbrelError
-from controller.spec import DriftThresholds, EmbeddingRelease
+from controller.spec import EmbeddingRelease
 from controller.status import Phase, ReleaseStatus
 
 PREFIX = "embrel_"
 
-# Drift keys the engine reports -> (threshold field in spec.monitoring.thresholds, bound).
-# "min": the value must stay at or above the threshold; "max": at or below it.
-DRIFT_METRICS: dict[str, tuple[str, str]] = {
-    "same_id_cosine": ("min_same_id_cosine", "min"),
-    "centroid_distance": ("max_centroid_distance", "max"),
-    "mmd": ("max_mmd", "max"),
-    "canary_overlap": ("min_canary_overlap", "min"),
-    "row_count_change": ("max_row_count_change", "max"),
-    "query_distance": ("max_query_distance", "max"),
-}
 CUTOVER_KINDS = ("promote", "rollback", "auto_rollback")
 ROLLBACK_KIND = {"rollback": "manual", "auto_rollback": "auto"}
 # Bucket bounds follow what each thing costs: steps run from milliseconds (a flip) to
@@ -59,8 +49,6 @@ STEP_BUCKETS = (0.01, 0.05, 0.25, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3
 CUTOVER_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 MILVUS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _ENUM = re.compile(r"^[A-Za-z][A-Za-z0-9_@.-]{0,63}$")
-
-MilvusObserver = Callable[[str, float, str | None], None]
 
 
 def bounded(value: str, fallback: str = "other") -> str:
@@ -239,13 +227,15 @@ class PrometheusTelemetry:
         self.cutover_attempts = gauge("cutover_attempts", "Alias calls the last cutover needed", r)
         self.drift_values = {
             key: gauge(f"drift_{key}", f"Drift of the live collection: {key}", r)
-            for key in DRIFT_METRICS
+            for key in monitoring.DRIFT_KEYS
         }
         self.drift_threshold = gauge(
             "drift_threshold", "Drift thresholds from spec.monitoring.thresholds", [*r, "metric"]
         )
         self.drift_breached = gauge(
-            "drift_breached", "1 when the drift value is beyond its threshold", [*r, "metric"]
+            "drift_breached",
+            "1 when the drift value is beyond its threshold or not a finite number",
+            [*r, "metric"],
         )
         self.drift_measured = gauge(
             "drift_last_measured_timestamp_seconds", "Unix time of the last drift measurement", r
@@ -328,7 +318,7 @@ class PrometheusTelemetry:
     def drift(self, track: str, values: Mapping[str, float]) -> None:
         with self._lock:
             t = self._track(track)
-            known = {k: float(v) for k, v in values.items() if k in DRIFT_METRICS}
+            known = {k: float(v) for k, v in values.items() if k in monitoring.DRIFT_KEYS}
             for key, value in known.items():
                 self._set(t, self.drift_values[key], t.key, value)
             t.drift.update(known)
@@ -353,7 +343,7 @@ class PrometheusTelemetry:
             self._info(t, status)
             self._phase(t, status)
             self._validation(t, status)
-            t.thresholds = _thresholds(release.spec.monitoring.thresholds)
+            t.thresholds = monitoring.thresholds(release.spec.monitoring.thresholds)
             self._replace(
                 t, self.drift_threshold, {(*t.key, k): v for k, v in t.thresholds.items()}
             )
@@ -373,11 +363,11 @@ class PrometheusTelemetry:
             for kind in ROLLBACK_KIND.values():
                 self._count(t, self.rollbacks, (*t.key, kind), 0)
 
-    def reconcile_error(self, release: EmbeddingRelease | str, reason: str) -> None:
+    def reconcile_error(self, track: EmbeddingRelease | str, reason: str) -> None:
         """Count a failed pass; ``reason`` is a short word such as ``error_reason(exc)``."""
-        track = release if isinstance(release, str) else release.track
+        name = track if isinstance(track, str) else track.track
         with self._lock:
-            t = self._track(track)
+            t = self._track(name)
             self._count(t, self.reconcile_errors, (*t.key, bounded(reason, "Other")))
 
     def set_leader(self, leader: bool) -> None:
@@ -485,27 +475,8 @@ class PrometheusTelemetry:
         breached: dict[tuple[str, ...], float] = {}
         for key, threshold in t.thresholds.items():
             if key in t.drift:
-                breached[(*t.key, key)] = float(drift_breached(key, t.drift[key], threshold))
+                breached[(*t.key, key)] = float(monitoring.breached(key, t.drift[key], threshold))
         self._replace(t, self.drift_breached, breached)
-
-
-def drift_breached(key: str, value: float, threshold: float) -> bool:
-    """Whether a drift value is beyond its threshold; NaN always is."""
-    if math.isnan(value):
-        return True
-    if key == "row_count_change":  # shrinking is as suspicious as growing
-        value = abs(value)
-    bound = DRIFT_METRICS[key][1]
-    return value < threshold if bound == "min" else value > threshold
-
-
-def _thresholds(spec: DriftThresholds) -> dict[str, float]:
-    out = {}
-    for key, (field_name, _) in DRIFT_METRICS.items():
-        value = getattr(spec, field_name)
-        if value is not None:
-            out[key] = float(value)
-    return out
 
 
 def _drift_from_status(drift: Mapping[str, Any] | None) -> dict[str, float]:
@@ -516,7 +487,7 @@ def _drift_from_status(drift: Mapping[str, Any] | None) -> dict[str, float]:
     for source in (drift, drift.get("values") or {}):
         if not isinstance(source, Mapping):
             continue
-        for key in DRIFT_METRICS:
+        for key in monitoring.DRIFT_KEYS:
             for name in (key, _camel(key)):
                 value = source.get(name)
                 if isinstance(value, int | float) and not isinstance(value, bool):

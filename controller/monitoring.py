@@ -1,4 +1,4 @@
-"""Drift of the live collection from the reference taken when it went live (DESIGN.md §8).
+"""Drift of the live collection from the reference taken when it went live.
 
 Pure: the engine reads vectors and answers from Milvus and hands them here. At
 promotion a *reference* is captured: a seeded, bounded sample of ids and their
@@ -13,10 +13,14 @@ Every ``spec.monitoring.interval`` the live collection is measured against it:
 * ``row_count_change``  |rows now - rows then| / rows then;
 * ``query_distance``  cosine distance between the centroid of recent production
   queries (``spec.monitoring.queries``) and the corpus centroid.
+
+This module owns the drift rules: which values there are, which threshold bounds
+each, and when a value is a breach. ``controller.metrics`` reads them from here.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -108,34 +112,62 @@ def measure(
     return values
 
 
-# (value key, threshold field, True when larger is worse)
-_LIMITS = (
-    ("same_id_cosine", "min_same_id_cosine", False),
-    ("centroid_distance", "max_centroid_distance", True),
-    ("mmd", "max_mmd", True),
-    ("canary_overlap", "min_canary_overlap", False),
-    ("row_count_change", "max_row_count_change", True),
-    ("query_distance", "max_query_distance", True),
+@dataclass(frozen=True)
+class DriftLimit:
+    """How one drift value is judged against its threshold."""
+
+    key: str  # the value's name in what ``measure`` returns
+    field: str  # its threshold in ``spec.monitoring.thresholds`` (DriftThresholds)
+    larger_is_worse: bool  # a maximum (True) or a minimum (False)
+
+
+LIMITS = (
+    DriftLimit("same_id_cosine", "min_same_id_cosine", larger_is_worse=False),
+    DriftLimit("centroid_distance", "max_centroid_distance", larger_is_worse=True),
+    DriftLimit("mmd", "max_mmd", larger_is_worse=True),
+    DriftLimit("canary_overlap", "min_canary_overlap", larger_is_worse=False),
+    DriftLimit("row_count_change", "max_row_count_change", larger_is_worse=True),
+    DriftLimit("query_distance", "max_query_distance", larger_is_worse=True),
 )
+DRIFT_KEYS = tuple(limit.key for limit in LIMITS)
+_BY_KEY = {limit.key: limit for limit in LIMITS}
 
 
 def thresholds(limits: DriftThresholds) -> dict[str, float]:
     """Configured thresholds by value key (for status and the threshold gauges)."""
     out = {}
-    for key, attr, _ in _LIMITS:
-        limit = getattr(limits, attr)
-        if limit is not None:
-            out[key] = float(limit)
+    for limit in LIMITS:
+        value = getattr(limits, limit.field)
+        if value is not None:
+            out[limit.key] = float(value)
     return out
+
+
+def breached(key: str, value: float, threshold: float) -> bool:
+    """Whether drift value ``key`` is beyond ``threshold``.
+
+    NaN and +/-inf always are: a measurement that cannot be trusted must not pass.
+    """
+    if key not in _BY_KEY:
+        raise ValueError(f"unknown drift value {key!r} (known: {', '.join(DRIFT_KEYS)})")
+    if not math.isfinite(value):
+        return True
+    if key == "row_count_change":  # shrinking is as suspicious as growing
+        value = abs(value)
+    return value > threshold if _BY_KEY[key].larger_is_worse else value < threshold
 
 
 def breaches(values: dict[str, float], limits: DriftThresholds) -> list[str]:
     """Human-readable breaches, e.g. ``same_id_cosine 0.12 < 0.9``."""
     out = []
-    for key, attr, larger_is_worse in _LIMITS:
-        limit, value = getattr(limits, attr), values.get(key)
-        if limit is None or value is None:
+    for key, threshold in thresholds(limits).items():
+        value = values.get(key)
+        if value is None or not breached(key, value, threshold):
             continue
-        if (value > limit) if larger_is_worse else (value < limit):
-            out.append(f"{key} {value:.4g} {'>' if larger_is_worse else '<'} {limit:g}")
+        if not math.isfinite(value):
+            out.append(f"{key} {value} is not a finite number (threshold {threshold:g})")
+        else:
+            out.append(
+                f"{key} {value:.4g} {'>' if _BY_KEY[key].larger_is_worse else '<'} {threshold:g}"
+            )
     return out

@@ -15,7 +15,14 @@ import numpy as np
 
 from controller.sources.base import GoldenSet, VectorBatch, VectorSource
 from controller.sources.documents import DocumentSource
-from controller.spec import DocumentsSource, EmbedderSpec, FieldSpec, FilesSource
+from controller.spec import (
+    DocumentsSource,
+    EmbedderSpec,
+    EmbeddingRelease,
+    FieldSpec,
+    FilesSource,
+)
+from controller.status import ReleaseStatus
 
 
 class MilvusPort(Protocol):
@@ -140,9 +147,12 @@ class Reporter(Protocol):
 class Telemetry(Protocol):
     """Numbers for Prometheus (``controller.metrics``); ``NullTelemetry`` drops them.
 
-    ``track`` is ``namespace/name``; implementations keep label sets bounded.
+    The engine calls the first group during a pass; the drivers the second, after a
+    pass and around it. ``track`` is ``namespace/name``; implementations keep label
+    sets bounded.
     """
 
+    # -- the engine
     def step_finished(self, track: str, step: str, seconds: float, ok: bool) -> None: ...
     def progress(self, track: str, stage: str, done: int, total: int | None) -> None: ...
     def cutover(
@@ -151,8 +161,17 @@ class Telemetry(Protocol):
     def drift(self, track: str, values: Mapping[str, float]) -> None: ...
     def cache(self, track: str, hits: int, misses: int) -> None: ...
 
+    # -- the drivers
+    def observe_status(self, release: EmbeddingRelease, status: ReleaseStatus) -> None: ...
+    def reconcile_error(self, track: str, reason: str) -> None: ...  # reason: a short word
+    def milvus_call(self, operation: str, seconds: float, error: str | None) -> None: ...
+    def set_leader(self, leader: bool) -> None: ...
+    def forget(self, track: str) -> None: ...  # the release is gone: drop its series
+
 
 class NullTelemetry:
+    """Telemetry that records nothing: no ``--metrics-port``, or a test."""
+
     def step_finished(self, track: str, step: str, seconds: float, ok: bool) -> None:
         pass
 
@@ -166,4 +185,19 @@ class NullTelemetry:
         pass
 
     def cache(self, track: str, hits: int, misses: int) -> None:
+        pass
+
+    def observe_status(self, release: EmbeddingRelease, status: ReleaseStatus) -> None:
+        pass
+
+    def reconcile_error(self, track: str, reason: str) -> None:
+        pass
+
+    def milvus_call(self, operation: str, seconds: float, error: str | None) -> None:
+        pass
+
+    def set_leader(self, leader: bool) -> None:
+        pass
+
+    def forget(self, track: str) -> None:
         pass

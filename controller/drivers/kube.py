@@ -26,7 +26,6 @@ a restart or a failover is reconciling it again. What Kubernetes adds:
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
 import os
@@ -45,24 +44,8 @@ from controller.config import ControllerConfig, Credentials, credentials_from_en
 from controller.drivers import wiring
 from controller.drivers.informer import Informer, needs_reconcile, track_key
 from controller.drivers.leader import LeaderElector, micro_time
-from controller.drivers.local import (
-    ReferenceFolder,
-    ReportFolder,
-    engine_settings,
-    milvus_uri,
-    open_embedding_cache,
-    retry_policy,
-)
 from controller.drivers.workqueue import WorkQueue
-from controller.embedding.cache import EmbeddingCache
-from controller.embedding.embedder import SentenceTransformerEmbedder
-from controller.engine import (
-    Engine,
-    Intents,
-    Observation,
-    ReconcileResult,
-    utc_now,
-)
+from controller.engine import Intents, Observation, ReconcileResult, utc_now
 from controller.errors import (
     EmbrelError,
     KubeConflict,
@@ -70,12 +53,11 @@ from controller.errors import (
     PermanentError,
     SpecError,
     TemporaryError,
-    reason_of,
 )
 from controller.kube import KubeGateway
-from controller.ports import Advance, EmbedderPort, MilvusPort, Telemetry
-from controller.sources import LocalFiles
-from controller.spec import EmbedderSpec, EmbeddingRelease, release_from_dict
+from controller.metrics import error_reason
+from controller.ports import Advance, MilvusPort, Telemetry
+from controller.spec import EmbeddingRelease, release_from_dict
 from controller.status import Phase, Reason, ReleaseStatus, with_phase
 
 log = logging.getLogger(__name__)
@@ -275,13 +257,11 @@ class KubeReporter:
         recorder: EventRecorder,
         obj: Callable[[], Mapping[str, Any]],
         writer: StatusWriter,
-        telemetry: Telemetry | None = None,
         track: str = "",
     ) -> None:
         self.recorder = recorder
         self.obj = obj
         self.writer = writer
-        self.telemetry = telemetry
         self.track = track
 
     def event(self, reason: str, message: str, warning: bool = False) -> None:
@@ -400,13 +380,14 @@ class KubeController:
         kube: KubeGateway,
         config: ControllerConfig,
         options: KubeOptions,
-        telemetry: Any = None,
+        telemetry: Telemetry | None = None,  # NullTelemetry when None
         on_lost_leadership: Callable[[], None] | None = None,
     ) -> None:
         self.kube = kube
         self.config = config
         self.options = options
-        self.telemetry = telemetry  # controller.metrics.PrometheusTelemetry or None
+        self.engines = wiring.EngineFactory(config, telemetry)
+        self.telemetry: Telemetry = self.engines.telemetry
         self.stop = threading.Event()
         self.queue = WorkQueue(options.backoff_base, options.backoff_max)
         self.redact = Redactor()
@@ -426,11 +407,6 @@ class KubeController:
                 on_started=self._start_workers,
                 on_stopped=on_lost_leadership or self._lost_leadership,
             )
-        self._gateways: dict[tuple[str, str, str], MilvusPort] = {}
-        self._connecting: dict[tuple[str, str, str], threading.Lock] = {}
-        self._gateway_lock = threading.Lock()  # also guards the models and the cache
-        self._models: dict[str, EmbedderPort] = {}
-        self._cache: EmbeddingCache | None = None
         self._threads: list[threading.Thread] = []
         self._workers_started = False
         self._shut_down = False
@@ -476,13 +452,7 @@ class KubeController:
             return
         if self.elector is not None:
             self.elector.release()
-        with self._gateway_lock:
-            for gateway in self._gateways.values():
-                gateway.close()
-            self._gateways.clear()
-            if self._cache is not None:
-                self._cache.close()
-                self._cache = None
+        self.engines.close()
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -490,8 +460,7 @@ class KubeController:
         self._threads.append(thread)
 
     def _start_workers(self) -> None:
-        if self.telemetry is not None:
-            self.telemetry.set_leader(True)
+        self.telemetry.set_leader(True)
         if self._workers_started:
             return
         self._workers_started = True
@@ -596,9 +565,7 @@ class KubeController:
     ) -> ReconcileResult:
         generation = int(obj["metadata"].get("generation") or 0)
         writer = StatusWriter(self.kube, obj, self.redact, self.options.progress_interval)
-        reporter = KubeReporter(
-            self.recorder, lambda: writer.obj, writer, self.telemetry, release.track
-        )
+        reporter = KubeReporter(self.recorder, lambda: writer.obj, writer, release.track)
         previous = ReleaseStatus.from_dict(obj.get("status") or {})
         seen: set[str] = set()
 
@@ -608,92 +575,33 @@ class KubeController:
             return current
 
         try:
-            engine = self._engine(release, obj, reporter, writer)
+            engine = self.engines.engine(
+                self.gateway(release, obj), self.options.base_dir, reporter, writer.status
+            )
             result = engine.reconcile(release, intents, previous, generation)
-        except TemporaryError as exc:  # could not even connect, or no Secret yet
-            status = replace(previous, observed_generation=generation)
-            reason = reason_of(exc)
-            status = with_phase(status, status.phase, reason, str(exc), utc_now())
-            reporter.event(reason, str(exc), warning=True)
-            result = ReconcileResult(status, False, exc, exc.delay)
-        except PermanentError as exc:  # e.g. the Secret lacks its keys; Milvus refused
-            status = replace(previous, observed_generation=generation)
-            reason = reason_of(exc)
-            status = with_phase(status, Phase.FAILED, reason, str(exc), utc_now())
-            reporter.event(reason, str(exc), warning=True)
-            result = ReconcileResult(status, True, exc)
+        except (TemporaryError, PermanentError) as exc:
+            # Could not even connect, no Secret yet, the Secret lacks its keys, Milvus refused.
+            result = wiring.failed_pass(previous, exc, generation, utc_now())
+            reporter.event(exc.reason, str(exc), warning=True)
         writer.final(result.status)
         self._clear_intents(key, writer.obj, set(result.applied) | (seen if result.done else set()))
-        if self.telemetry is not None:
-            self._observe(release, result)
+        self._observe(release, result)
         return result
 
     def _observe(self, release: EmbeddingRelease, result: ReconcileResult) -> None:
-        from controller.metrics import error_reason
-
         self.telemetry.observe_status(release, result.status)
         if result.error is not None:
-            self.telemetry.reconcile_error(release, error_reason(result.error))
-
-    def _engine(
-        self,
-        release: EmbeddingRelease,
-        obj: Mapping[str, Any],
-        reporter: KubeReporter,
-        writer: StatusWriter,
-    ) -> Engine:
-        state = self.config.state_dir
-        return Engine(
-            self.gateway(release, obj),
-            LocalFiles(self.options.base_dir),
-            reporter,
-            engine_settings(self.config),
-            reports=ReportFolder(state / "reports"),
-            telemetry=self.telemetry,
-            references=ReferenceFolder(state / "references"),
-            embedders=self._embedder,
-            cache=self._embedding_cache(),
-            on_status=writer.status,
-        )
-
-    def _embedder(self, spec: EmbedderSpec) -> EmbedderPort:
-        """One model per ``spec.embedder`` in this process, shared by the workers."""
-        key = spec.model_dump_json()
-        with self._gateway_lock:
-            if key not in self._models:
-                self._models[key] = SentenceTransformerEmbedder(spec, self.options.base_dir)
-            return self._models[key]
-
-    def _embedding_cache(self) -> EmbeddingCache | None:
-        with self._gateway_lock:
-            if self._cache is None:  # opened on first use; safe across threads
-                self._cache = open_embedding_cache(self.config)
-            return self._cache
+            self.telemetry.reconcile_error(release.track, error_reason(result.error))
 
     def gateway(self, release: EmbeddingRelease, obj: Mapping[str, Any]) -> MilvusPort:
         """A Milvus gateway per (uri, db, credentials); the Secret wins over the env vars."""
         ref = release.spec.milvus
-        uri = milvus_uri(ref, self.options.base_dir)
         if ref.secret_ref:
             creds = self._credentials(obj["metadata"].get("namespace", "default"), ref.secret_ref)
         else:
             creds = credentials_from_env()
             self.redact.add(creds.values())
-        fingerprint = hashlib.sha256(
-            f"{creds.token}\0{creds.user}\0{creds.password}".encode()
-        ).hexdigest()
-        key = (uri, ref.db, fingerprint)
-        with self._gateway_lock:
-            connecting = self._connecting.setdefault(key, threading.Lock())
-        # One connection per key at a time (Milvus Lite opens its file once per process);
-        # connections to other Milvus instances, for other releases, go on meanwhile.
-        with connecting:
-            if key not in self._gateways:
-                observer = getattr(self.telemetry, "milvus_call", None)
-                self._gateways[key] = wiring.connect_milvus(
-                    uri, ref.db, creds, retry_policy(self.config), observer
-                )
-            return self._gateways[key]
+        return self.engines.gateway(ref, self.options.base_dir, creds)
 
     def _credentials(self, namespace: str, name: str) -> Credentials:
         try:
@@ -795,15 +703,13 @@ class KubeController:
                 "deletionPolicy Retain: the alias and collections stay in Milvus",
             )
         self._remove_finalizer(obj)
-        if self.telemetry is not None and hasattr(self.telemetry, "forget"):
-            self.telemetry.forget(track_key(obj))
+        self.telemetry.forget(track_key(obj))
 
     def _delete_from_milvus(self, obj: dict[str, Any], release: EmbeddingRelease) -> None:
         writer = StatusWriter(self.kube, obj, self.redact)
-        reporter = KubeReporter(self.recorder, lambda: writer.obj, writer, None, release.track)
+        reporter = KubeReporter(self.recorder, lambda: writer.obj, writer, release.track)
         milvus = self.gateway(release, obj)
-        engine = Engine(milvus, LocalFiles(self.options.base_dir), reporter)
-        obs = engine.observe(release)
+        obs = self.engines.observer(milvus, self.options.base_dir, reporter).observe(release)
         plan = deletion_plan(release, obs)
         kept = sorted(
             {c.name for c in obs.owned(release.track)} - {n for a, n in plan if a == "drop"}

@@ -26,20 +26,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
-import numpy as np
-
 from controller.config import ControllerConfig, credentials_from_env
 from controller.drivers import wiring
-from controller.embedding.cache import EmbeddingCache
-from controller.embedding.embedder import SentenceTransformerEmbedder
-from controller.engine import Engine, Intents, ReconcileResult, Settings, utc_now
+from controller.drivers.folders import ReferenceFolder as ReferenceFolder  # re-exported
+from controller.drivers.folders import ReportFolder as ReportFolder  # re-exported
+from controller.engine import Engine, Intents, ReconcileResult, utc_now
 from controller.errors import EmbrelError, SpecError, TemporaryError
-from controller.metrics import PrometheusTelemetry, error_reason
-from controller.milvus import RetryPolicy
-from controller.ports import EmbedderFactory, EmbedderPort, MilvusPort, Reporter
-from controller.sources import LocalFiles
-from controller.spec import EmbedderSpec, EmbeddingRelease, MilvusRef, parse_release
-from controller.status import ReleaseStatus, with_phase
+from controller.metrics import error_reason
+from controller.ports import EmbedderFactory, MilvusPort, Reporter, Telemetry
+from controller.spec import EmbeddingRelease, parse_release
+from controller.status import ReleaseStatus
 
 log = logging.getLogger(__name__)
 
@@ -150,49 +146,6 @@ def _open_lock(path: Path, blocking: bool = True) -> Iterator[IO[str]]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-class ReportFolder:
-    """Validation reports under ``<stateDir>/reports/<namespace>.<name>/<version>/``."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def write_report(self, track: str, version: str, files: dict[str, bytes]) -> str:
-        folder = self.root / track.replace("/", ".") / version
-        folder.mkdir(parents=True, exist_ok=True)
-        for name, content in files.items():
-            (folder / name).write_bytes(content)
-        return str((folder / "report.html").resolve())
-
-
-class ReferenceFolder:
-    """Drift references under ``<stateDir>/references/<namespace>.<name>/<collection>.npz``.
-
-    Written atomically (temp file + rename); a missing or unreadable file is reported
-    as absent, and the engine captures a new reference from the live collection.
-    """
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def _path(self, track: str, collection: str) -> Path:
-        return self.root / track.replace("/", ".") / f"{collection}.npz"
-
-    def save_reference(self, track: str, collection: str, arrays: dict[str, np.ndarray]) -> None:
-        path = self._path(track, collection)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, allow_pickle=False, **arrays)
-        tmp.replace(path)
-
-    def load_reference(self, track: str, collection: str) -> dict[str, np.ndarray] | None:
-        try:
-            with np.load(self._path(track, collection)) as data:
-                return {k: data[k] for k in data.files}
-        except (OSError, ValueError) as exc:
-            log.debug("no usable drift reference for %s: %s", collection, exc)
-            return None
-
-
 class ControllerBusy(EmbrelError):
     """Another controller process holds the state folder."""
 
@@ -223,38 +176,6 @@ def controller_lock(root: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def engine_settings(config: ControllerConfig) -> Settings:
-    """The engine's settings from the controller config (both drivers)."""
-    build = config.build
-    return Settings(
-        batch_size=build.batch_size,
-        index_timeout=build.index_timeout_seconds,
-        load_timeout=build.load_timeout_seconds,
-    )
-
-
-def retry_policy(config: ControllerConfig) -> RetryPolicy:
-    opts = config.milvus
-    return RetryPolicy(opts.retry_attempts, opts.retry_max_wait_seconds, opts.timeout_seconds)
-
-
-def open_embedding_cache(config: ControllerConfig) -> EmbeddingCache | None:
-    """The embedding cache of ``config.embeddingCache``; None when it is disabled."""
-    opts = config.embedding_cache
-    if not opts.enabled:
-        return None
-    return EmbeddingCache(opts.path or config.state_dir / "embedding-cache.sqlite", opts.max_bytes)
-
-
-def milvus_uri(ref: MilvusRef, base_dir: Path) -> str:
-    """The URI to connect to; a Milvus Lite path is relative to ``base_dir`` (created)."""
-    uri = ref.uri.removeprefix("file://")
-    if ref.is_lite:
-        uri = str((base_dir / uri).resolve())
-        Path(uri).parent.mkdir(parents=True, exist_ok=True)
-    return uri
-
-
 class LocalController:
     """Reconciles releases from files against Milvus, persisting status in the state folder."""
 
@@ -262,77 +183,34 @@ class LocalController:
         self,
         config: ControllerConfig,
         reporter: Reporter,
-        telemetry: PrometheusTelemetry | None = None,
-        embedders: EmbedderFactory | None = None,
+        telemetry: Telemetry | None = None,  # Prometheus metrics when `--metrics-port` is given
+        embedders: EmbedderFactory | None = None,  # tests and benchmarks count what is embedded
     ) -> None:
         self.config = config
         self.reporter = reporter
-        self.telemetry = telemetry  # Prometheus metrics when `--metrics-port` is given
+        self.engines = wiring.EngineFactory(config, telemetry, embedders)
+        self.telemetry: Telemetry = self.engines.telemetry
         self.store = StateStore(config.state_dir)
-        self._gateways: dict[tuple[str, str], MilvusPort] = {}
-        self._embedders = embedders  # tests and benchmarks count what is embedded
-        self._models: dict[tuple[str, str], EmbedderPort] = {}  # loaded once per process
-        self._cache: EmbeddingCache | None = None
+        self._warned_secret_refs: set[str] = set()
 
     def close(self) -> None:
-        for gateway in self._gateways.values():
-            gateway.close()
-        self._gateways.clear()
-        if self._cache is not None:
-            self._cache.close()
-            self._cache = None
-
-    def embedding_cache(self) -> EmbeddingCache | None:
-        if self._cache is None:  # the file is opened on first use
-            self._cache = open_embedding_cache(self.config)
-        return self._cache
-
-    def embedder_factory(self, base_dir: Path) -> EmbedderFactory:
-        """One sentence-transformers embedder per ``spec.embedder``, reused across releases."""
-        if self._embedders is not None:
-            return self._embedders
-
-        def make(spec: EmbedderSpec) -> EmbedderPort:
-            key = (spec.model_dump_json(), str(base_dir))
-            if key not in self._models:
-                self._models[key] = SentenceTransformerEmbedder(spec, base_dir)
-            return self._models[key]
-
-        return make
+        self.engines.close()
 
     def gateway(self, release: EmbeddingRelease, base_dir: Path) -> MilvusPort:
+        """Milvus for ``release``, with credentials from the environment."""
         ref = release.spec.milvus
-        uri = milvus_uri(ref, base_dir)  # a Lite path is relative to the spec's folder
-        key = (uri, ref.db)
-        if key not in self._gateways:
-            if ref.secret_ref:
-                self.reporter.event(
-                    "CredentialsFromEnvironment",
-                    f"milvus.secretRef {ref.secret_ref!r} is read by the Kubernetes driver only; "
-                    "the local driver takes credentials from EMBREL_MILVUS_* variables",
-                    warning=True,
-                )
-            self._gateways[key] = wiring.connect_milvus(
-                uri,
-                ref.db,
-                credentials_from_env(),
-                retry_policy(self.config),
-                observer=self.telemetry.milvus_call if self.telemetry else None,
+        if ref.secret_ref and ref.secret_ref not in self._warned_secret_refs:
+            self._warned_secret_refs.add(ref.secret_ref)
+            self.reporter.event(
+                "CredentialsFromEnvironment",
+                f"milvus.secretRef {ref.secret_ref!r} is read by the Kubernetes driver only; "
+                "the local driver takes credentials from EMBREL_MILVUS_* variables",
+                warning=True,
             )
-        return self._gateways[key]
+        return self.engines.gateway(ref, base_dir, credentials_from_env())
 
     def engine(self, release: EmbeddingRelease, base_dir: Path) -> Engine:
-        return Engine(
-            self.gateway(release, base_dir),
-            LocalFiles(base_dir),
-            self.reporter,
-            engine_settings(self.config),
-            reports=ReportFolder(self.config.state_dir / "reports"),
-            telemetry=self.telemetry,
-            references=ReferenceFolder(self.config.state_dir / "references"),
-            embedders=self.embedder_factory(base_dir),
-            cache=self.embedding_cache(),
-        )
+        return self.engines.engine(self.gateway(release, base_dir), base_dir, self.reporter)
 
     def record_spec(self, path: Path, text: str, release: EmbeddingRelease) -> TrackRecord:
         """Remember the applied spec; a changed spec is a new generation."""
@@ -362,10 +240,7 @@ class LocalController:
                     record.generation,
                 )
             except TemporaryError as exc:  # could not even connect
-                status = with_phase(
-                    record.status, record.status.phase, exc.reason, str(exc), utc_now()
-                )
-                result = ReconcileResult(status, False, exc, exc.delay)
+                result = wiring.failed_pass(record.status, exc, record.generation, utc_now())
             self._save_result(track, result)
             self._observe(release, result)
             if result.done or not wait or attempt == attempts:
@@ -380,11 +255,9 @@ class LocalController:
         raise AssertionError("unreachable")
 
     def _observe(self, release: EmbeddingRelease, result: ReconcileResult) -> None:
-        if self.telemetry is None:
-            return
         self.telemetry.observe_status(release, result.status)
         if result.error is not None:
-            self.telemetry.reconcile_error(release, error_reason(result.error))
+            self.telemetry.reconcile_error(release.track, error_reason(result.error))
 
     def _pending(self, track: str) -> Intents:
         """Requests as the track file holds them now (another process may add one)."""

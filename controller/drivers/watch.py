@@ -84,7 +84,7 @@ def _visit(
             print(f"{path.name}: {result.status.phase}: {result.status.message}", flush=True)
             entry.message = result.status.message
     except EmbrelError as exc:
-        if controller.telemetry is not None and entry.track:
+        if entry.track:
             controller.telemetry.reconcile_error(entry.track, error_reason(exc))
         if str(exc) != entry.error:  # say it once, not every poll
             print(f"{path.name}: error: {exc}", flush=True)

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
+from prometheus_client import CollectorRegistry
 
 from controller.config import ControllerConfig
 from controller.drivers.informer import Informer, needs_reconcile
@@ -36,6 +37,8 @@ from controller.drivers.workqueue import WorkQueue
 from controller.engine import OWNER_VALUE, P_OWNER, P_TRACK, CollectionState, Observation
 from controller.errors import KubeRejected, KubeUnavailable
 from controller.kube import KubeGateway, load_api_client
+from controller.metrics import PrometheusTelemetry
+from controller.ports import NullTelemetry
 from controller.spec import release_from_dict
 from controller.status import Phase, ReleaseStatus
 from tests.support.kube_api import EMBREL, EVENTS, KubeApiServer
@@ -410,6 +413,39 @@ def test_a_missing_secret_is_reported_and_retried(
     status = kube.get_release("test", "products")["status"]
     assert status["conditions"][0]["reason"] == "SecretUnavailable"
     assert "test/absent" in status["message"]
+
+
+def test_a_secret_without_credentials_fails_the_release_once_with_telemetry(
+    api: client.ApiClient, kube: KubeGateway, kube_api: KubeApiServer, tmp_path: Path
+) -> None:
+    core = client.CoreV1Api(api)
+    core.create_namespaced_secret("test", {"metadata": {"name": "bad"}, "data": {"x": "eA=="}})
+    create(api, milvus={"uri": "milvus.db", "secretRef": "bad"})
+    telemetry = PrometheusTelemetry(CollectorRegistry())
+    ctl = KubeController(
+        kube,
+        ControllerConfig(state_dir=tmp_path / "state"),
+        KubeOptions(leader_elect=False, base_dir=tmp_path, workers=1),
+        telemetry,
+    )
+    ctl.informers[0]._replace(kube.list_releases("test")[0])  # the cache, without a watch
+    result = ctl.reconcile("test/products")
+    assert result is not None and result.done and result.requeue_after is None
+    status = kube.get_release("test", "products")["status"]
+    assert status["phase"] == "Failed"
+    stalled = next(c for c in status["conditions"] if c["type"] == "Stalled")
+    assert stalled["status"] == "True" and stalled["reason"] == "SecretUnavailable"
+    warnings = [e for e in kube_api.objects(EVENTS, "test") if e["type"] == "Warning"]
+    assert [e["reason"] for e in warnings] == ["SecretUnavailable"]
+    labels = {"namespace": "test", "release": "products", "reason": "SecretInvalid"}
+    assert telemetry.registry.get_sample_value("embrel_reconcile_errors_total", labels) == 1.0
+    assert not (tmp_path / "milvus.db").exists()
+
+
+def test_without_a_metrics_port_the_controller_holds_null_telemetry(
+    kube: KubeGateway, tmp_path: Path
+) -> None:
+    assert isinstance(controller(kube, tmp_path).telemetry, NullTelemetry)
 
 
 def test_retain_deletion_leaves_milvus_and_removes_the_finalizer(
