@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from controller.errors import SpecError
+from controller.errors import ConfigError
+from controller.yaml_input import EXCERPT, YamlInputError, load_yaml
 
 ENV_TOKEN = "EMBREL_MILVUS_TOKEN"
 ENV_USER = "EMBREL_MILVUS_USER"
@@ -73,16 +73,18 @@ def load_config(path: Path | None) -> ControllerConfig:
     if path is None:
         return ControllerConfig()
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = load_yaml(path.read_bytes()) or {}
     except OSError as exc:
-        raise SpecError(str(path), [("", f"cannot read config file: {exc.strerror}")]) from exc
-    except yaml.YAMLError as exc:
-        raise SpecError(str(path), [("", f"malformed YAML: {exc}")]) from exc
+        raise ConfigError(str(path), [("", f"cannot read config file: {exc.strerror}")]) from None
+    except YamlInputError as exc:
+        raise ConfigError(str(path), [("", str(exc))]) from None
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), [("", "expected a YAML mapping of config sections")])
     try:
         return ControllerConfig.model_validate(data)
     except ValidationError as exc:
-        problems = [(".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()]
-        raise SpecError(str(path), problems) from exc
+        problems = [(".".join(str(p)[:EXCERPT] for p in e["loc"]), e["msg"]) for e in exc.errors()]
+        raise ConfigError(str(path), problems) from None
 
 
 @dataclass(frozen=True)

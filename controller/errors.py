@@ -4,6 +4,7 @@
     ├── PermanentError          retrying the same input cannot help; the user must act
     │   ├── UsageError          a command line that cannot be run (unknown track, bad flags)
     │   ├── SpecError           the release spec is invalid (carries field paths)
+    │   │   └── ConfigError     the controller's config file is invalid
     │   ├── SourceError         a source file is missing, unreadable or holds bad vectors
     │   ├── ConflictError       the request contradicts what Milvus holds (e.g. reused version)
     │   ├── MilvusRejected      Milvus refused a call for a reason a retry will not fix
@@ -55,12 +56,19 @@ class SpecError(PermanentError):
     """The release spec is invalid; ``problems`` lists ``(field path, message)`` pairs."""
 
     reason = Reason.INVALID_SPEC
+    what = "release spec"
 
     def __init__(self, source: str, problems: list[tuple[str, str]]) -> None:
         self.source = source
         self.problems = problems
         lines = "\n".join(f"  {path}: {msg}" if path else f"  {msg}" for path, msg in problems)
-        super().__init__(f"invalid release spec {source}:\n{lines}")
+        super().__init__(f"invalid {self.what} {source}:\n{lines}")
+
+
+class ConfigError(SpecError):
+    """The controller's config file (``--config``) is invalid or unreadable."""
+
+    what = "controller config"
 
 
 class SourceError(PermanentError):

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from controller.config import ControllerConfig, load_config
-from controller.errors import SpecError
+from controller.errors import ConfigError, SpecError
 
 EXAMPLE = Path(__file__).parents[2] / "config.example.yaml"
 
@@ -37,3 +37,26 @@ def test_bad_config_names_the_option(tmp_path: Path) -> None:
         load_config(bad)
     paths = dict(err.value.problems)
     assert "build.batchSize" in paths and "build.bogus" in paths
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b"milvus: {timeoutSeconds: \xff}\n", "not UTF-8 text"),
+        (b"- a\n- b\n", "expected a YAML mapping of config sections"),
+        (b"build: {batchSize: 10}\nbuild: {batchSize: 20}\n", "given twice"),
+        (b"build: [1, 2\n", "malformed YAML"),
+    ],
+)
+def test_unreadable_config_is_a_config_error(tmp_path: Path, raw: bytes, expected: str) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_bytes(raw)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert expected in str(err.value)
+    assert str(err.value).startswith(f"invalid controller config {path}")
+
+
+def test_a_missing_config_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(tmp_path / "absent.yaml")
