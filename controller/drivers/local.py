@@ -31,11 +31,12 @@ from controller.drivers import wiring
 from controller.drivers.folders import ReferenceFolder as ReferenceFolder  # re-exported
 from controller.drivers.folders import ReportFolder as ReportFolder  # re-exported
 from controller.engine import Engine, Intents, ReconcileResult, utc_now
-from controller.errors import EmbrelError, SpecError, TemporaryError
+from controller.errors import EmbrelError, SpecError, TemporaryError, UsageError
 from controller.metrics import error_reason
 from controller.ports import EmbedderFactory, MilvusPort, Reporter, Telemetry
 from controller.spec import EmbeddingRelease, parse_release
 from controller.status import ReleaseStatus
+from controller.yaml_input import decode
 
 log = logging.getLogger(__name__)
 
@@ -64,18 +65,32 @@ class StateStore:
         return self.tracks / f"{track.replace('/', '.')}.json"
 
     def load(self, track: str) -> TrackRecord | None:
+        """The track's record; None when there is none, or when the file is damaged
+        (it is moved aside as ``*.corrupt`` and the next apply rebuilds it from Milvus,
+        which holds everything a release needs)."""
         path = self.path(track)
         if not path.exists():
             return None
-        data = json.loads(path.read_text())
-        return TrackRecord(
-            spec_path=data["specPath"],
-            spec_text=data["specText"],
-            status=ReleaseStatus.from_dict(data.get("status", {})),
-            intents=data.get("intents", {}),
-            generation=data.get("generation", 0),
-            applied=data.get("applied", []),
-        )
+        try:
+            data = json.loads(path.read_bytes())
+            return TrackRecord(
+                spec_path=str(data["specPath"]),
+                spec_text=str(data["specText"]),
+                status=ReleaseStatus.from_dict(data.get("status", {})),
+                intents=dict(data.get("intents", {})),
+                generation=int(data.get("generation", 0)),
+                applied=list(data.get("applied", [])),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError):
+            aside = path.with_name(f"{path.name}.corrupt")
+            os.replace(path, aside)
+            log.warning(
+                "state file %s was damaged and is moved aside to %s; apply the release "
+                "again to rebuild it from Milvus",
+                path,
+                aside.name,
+            )
+            return None
 
     def save(self, track: str, record: TrackRecord) -> None:
         """Write atomically (temp file + rename) so a crash never leaves half a file."""
@@ -98,7 +113,7 @@ class StateStore:
         os.replace(tmp, path)
 
     def find(self, name: str) -> str:
-        """The track for ``name`` or ``namespace/name``; SpecError when unknown or ambiguous."""
+        """The track for ``name`` or ``namespace/name``; UsageError when unknown or ambiguous."""
         if "/" in name:
             if self.path(name).exists():
                 return name
@@ -113,16 +128,18 @@ class StateStore:
                 return matches[0]
         known = [p.stem.replace(".", "/", 1) for p in sorted(self.tracks.glob("*.json"))]
         why = "is ambiguous" if matches else "is not known"
-        raise SpecError(
-            name,
-            [("", f"release track {why} in {self.root} (known: {', '.join(known) or 'none'})")],
+        damaged = sorted(p.name for p in self.tracks.glob("*.corrupt"))
+        hint = f"; damaged state files moved aside: {', '.join(damaged)}" if damaged else ""
+        raise UsageError(
+            f"release track {name!r} {why} in {self.root} "
+            f"(known: {', '.join(known) or 'none'}){hint}"
         )
 
     def update_intents(self, track: str, change: Callable[[dict[str, Any]], None]) -> None:
         with self.lock():
             record = self.load(track)
             if record is None:
-                raise SpecError(track, [("", "no release has been applied for this track")])
+                raise UsageError(f"no release has been applied for track {track!r}")
             change(record.intents)
             self.save(track, record)
 
@@ -290,10 +307,12 @@ def _intents(raw: dict[str, Any]) -> Intents:
 
 
 def read_spec(path: Path) -> tuple[str, EmbeddingRelease]:
+    """A release file's text and its release; SpecError for anything unreadable."""
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise SpecError(str(path), [("", "file not found")]) from None
     except OSError as exc:
-        raise SpecError(str(path), [("", f"cannot read: {exc.strerror}")]) from exc
-    return text, parse_release(text, str(path))
+        raise SpecError(str(path), [("", f"cannot read: {exc.strerror}")]) from None
+    release = parse_release(raw, str(path))  # checks the encoding and size first
+    return decode(raw), release

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class _Seen:
-    text: str
+    raw: bytes
     track: str = ""
     settled: bool = False
     last_pass: float = 0.0
@@ -57,17 +57,17 @@ def _visit(
     controller: LocalController, path: Path, seen: dict[Path, _Seen], options: ReconcileOptions
 ) -> None:
     try:
-        text = path.read_text()
+        raw = path.read_bytes()  # bytes: a file that is not UTF-8 is reported, not fatal
     except OSError:
         return  # removed between listing and reading: the next poll notices
     entry = seen.get(path)
-    changed = entry is None or entry.text != text
+    changed = entry is None or entry.raw != raw
     if changed:
-        entry = seen[path] = _Seen(text)
+        entry = seen[path] = _Seen(raw)
     assert entry is not None
     try:
         if changed:
-            _, release = read_spec(path)
+            text, release = read_spec(path)
             controller.record_spec(path, text, release)
             entry.track = release.track
             print(f"{path.name}: {release.track} wants version {release.spec.version}", flush=True)
