@@ -36,7 +36,8 @@ BAD_FILES = {
     ),
     "bomb.yaml": b"a: &a [1,1,1,1,1,1,1,1,1,1]\n"
     + b"".join(
-        f"{n}: &{n} [{','.join([f'*{p}'] * 10)}]\n".encode() for p, n in zip("abcde", "bcdef")
+        f"{n}: &{n} [{','.join([f'*{p}'] * 10)}]\n".encode()
+        for p, n in zip("abcde", "bcdef", strict=True)
     )
     + b"kind: *f\n",
 }
