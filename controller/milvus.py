@@ -13,11 +13,13 @@ encodes the Milvus behaviour measured on Milvus Lite and 2.3.5
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -25,7 +27,7 @@ from pymilvus import DataType, MilvusClient, MilvusException
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from controller.config import Credentials
-from controller.errors import MilvusRejected, MilvusUnavailable, NotFound
+from controller.errors import EmbrelError, MilvusRejected, MilvusUnavailable, NotFound, SpecError
 from controller.sources.base import VectorBatch
 from controller.spec import FieldSpec, redact_uri
 
@@ -58,6 +60,8 @@ _SCALAR_TYPES: dict[str, DataType] = {
     "JSON": DataType.JSON,
 }
 
+# The file milvus-lite locks inside its data folder (milvus_lite.db.LOCK_FILENAME).
+LITE_LOCK_FILE = "LOCK"
 # pymilvus refuses larger query_iterator pages.
 QUERY_ITERATOR_MAX_BATCH = 16_384
 ID_FIELD = "id"
@@ -94,6 +98,41 @@ def _translated(action: str) -> Iterator[None]:
         if type(exc).__module__.startswith("grpc"):
             raise MilvusUnavailable(f"{action}: Milvus RPC failed ({exc})") from exc
         raise
+
+
+def _lite_problem(path: Path) -> EmbrelError:
+    """Why Milvus Lite could not open ``path``; pymilvus says only "Open local milvus failed".
+
+    A folder locked by another process is worth waiting for (Milvus Lite locks its data
+    folder to one process); a path that cannot hold a database, or a folder that is not
+    one, is the spec's to fix.
+    """
+
+    def spec_problem(why: str) -> SpecError:
+        return SpecError(str(path), [("spec.milvus.uri", why)])
+
+    if path.exists() and not path.is_dir():
+        return spec_problem(f"{path} is a file, not a Milvus Lite database folder")
+    if not path.exists():
+        return spec_problem(
+            f"cannot create a Milvus Lite database at {path} (is {path.parent} a writable folder?)"
+        )
+    lock = path / LITE_LOCK_FILE
+    if lock.exists():
+        try:
+            with lock.open("a") as fh:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fh, fcntl.LOCK_UN)
+        except BlockingIOError:
+            return MilvusUnavailable(
+                f"cannot open the Milvus Lite database {path}: another process holds it "
+                "(is `embrel run --watch` running on it?)"
+            )
+        except OSError as exc:
+            return spec_problem(f"cannot open the Milvus Lite database {path}: {exc.strerror}")
+    return spec_problem(
+        f"{path} is not a Milvus Lite database, or it is damaged (move it aside to start afresh)"
+    )
 
 
 def _error_kind(exc: Exception) -> str:
@@ -143,11 +182,7 @@ class MilvusGateway:
         except MilvusUnavailable as exc:
             if "://" in uri:
                 raise
-            # Milvus Lite locks its data folder to one process.
-            raise MilvusUnavailable(
-                f"cannot open the Milvus Lite database {uri}: another process may hold it "
-                "(is `embrel run --watch` running on it?) or it is damaged"
-            ) from exc
+            raise _lite_problem(Path(uri)) from exc
 
     def close(self) -> None:
         self._client.close()

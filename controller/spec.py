@@ -123,6 +123,16 @@ class MilvusRef(_Model):
             )
         return data
 
+    @model_validator(mode="after")
+    def _lite_path_is_a_database(self) -> MilvusRef:
+        # pymilvus opens a local path as Milvus Lite only when it ends in .db
+        if self.is_lite and not self.uri.removeprefix("file://").rstrip("/").endswith(".db"):
+            raise ValueError(
+                f"uri {excerpt(self.uri)} is neither a server URL (http://host:19530) nor a "
+                "Milvus Lite database path ending in .db (e.g. ./data/milvus.db)"
+            )
+        return self
+
     @property
     def is_lite(self) -> bool:
         """A local path (no URL scheme) means the embedded Milvus Lite."""
