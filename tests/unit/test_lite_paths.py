@@ -18,7 +18,7 @@ QUICK = RetryPolicy(attempts=1, max_wait=0.1, timeout=10)
 
 @pytest.mark.parametrize("uri", ["/", "file://", "data/milvus", "./x.sqlite", "file:///tmp/"])
 def test_a_lite_path_must_end_in_db(uri: str) -> None:
-    with pytest.raises(ValueError, match="nor a Milvus Lite database path ending in .db"):
+    with pytest.raises(ValueError, match=r"nor a Milvus Lite database path ending in \.db"):
         MilvusRef(uri=uri)
 
 
@@ -36,7 +36,7 @@ def test_a_file_where_the_database_folder_should_be(tmp_path: Path) -> None:
 
 
 def test_a_path_where_no_database_can_be_created() -> None:
-    with pytest.raises(SpecError, match="cannot create a Milvus Lite database at /proc/x.db"):
+    with pytest.raises(SpecError, match=r"cannot create a Milvus Lite database at /proc/x\.db"):
         MilvusGateway("/proc/x.db", policy=QUICK)
 
 
