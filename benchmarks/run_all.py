@@ -5,7 +5,8 @@
 Takes a while (about 25 minutes on 2 cores): build throughput on Milvus Lite and the
 real server (and the client-side share of it), the 100k and 1M-row memory builds (and
 Arrow's share of them), the flip latencies on both backends, and an incremental
-documents release against a full re-embed (about 8 minutes: it embeds 8,000 texts).
+documents release against a full re-embed (about 8 minutes: it embeds 8,000 texts),
+and the CLI's own latency (--help, status, rollback as fresh processes).
 The real server is started and stopped by each benchmark in turn.
 """
 
@@ -18,6 +19,7 @@ from collections.abc import Sequence
 from benchmarks import (
     build_memory,
     build_throughput,
+    cli_latency,
     flip_latency,
     incremental_release,
     ingest_overhead,
@@ -42,6 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     flips = flip_latency.run(20, 10_000, BACKENDS)
     print(flush=True)
     inc_ratio, speeds = incremental_release.run(incremental_release.parse([]))
+    print(flush=True)
+    cli = cli_latency.run(10, BACKENDS)
     rows = [
         [
             f"build throughput ({r.kind}, {r.rows:,} rows)",
@@ -78,6 +82,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         ]
     )
     rows += [[f"embedder throughput (batch {s[1]})", f"{s[4]} texts/s", s[0]] for s in speeds]
+    rows += [
+        [
+            f"CLI latency ({kind}, {t.what})",
+            f"median {t.median * 1000:.0f} ms, p90 {t.p90 * 1000:.0f} ms",
+            f"x{t.median / timings[0].median:.1f} of `python -c pass`; target p90 < "
+            f"{cli_latency.TARGETS[t.what]:.1f} s: "
+            f"{'met' if t.p90 < cli_latency.TARGETS[t.what] else 'NOT met'}",
+        ]
+        for kind, timings in cli.items()
+        for t in timings
+        if t.what in cli_latency.TARGETS
+    ]
     print("\nSummary\n")
     print(table(["benchmark", "result", "vs baseline"], rows))
     print(f"\nAll benchmarks took {(time.perf_counter() - started) / 60:.1f} min.")

@@ -13,7 +13,6 @@ from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
-import pyarrow as pa
 
 from controller.errors import SourceError
 from controller.sources.files import (
@@ -117,6 +116,8 @@ class _ParquetDocuments(_Documents):
                 first_row += batch.num_rows
 
     def _check_schema(self, path: Path, schema: Any) -> None:
+        import pyarrow as pa  # imported on use, as in controller.sources.files
+
         names = list(schema.names)
         missing = [c for c in (self._id, self._text, *self._columns) if c not in names]
         if missing:

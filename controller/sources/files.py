@@ -20,9 +20,6 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from controller.errors import SourceError
 from controller.sources.base import VectorBatch, VectorSource
@@ -223,6 +220,8 @@ class _ParquetSource(_FilesSource):
                 f"{', '.join(map(repr, missing))}; its columns "
                 f"are {', '.join(names)}. Check the field names in the release spec"
             )
+        import pyarrow as pa
+
         id_type = schema.field(self._id_field).type
         if not pa.types.is_integer(id_type):
             raise SourceError(
@@ -253,6 +252,10 @@ READ_BUFFER_BYTES = 1 << 20
 
 
 def _open_parquet(path: Path) -> Any:
+    # pyarrow is imported where it is used: it costs ~0.1 s, and most CLI commands read no files.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     try:
         return pq.ParquetFile(path, pre_buffer=False, buffer_size=READ_BUFFER_BYTES)
     except (OSError, pa.ArrowException) as exc:
@@ -263,6 +266,8 @@ def _open_parquet(path: Path) -> Any:
 
 def _record_batches(path: Path, parquet: Any, batch_size: int, columns: list[str]) -> Iterator[Any]:
     """``iter_batches`` with decoding errors (corrupt pages) turned into SourceError."""
+    import pyarrow as pa
+
     batches = parquet.iter_batches(batch_size=batch_size, columns=columns)
     while True:
         try:
@@ -275,6 +280,8 @@ def _record_batches(path: Path, parquet: Any, batch_size: int, columns: list[str
 
 
 def _is_float_list(arrow_type: Any) -> bool:
+    import pyarrow as pa
+
     types = pa.types
     is_list = (
         types.is_list(arrow_type)
@@ -300,6 +307,8 @@ def _arrow_vectors(column: Any, origin: str, first_row: int) -> Float32Array:
     if column.null_count:
         row = first_row + _first_true(column.is_null())
         raise SourceError(f"{origin}, row {row}: vector is null; every row needs a vector")
+    import pyarrow.compute as pc
+
     lengths = pc.list_value_length(column).to_numpy()
     dim = int(lengths[0])
     ragged = np.flatnonzero(lengths != dim)

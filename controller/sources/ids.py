@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-import pyarrow as pa
 
 from controller.errors import SourceError
 from controller.sources.files import (
@@ -51,6 +50,8 @@ def read_ids(uri: str, id_field: str, base_dir: Path | None = None) -> npt.NDArr
 
 
 def _parquet_ids(path: Path, id_field: str) -> npt.NDArray[np.int64]:
+    import pyarrow as pa  # imported on use, as in controller.sources.files
+
     with _open_parquet(path) as parquet:
         schema = parquet.schema_arrow
         if id_field not in schema.names:

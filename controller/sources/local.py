@@ -6,8 +6,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from controller.errors import SourceError
 from controller.sources.base import GoldenSet, VectorSource
@@ -51,6 +49,9 @@ class LocalFiles:
 
 def read_query_vectors(path: Path, vector_field: str, sample: int, seed: int) -> np.ndarray:
     """A seeded sample of up to ``sample`` query vectors from a Parquet column."""
+    import pyarrow as pa  # imported on use, as in controller.sources.files
+    import pyarrow.parquet as pq
+
     if not path.exists():
         raise SourceError(f"query set {path} does not exist (validation.queries.uri)")
     try:
@@ -81,6 +82,9 @@ def read_query_vectors(path: Path, vector_field: str, sample: int, seed: int) ->
 
 def read_golden_set(path: Path) -> GoldenSet:
     """Parquet with ``vector`` (list of floats) and ``relevant_ids`` (list of int64)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     if not path.exists():
         raise SourceError(f"golden set {path} does not exist (validation.goldenSet.uri)")
     try:

@@ -13,16 +13,15 @@ import io
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
 from controller.validation.results import Check, Outcome, ValidationRun
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 Floats = npt.NDArray[np.float64]
 
@@ -297,6 +296,10 @@ def _latency_series(data: Mapping[str, Sequence[float]]) -> dict[str, Floats]:
 
 
 def _png(draw: Callable[[Axes], None]) -> bytes:
+    # matplotlib is imported only to draw: it costs ~0.4 s, and only a validation draws.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=FIG_SIZE, dpi=DPI, layout="constrained")
     FigureCanvasAgg(figure)
     draw(figure.add_subplot())
@@ -349,6 +352,8 @@ def _draw_recall(ax: Axes, curves: Mapping[str, Floats]) -> None:
     ax.set_xlabel("k")
     ax.set_ylabel("recall@k")
     ax.set_ylim(0.0, 1.02)
+    from matplotlib.ticker import MaxNLocator
+
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")

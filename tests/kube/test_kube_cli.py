@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from controller.cli import _parser, main
+from controller.cli import build_parser, main
 from controller.drivers.kube import ANNOTATIONS
 from tests.conftest import REPO
 
@@ -17,11 +17,10 @@ G, V, P = "embrel.dev", "v1alpha1", "embeddingreleases"
 
 
 def test_kubectl_plugin_is_the_cli_with_kube_implied() -> None:
-    assert _parser(kube=True).parse_args(["promote", "products"]).kube
-    assert not _parser().parse_args(["promote", "products"]).kube
-    assert _parser().parse_args(["status", "products", "--kube", "-n", "search"]).namespace == (
-        "search"
-    )
+    assert build_parser(kube=True).parse_args(["promote", "products"]).kube
+    assert not build_parser().parse_args(["promote", "products"]).kube
+    args = build_parser().parse_args(["status", "products", "--kube", "-n", "search"])
+    assert args.namespace == "search"
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["kubectl-embrel"] == "controller.cli:kubectl_main"
 
@@ -29,15 +28,15 @@ def test_kubectl_plugin_is_the_cli_with_kube_implied() -> None:
 def test_controller_flags() -> None:
     flags = ["--namespace", "a", "--namespace", "b", "--no-leader-elect", "--lease-duration", "3"]
     flags += ["--workers", "2", "--kubeconfig", "kc", "--config", "c.yaml"]
-    args = _parser().parse_args(["controller", *flags])
+    args = build_parser().parse_args(["controller", *flags])
     assert args.namespace == ["a", "b"]
     assert not args.leader_elect
     assert (args.lease_duration, args.workers, args.metrics_port) == (3, 2, 8080)
     assert args.kubeconfig == Path("kc") and args.config == Path("c.yaml")
-    defaults = _parser().parse_args(["controller"])
+    defaults = build_parser().parse_args(["controller"])
     assert defaults.leader_elect and defaults.lease_name == "embrel-controller"
     with pytest.raises(SystemExit):
-        _parser().parse_args(["controller", "--workers", "0"])
+        build_parser().parse_args(["controller", "--workers", "0"])
 
 
 def _release(api: client.ApiClient) -> None:

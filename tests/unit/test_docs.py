@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import re
 import typing
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
-from controller.cli import _parser
+from controller.cli import build_parser
 from controller.metrics import PrometheusTelemetry
 from controller.spec import EmbeddingRelease
 
@@ -21,10 +22,14 @@ DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 _COMMAND = re.compile(r"(?:`|^)((?:kubectl )?embrel [^`#\n]*(?:\n[^`#\n]*(?=`))?)", re.M)
 _FLAG = re.compile(r"(?<![\w-])(--?[A-Za-z][\w-]*)")
 _SPEC_PATH = re.compile(r"\bspec(?:\.[A-Za-z][A-Za-z0-9]*)+")
+# controller/cli/app.py or controller.cli.app.main, as the docs name code.
+_MODULE_FILE = re.compile(r"\bcontroller/[\w/]*\w(?:\.py|/)")
+_DOTTED = re.compile(r"\bcontroller(?:\.[A-Za-z_]\w*)+")
+_NOT_CODE = {"controller.lock"}  # the state folder's lock file
 
 
 def _subcommands() -> dict[str, argparse.ArgumentParser]:
-    sub = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     return dict(sub.choices)
 
 
@@ -37,7 +42,7 @@ def _commands() -> list[tuple[str, str]]:
 
 
 def test_every_documented_cli_flag_exists() -> None:
-    top, subcommands = _options(_parser()), _subcommands()
+    top, subcommands = _options(build_parser()), _subcommands()
     unknown, checked = [], 0
     for doc, command in _commands():
         words = command.split()
@@ -90,19 +95,52 @@ def test_every_documented_spec_path_exists() -> None:
     assert not _resolves(["spec", "source", "bogus"])  # the check itself can fail
 
 
+def _names_code(dotted: str) -> bool:
+    """Whether ``a.b.c`` is a module of this repository, or an attribute of one."""
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        path = REPO.joinpath(*parts[:cut])
+        if path.with_suffix(".py").is_file() or (path / "__init__.py").is_file():
+            obj: object = importlib.import_module(".".join(parts[:cut]))
+            try:
+                for name in parts[cut:]:
+                    obj = getattr(obj, name)
+            except AttributeError:
+                return False
+            return True
+    return False
+
+
+def test_every_documented_module_exists() -> None:
+    files = {(doc.name, m.group(0)) for doc in DOCS for m in _MODULE_FILE.finditer(doc.read_text())}
+    dotted = {(doc.name, m.group(0)) for doc in DOCS for m in _DOTTED.finditer(doc.read_text())}
+    assert len(files) > 10 and len(dotted) > 5, "the module names in the docs were not found"
+    assert [f for f in files if not (REPO / f[1]).exists()] == []
+    assert [d for d in dotted if d[1] not in _NOT_CODE and not _names_code(d[1])] == []
+    assert not _names_code("controller.cli_kube")  # the check itself can fail
+
+
 def test_architecture_lists_every_controller_module() -> None:
     text = (REPO / "docs" / "architecture.md").read_text()
     layers = text.split("## Layers", 1)[1].split("```")[1]
     controller = REPO / "controller"
-    missing = [
-        str(path.relative_to(controller))
-        for path in sorted(controller.glob("*.py"))
-        if path.name != "__init__.py" and path.name not in layers
-    ] + [
-        f"{pkg.name}/"
-        for pkg in sorted(p for p in controller.iterdir() if (p / "__init__.py").exists())
-        if f"{pkg.name}/" not in layers
-    ]
+    missing = (
+        [
+            str(path.relative_to(controller))
+            for path in sorted(controller.glob("*.py"))
+            if path.name != "__init__.py" and path.name not in layers
+        ]
+        + [
+            f"{pkg.name}/"
+            for pkg in sorted(p for p in controller.iterdir() if (p / "__init__.py").exists())
+            if f"{pkg.name}/" not in layers
+        ]
+        + [
+            f"cli/{path.name}"
+            for path in sorted((controller / "cli").glob("*.py"))
+            if not path.name.startswith("__") and f"\n    {path.name}" not in layers
+        ]
+    )
     assert missing == []
 
 

@@ -1,30 +1,53 @@
-"""The Kubernetes half of the CLI: `embrel controller` and the verbs with ``--kube``.
+"""The Kubernetes commands: `embrel controller`, and `--kube` on the verbs.
 
 ``kubectl embrel VERB`` (the ``kubectl-embrel`` executable) is the same CLI with
 ``--kube`` implied: promote, abort and rollback set the request annotations on the
 EmbeddingRelease and wait for the controller to carry them out; status and history
-read ``.status``.
+read ``.status``. The Kubernetes client is imported only by these commands.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import logging
-import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from controller.config import ControllerConfig
+from controller.cli.output import (
+    ExitCode,
+    format_history,
+    format_status,
+    print_json,
+    print_outcome,
+    stop_on_sigterm,
+)
+from controller.errors import UsageError
 from controller.status import Phase, ReleaseStatus
 
-log = logging.getLogger(__name__)
-EXIT_OK, EXIT_FAILED, EXIT_UNAVAILABLE = 0, 1, 4
+if TYPE_CHECKING:
+    from controller.config import ControllerConfig
+    from controller.kube import KubeGateway
+
+READ_VERBS = ("status", "history")
+REQUEST_VERBS = ("promote", "abort", "rollback")
 
 
-def add_kube_options(parser: argparse.ArgumentParser, kube: bool) -> None:
-    """``--kube``, ``-n`` and ``--kubeconfig`` for a verb that can act through the API."""
+def register(sub: argparse._SubParsersAction[Any], kube: bool) -> None:
+    """`embrel controller`, and ``--kube`` (default ``kube``) on the verbs registered
+    before by controller.cli.local: with it, they act on the EmbeddingRelease."""
+    for name in READ_VERBS:
+        verb = sub.choices[name]
+        _add_kube_options(verb, kube)
+        verb.set_defaults(kube_handler=cmd_status)
+    for name in REQUEST_VERBS:
+        verb = sub.choices[name]
+        _add_kube_options(verb, kube)
+        _add_wait_options(verb)
+        verb.set_defaults(kube_handler=cmd_request)
+    _register_controller(sub)
+
+
+def _add_kube_options(parser: argparse.ArgumentParser, kube: bool) -> None:
     group = parser.add_argument_group("Kubernetes (EmbeddingRelease objects)")
     group.add_argument(
         "--kube",
@@ -37,7 +60,7 @@ def add_kube_options(parser: argparse.ArgumentParser, kube: bool) -> None:
     group.add_argument("--context", help="kubeconfig context")
 
 
-def add_wait_options(parser: argparse.ArgumentParser) -> None:
+def _add_wait_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout",
         type=float,
@@ -50,7 +73,7 @@ def add_wait_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_controller_parser(sub: Any) -> None:
+def _register_controller(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser(
         "controller", help="run the Kubernetes controller: reconcile EmbeddingRelease objects"
     )
@@ -104,8 +127,7 @@ def _positive(text: str) -> int:
     return value
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+# -- commands ----------------------------------------------------------------------
 
 
 def cmd_controller(args: argparse.Namespace, config: ControllerConfig) -> int:
@@ -113,8 +135,7 @@ def cmd_controller(args: argparse.Namespace, config: ControllerConfig) -> int:
     from controller.kube import KubeGateway
     from controller.metrics import PrometheusTelemetry, serve_http
 
-    # SIGTERM (a pod stopping) as Ctrl-C: workers finish their step, the Lease is released.
-    signal.signal(signal.SIGTERM, _interrupt)
+    stop_on_sigterm()  # a pod stopping: workers finish their step, the Lease is released
     kube = KubeGateway.connect(args.kubeconfig, args.context)
     options = KubeOptions(
         namespaces=tuple(args.namespace or ()),
@@ -132,7 +153,9 @@ def cmd_controller(args: argparse.Namespace, config: ControllerConfig) -> int:
         try:
             server = serve_http(args.metrics_port, controller.ready, args.metrics_address)
         except OSError as exc:
-            raise _usage("--metrics-port", f"cannot listen on {args.metrics_port}: {exc}") from exc
+            raise UsageError(
+                f"--metrics-port: cannot listen on {args.metrics_port}: {exc}"
+            ) from exc
     where = ", ".join(options.namespaces) or "all namespaces"
     port = f"; metrics on port {server.port}" if server else ""
     print(
@@ -149,16 +172,10 @@ def cmd_controller(args: argparse.Namespace, config: ControllerConfig) -> int:
         if server is not None:
             server.close()
         kube.close()
-    return EXIT_OK
+    return ExitCode.OK
 
 
-def _usage(flag: str, message: str) -> Exception:
-    from controller.errors import SpecError
-
-    return SpecError(flag, [("", message)])
-
-
-def _connect(args: argparse.Namespace) -> Any:
+def _connect(args: argparse.Namespace) -> KubeGateway:
     from controller.kube import KubeGateway
 
     return KubeGateway.connect(args.kubeconfig, args.context)
@@ -168,31 +185,30 @@ def _status_of(obj: dict[str, Any]) -> ReleaseStatus:
     return ReleaseStatus.from_dict(obj.get("status") or {})
 
 
-def status(args: argparse.Namespace, history: bool = False) -> int:
+def cmd_status(args: argparse.Namespace, config: ControllerConfig) -> int:
     """`embrel status|history NAME --kube`: the object's .status."""
-    from controller.cli import format_history, format_status
-
+    history = args.command == "history"
     kube = _connect(args)
     namespace = args.namespace or kube.default_namespace
     obj = kube.get_release(namespace, args.track)
     raw = obj.get("status") or {}
     if args.output == "json":
-        print(json.dumps(raw.get("history", []) if history else raw, indent=2))
-        return EXIT_OK
-    st = _status_of(obj)
+        print_json(raw.get("history", []) if history else raw)
+        return ExitCode.OK
     if history:
-        print(format_history(st))
-        return EXIT_OK
+        print(format_history(raw.get("history", [])))
+        return ExitCode.OK
+    st = _status_of(obj)
     print(format_status(st, f"EmbeddingRelease {namespace}/{args.track}"))
     generation = obj["metadata"].get("generation")
     print(f"Generation: {generation} (observed {st.observed_generation})")
     if progress := raw.get("progress"):
         total = f"/{progress['total']}" if "total" in progress else ""
         print(f"Progress:   {progress.get('stage')}: {progress.get('done')}{total}")
-    return EXIT_OK
+    return ExitCode.OK
 
 
-def request(args: argparse.Namespace) -> int:
+def cmd_request(args: argparse.Namespace, config: ControllerConfig) -> int:
     """`embrel promote|abort|rollback NAME --kube`: annotate, then wait for the controller."""
     from controller.drivers.kube import ANNOTATIONS, request_intent, wait_for_intent
 
@@ -204,7 +220,7 @@ def request(args: argparse.Namespace) -> int:
         f"Requested {args.intent} of {namespace}/{args.track} ({ANNOTATIONS[args.intent]}={value})"
     )
     if args.no_wait:
-        return EXIT_OK
+        return ExitCode.OK
     obj = wait_for_intent(kube, namespace, args.track, args.intent, args.timeout)
     if obj is None:
         print(
@@ -212,21 +228,20 @@ def request(args: argparse.Namespace) -> int:
             "(is one running? `kubectl get lease embrel-controller`); the annotation stays",
             file=sys.stderr,
         )
-        return EXIT_UNAVAILABLE
-    return _report(args, _status_of(obj))
+        return ExitCode.UNAVAILABLE
+    st = _status_of(obj)
+    print_outcome(st)
+    return (
+        ExitCode.OK if carried_out(args.intent, st, getattr(args, "to", None)) else ExitCode.FAILED
+    )
 
 
-def _report(args: argparse.Namespace, st: ReleaseStatus) -> int:
+def carried_out(intent: str, st: ReleaseStatus, wanted: str | None = None) -> bool:
+    """Whether the controller's status shows the request done (the annotation is gone)."""
+    if intent == "promote":
+        return st.phase == Phase.LIVE
+    if intent == "abort":
+        ready = next((c for c in st.conditions if c.type == "Ready"), None)
+        return ready is not None and ready.reason == "Aborted"
     live = st.live or {}
-    print(f"{st.phase}: {st.message}")
-    if live:
-        print(f"  alias -> {live.get('collection')} (version {live.get('version') or 'unknown'})")
-    ready = next((c for c in st.conditions if c.type == "Ready"), None)
-    if args.intent == "promote":
-        return EXIT_OK if st.phase == Phase.LIVE else EXIT_FAILED
-    if args.intent == "abort":
-        return EXIT_OK if ready is not None and ready.reason == "Aborted" else EXIT_FAILED
-    wanted = getattr(args, "to", None)
-    if st.phase == Phase.ROLLED_BACK or (wanted and live.get("version") == wanted):
-        return EXIT_OK
-    return EXIT_FAILED
+    return st.phase == Phase.ROLLED_BACK or bool(wanted and live.get("version") == wanted)

@@ -7,32 +7,42 @@ data generator) so that what the demo shows is exactly what a user can apply.
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from controller.cli import ConsoleReporter, format_history
-from controller.config import ControllerConfig
-from controller.drivers.local import LocalController, controller_lock, read_spec
-from controller.errors import SpecError
+from controller.cli.output import ConsoleReporter, ExitCode, format_history
+from controller.errors import UsageError
 from controller.status import Phase
+
+if TYPE_CHECKING:
+    from controller.config import ControllerConfig
+    from controller.drivers.local import LocalController
 
 EXAMPLES = Path("examples/demo")
 
 
+def register(sub: argparse._SubParsersAction[Any]) -> None:
+    demo = sub.add_parser("demo", help="v1 -> v2 -> rejected v3 -> rollback on Milvus Lite")
+    demo.add_argument("--workdir", type=Path, default=Path(".demo"))
+    demo.add_argument("--examples", type=Path, default=None, help="examples/demo folder")
+    demo.set_defaults(handler=cmd_demo)
+
+
+def cmd_demo(args: argparse.Namespace, config: ControllerConfig) -> int:
+    return run_demo(args.workdir, args.examples)
+
+
 def _find_examples(given: Path | None) -> Path:
-    for candidate in (given, EXAMPLES, Path(__file__).resolve().parent.parent / EXAMPLES):
+    for candidate in (given, EXAMPLES, Path(__file__).resolve().parents[2] / EXAMPLES):
         if candidate is not None and (candidate / "generate.py").exists():
             return candidate
-    raise SpecError(
-        str(given or EXAMPLES),
-        [
-            (
-                "",
-                "cannot find the demo's examples (generate.py and releases/); run from the repository root or pass --examples",
-            )
-        ],
+    raise UsageError(
+        f"{given or EXAMPLES}: cannot find the demo's examples (generate.py and releases/); "
+        "run from the repository root or pass --examples"
     )
 
 
@@ -45,6 +55,9 @@ def _generate(examples: Path, out: Path) -> None:
 
 
 def run_demo(workdir: Path, examples_dir: Path | None = None) -> int:
+    from controller.config import ControllerConfig
+    from controller.drivers.local import LocalController, controller_lock
+
     started = time.monotonic()
     examples = _find_examples(examples_dir)
     if workdir.exists():
@@ -67,10 +80,12 @@ def run_demo(workdir: Path, examples_dir: Path | None = None) -> int:
     print(
         f"\nDone in {time.monotonic() - started:.1f}s. Try: embrel --state-dir {config.state_dir} status products"
     )
-    return 0 if ok else 1
+    return ExitCode.OK if ok else ExitCode.FAILED
 
 
 def _scenario(controller: LocalController, releases: Path) -> bool:
+    from controller.drivers.local import read_spec
+
     steps = [
         ("1. Release v1: build, index, validate, create the alias", "products-v1.yaml", Phase.LIVE),
         (
@@ -101,7 +116,8 @@ def _scenario(controller: LocalController, releases: Path) -> bool:
     print("History of demo/products (embrel history products):")
     record = controller.store.load(track)
     assert record is not None
-    print("    " + format_history(record.status).replace("\n", "\n    "))
+    history = record.status.to_dict().get("history", [])
+    print("    " + format_history(history).replace("\n", "\n    "))
     return ok
 
 

@@ -1,0 +1,58 @@
+"""The `embrel` command line: the parser assembled from each module's commands, and ``main``.
+
+Each module registers its own subcommands (``register(subparsers)``) and imports what
+they need when they run; this module only parses, loads the config and turns an error
+into its one-line message and exit code (controller.cli.output).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from controller.cli import demo, local
+from controller.cli import kube as kube_commands
+from controller.cli.output import ExitCode, report_error, setup_logging
+from controller.errors import EmbrelError
+
+
+def build_parser(kube: bool = False) -> argparse.ArgumentParser:
+    """The whole CLI; ``kube``: `kubectl embrel`, where ``--kube`` is implied."""
+    p = argparse.ArgumentParser(
+        prog="kubectl embrel" if kube else "embrel",
+        description="Blue/green releases of embeddings in Milvus.",
+    )
+    p.add_argument("--config", type=Path, help="controller config file (see config.example.yaml)")
+    p.add_argument("--state-dir", type=Path, help="override stateDir from the config")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    local.register(sub)
+    kube_commands.register(sub, kube)  # `embrel controller`, and --kube on the local verbs
+    demo.register(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None, kube: bool = False) -> int:
+    """Run one command; its exit code (0 live or done, 1 failed, 2 invalid, 3 waiting, 4 unavailable)."""
+    args = build_parser(kube).parse_args(argv)
+    handler = args.kube_handler if getattr(args, "kube", False) else args.handler
+    try:
+        from controller.config import load_config  # pydantic: not needed for --help
+
+        config = load_config(args.config)
+        if args.state_dir is not None:
+            config = config.model_copy(update={"state_dir": args.state_dir})
+        setup_logging(config)
+        code: int = handler(args, config)
+        return code
+    except EmbrelError as exc:
+        return report_error(exc)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return ExitCode.INTERRUPTED
+
+
+def kubectl_main() -> int:
+    """`kubectl embrel ...` (the kubectl-embrel executable): the CLI with --kube implied."""
+    return main(sys.argv[1:], kube=True)

@@ -1,0 +1,238 @@
+"""The local commands: release YAML files and a state folder, no cluster.
+
+`apply`, `validate` and `run` reconcile release files; `status` and `history` read the
+state folder; `promote`, `abort` and `rollback` leave a request there, then act on it
+or let the running controller (``controller.drivers.local``). Each command imports the
+driver, the engine and the metrics only when it runs, so `embrel --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from controller.cli.output import (
+    ConsoleReporter,
+    ExitCode,
+    format_history,
+    format_status,
+    print_json,
+    report_outcome,
+    report_validation,
+    stop_on_sigterm,
+)
+from controller.errors import EmbrelError, SpecError, TemporaryError, UsageError
+
+if TYPE_CHECKING:
+    from controller.config import ControllerConfig
+    from controller.drivers.local import LocalController, StateStore
+    from controller.metrics import PrometheusTelemetry
+    from controller.status import ReleaseStatus
+
+HANDOFF_TIMEOUT = 600.0
+
+
+def register(sub: argparse._SubParsersAction[Any]) -> None:
+    apply = sub.add_parser("apply", help="reconcile a release YAML to completion")
+    apply.add_argument("-f", "--filename", type=Path, required=True)
+    _add_metrics_options(apply)
+    apply.set_defaults(handler=cmd_apply, hold=False)
+
+    validate = sub.add_parser(
+        "validate", help="build (or reuse) the candidate and run every gate; never promote"
+    )
+    validate.add_argument("-f", "--filename", type=Path, required=True)
+    _add_metrics_options(validate)
+    validate.set_defaults(handler=cmd_apply, hold=True)
+
+    run = sub.add_parser("run", help="keep reconciling every release YAML in a folder")
+    run.add_argument("--watch", type=Path, required=True, metavar="DIR")
+    run.add_argument("--once", action="store_true", help="one pass over the folder, then exit")
+    _add_metrics_options(run)
+    run.set_defaults(handler=cmd_run)
+
+    for name, text in (
+        ("status", "show a release's phase, live and candidate versions, checks"),
+        ("history", "every version of a track: collection, when live, when retired"),
+    ):
+        verb = sub.add_parser(name, help=text)
+        verb.add_argument("track", metavar="TRACK", help="the release's metadata.name")
+        verb.add_argument("-o", "--output", choices=["text", "json"], default="text")
+        verb.set_defaults(handler=cmd_status)
+
+    for name, text in (
+        ("promote", "promote a release waiting for manual promotion (or one rolled back)"),
+        ("abort", "abort an in-progress release; the live alias is not changed"),
+        ("rollback", "point the alias back at a retained previous version"),
+    ):
+        verb = sub.add_parser(name, help=text)
+        verb.add_argument("track", metavar="TRACK")
+        if name == "rollback":
+            verb.add_argument(
+                "--to", metavar="VERSION", help="a retained version (default: the previous one)"
+            )
+        verb.set_defaults(handler=cmd_request, intent=name)
+
+
+def _add_metrics_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus /metrics, /healthz and /readyz on this port (0: any free port)",
+    )
+    parser.add_argument(
+        "--metrics-address", default="0.0.0.0", metavar="HOST", help="address to listen on"
+    )
+
+
+@contextmanager
+def serving_metrics(args: argparse.Namespace) -> Iterator[PrometheusTelemetry | None]:
+    """PrometheusTelemetry served over HTTP while the verb runs, when --metrics-port is set."""
+    if args.metrics_port is None:
+        yield None
+        return
+    from controller.metrics import PrometheusTelemetry, serve_http
+
+    telemetry = PrometheusTelemetry()
+    try:
+        server = serve_http(args.metrics_port, telemetry.is_leader, args.metrics_address)
+    except OSError as exc:
+        raise UsageError(
+            f"--metrics-port: cannot listen on {args.metrics_address}:{args.metrics_port}: "
+            f"{exc.strerror}"
+        ) from exc
+    print(f"Metrics on http://{args.metrics_address}:{server.port}/metrics", flush=True)
+    try:
+        yield telemetry
+    finally:
+        telemetry.set_leader(False)
+        server.close()
+
+
+@contextmanager
+def acting_controller(
+    config: ControllerConfig, telemetry: PrometheusTelemetry | None = None
+) -> Iterator[LocalController]:
+    """A LocalController holding the state folder's lock: this process acts on it."""
+    from controller.drivers.local import ControllerBusy, LocalController, controller_lock
+
+    with ExitStack() as stack:
+        controller = LocalController(config, ConsoleReporter(), telemetry)
+        stack.callback(controller.close)
+        try:
+            stack.enter_context(controller_lock(config.state_dir))
+        except ControllerBusy as busy:
+            raise EmbrelError(f"{busy}; stop it or let it pick up the file") from busy
+        if telemetry is not None:
+            telemetry.set_leader(True)
+        yield controller
+
+
+def find_track(store: StateStore, name: str) -> str:
+    """The track ``name`` names; UsageError (exit 2) when it is unknown or ambiguous."""
+    try:
+        return store.find(name)
+    except SpecError as exc:  # the driver reports an unknown track as a spec problem
+        raise UsageError("; ".join(f"{name}: {msg}" for _, msg in exc.problems)) from None
+
+
+# -- commands ----------------------------------------------------------------------
+
+
+def cmd_apply(args: argparse.Namespace, config: ControllerConfig) -> int:
+    from controller.drivers.local import read_spec
+
+    text, release = read_spec(args.filename)
+    verb = "Validating" if args.hold else "Applying"
+    print(f"{verb} {release.track} version {release.spec.version} (alias {release.spec.alias})")
+    with serving_metrics(args) as telemetry, acting_controller(config, telemetry) as controller:
+        controller.record_spec(args.filename, text, release)
+        result = controller.reconcile_track(release.track, hold=args.hold)
+    if args.hold:
+        return report_validation(result.status)
+    return report_outcome(result.status, result.error)
+
+
+def cmd_run(args: argparse.Namespace, config: ControllerConfig) -> int:
+    from controller.drivers.watch import watch_folder
+
+    stop_on_sigterm()  # between passes, with the lock released
+    if not args.watch.is_dir():
+        raise UsageError(f"--watch {args.watch}: not a folder")
+    with serving_metrics(args) as telemetry, acting_controller(config, telemetry) as controller:
+        watch_folder(controller, args.watch, config.reconcile, once=args.once)
+    return ExitCode.OK
+
+
+def cmd_status(args: argparse.Namespace, config: ControllerConfig) -> int:
+    """`embrel status|history TRACK`: what the state folder recorded."""
+    from controller.drivers.local import StateStore
+
+    store = StateStore(config.state_dir)
+    record = store.load(find_track(store, args.track))
+    assert record is not None
+    recorded = record.status.to_dict()
+    history = args.command == "history"
+    if args.output == "json":
+        print_json(recorded.get("history", []) if history else recorded)
+    elif history:
+        print(format_history(recorded.get("history", [])))
+    else:
+        print(format_status(record.status, record.spec_path))
+    return ExitCode.OK
+
+
+def cmd_request(args: argparse.Namespace, config: ControllerConfig) -> int:
+    """promote / abort / rollback: leave the request, then act on it or let the running controller."""
+    from controller.drivers.local import (
+        ControllerBusy,
+        LocalController,
+        StateStore,
+        controller_lock,
+    )
+
+    store = StateStore(config.state_dir)
+    track = find_track(store, args.track)
+    value: object = {"to": args.to} if args.intent == "rollback" else True
+    store.update_intents(track, lambda intents: intents.__setitem__(args.intent, value))
+    controller = LocalController(config, ConsoleReporter())
+    error: EmbrelError | None = None
+    try:
+        with controller_lock(config.state_dir):
+            result = controller.reconcile_track(track)
+        status, applied, error = result.status, set(result.applied), result.error
+    except ControllerBusy as busy:
+        print(f"Handed to the running controller (pid {busy.pid}); waiting for it to act...")
+        status, handed = _wait_for_handoff(store, track, args.intent)
+        applied = set(handed)
+    finally:
+        controller.close()
+    if args.intent == "promote":
+        return report_outcome(status, error)
+    live = status.live or {}
+    if args.intent in applied:
+        done = "Rolled back" if args.intent == "rollback" else "Aborted"
+        print(f"{done}: alias -> {live.get('collection')} (version {live.get('version')})")
+        return ExitCode.OK
+    print(f"Nothing to {args.intent}: {status.phase}: {status.message}")
+    return ExitCode.FAILED
+
+
+def _wait_for_handoff(
+    store: StateStore, track: str, intent: str
+) -> tuple[ReleaseStatus, list[str]]:
+    deadline = time.monotonic() + HANDOFF_TIMEOUT
+    while time.monotonic() < deadline:
+        record = store.load(track)
+        assert record is not None
+        if intent not in record.intents:
+            return record.status, record.applied
+        time.sleep(0.5)
+    raise TemporaryError(
+        f"the running controller did not act on {intent} within {HANDOFF_TIMEOUT:.0f}s"
+    )
