@@ -201,7 +201,9 @@ class OpenAIEncoder:
         except _RETRY_EXCEPTIONS as exc:
             raise _Transient(f"{type(exc).__name__}: {self._clean(str(exc))}") from None
         except httpx.HTTPError as exc:
-            raise self._permanent(f"request failed: {type(exc).__name__}: {exc}") from None
+            raise self._permanent(
+                f"request failed: {type(exc).__name__}: {self._clean(str(exc))}"
+            ) from None
         status = response.status_code
         if status in _RETRY_STATUSES:
             raise _Transient(self._status_text(response), _retry_after(response))
