@@ -81,10 +81,15 @@ class DataPort(Protocol):
 
 
 class EmbedderPort(Protocol):
-    """Turns texts into vectors (``controller.embedding.embedder``); loads lazily."""
+    """A release's encoder: texts into vectors of its space (``controller.embedding``).
+
+    ``embed`` takes documents and ``embed_queries`` queries: models such as E5 prefix
+    them differently (``spec.embedder.documentPrefix`` / ``queryPrefix``).
+    """
 
     def dimension(self) -> int: ...
     def embed(self, texts: Sequence[str]) -> np.ndarray: ...  # (n, dimension) float32
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray: ...  # as embed
 
 
 # Drivers build one embedder per ``spec.embedder`` (and reuse it across releases).

