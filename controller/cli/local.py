@@ -25,7 +25,7 @@ from controller.cli.output import (
     report_validation,
     stop_on_sigterm,
 )
-from controller.errors import EmbrelError, SpecError, TemporaryError, UsageError
+from controller.errors import EmbrelError, TemporaryError, UsageError
 
 if TYPE_CHECKING:
     from controller.config import ControllerConfig
@@ -135,10 +135,7 @@ def acting_controller(
 
 def find_track(store: StateStore, name: str) -> str:
     """The track ``name`` names; UsageError (exit 2) when it is unknown or ambiguous."""
-    try:
-        return store.find(name)
-    except SpecError as exc:  # the driver reports an unknown track as a spec problem
-        raise UsageError("; ".join(f"{name}: {msg}" for _, msg in exc.problems)) from None
+    return store.find(name)
 
 
 # -- commands ----------------------------------------------------------------------

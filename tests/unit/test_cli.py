@@ -105,7 +105,7 @@ def test_an_unknown_track_is_a_usage_error(
 ) -> None:
     assert main(["--state-dir", str(tmp_path), verb, "nope"]) == ExitCode.INVALID
     line = _one_error_line(capsys.readouterr().err)
-    assert line.startswith("error: nope: release track is not known in ")
+    assert line.startswith("error: release track 'nope' is not known in ")
     assert "(known: none)" in line and "invalid release spec" not in line
 
 
@@ -118,7 +118,7 @@ def test_an_ambiguous_track_is_a_usage_error(
         (tracks / f"{namespace}.products.json").write_text("{}")
     assert main(["--state-dir", str(tmp_path), "status", "products"]) == ExitCode.INVALID
     line = _one_error_line(capsys.readouterr().err)
-    assert "products: release track is ambiguous" in line and "a/products, b/products" in line
+    assert "release track 'products' is ambiguous" in line and "a/products, b/products" in line
 
 
 def test_watching_a_missing_folder_is_a_usage_error(
