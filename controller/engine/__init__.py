@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from controller.cutover import Fingerprint
 from controller.engine.decide import (
@@ -234,7 +235,7 @@ class Engine:
         target: str,
         previous: str | None,
         hint: Fingerprint | None = None,
-    ) -> dict[str, object]:
+    ) -> dict[str, Any]:
         """Point the alias at ``target`` and prove that readers see it.
 
         Returns the proof (``FlipProof.to_dict()``): verified, method, probes,
