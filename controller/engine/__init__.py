@@ -94,7 +94,8 @@ from controller.status import Phase, ReleaseStatus, with_phase
 
 MAX_STEPS_PER_PASS = 50
 NO_REQUESTS = Intents()
-# Seconds between probes of a Degraded (unproven) flip, read at every observe.
+# Seconds between probes of a Degraded (unproven) flip; read at every observe, so a
+# test can shorten it on this module.
 _REVERIFY = REVERIFY_SECONDS
 
 

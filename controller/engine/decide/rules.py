@@ -13,7 +13,7 @@ the next. The invariants they serve:
 
 from __future__ import annotations
 
-from controller.engine.decide import live
+from controller.engine.decide import live as live_rules
 from controller.engine.decide.situation import Situation
 from controller.engine.decide.targets import build_conflict, rollback_targets, unproven
 from controller.engine.state import (
@@ -128,14 +128,14 @@ def rollback_request(s: Situation) -> Step | None:
 def unproven_flip(s: Situation) -> Step | None:
     """Invariant 3 while a flip is unproven: nothing is released or dropped; probe again."""
     target = unproven(s.release, s.obs)
-    return live.unverified(s.release, s.obs, target) if target is not None else None
+    return live_rules.unverified(s.release, s.obs, target) if target is not None else None
 
 
 def desired_is_live(s: Situation) -> Step | None:
     """The spec's version serves: retention, drift monitoring and the guard take over."""
     if s.cand is None or s.obs.alias_target != s.desired:
         return None
-    return live.settle_live(s.release, s.obs, s.cand)
+    return live_rules.settle_live(s.release, s.obs, s.cand)
 
 
 # -- a candidate that will not serve (invariant 2) ---------------------------------
