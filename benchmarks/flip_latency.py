@@ -47,7 +47,7 @@ from controller.status import Phase
 
 DIM = 128
 # embrel's flip event: "switched alias A: x -> y; verified by 12 probes through the alias
-# in 0.41s, 1 attempt(s)" (the alias move plus its proof, issue 7).
+# in 0.41s, 1 attempt(s)" (the alias move plus its proof).
 _SWITCH = re.compile(r"alias \S+: .*; verified by .* in ([\d.]+)s, \d+ attempt")
 INDEX_PARAMS: dict[str, Any] = {"M": 16, "efConstruction": 100}
 INDEX: dict[str, Any] = {"type": "HNSW", "params": INDEX_PARAMS}

@@ -8,7 +8,7 @@ alias is flipped A <-> B ``--flips`` times, once per ``--interval`` seconds:
 
 * raw: ``alter_alias`` (the baseline every blue/green switch starts from);
 * verified: ``Engine.flip_alias``: probes through the alias on a fresh connection,
-  re-issuing the flip when they still see the old collection (issue 7).
+  re-issuing the flip when they still see the old collection (controller.cutover).
 
 Per flip, from the first ``alter_alias`` call: time until every reader sees the new
 target, stale searches (old answers
@@ -50,7 +50,7 @@ from controller.sources.base import VectorBatch
 from controller.spec import EmbeddingRelease, release_from_dict
 
 DIM, ROWS, B_OFFSET = 32, 2000, 1_000_000
-LATE = 2.0  # seconds: the issue's bound for detecting and healing a lost flip
+LATE = 2.0  # seconds: the bound for detecting and healing a lost flip
 
 # (started, finished, served "A" | "B" | "error", error text, retried); a reader ends
 # with (0, count, "retried", message, False) tallies of the errors its retry cleared.

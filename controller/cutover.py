@@ -3,7 +3,7 @@
 ``alter_alias`` returning, and ``describe_alias`` agreeing, do not prove that
 applications see the new collection: on Milvus 2.3.5 about 3% of flips were *lost*
 (every search through the alias kept answering from the old collection until the
-alias was changed again; DESIGN.md §6). A fingerprint is a handful of probes whose
+alias was changed again; docs/benchmarks.md §7). A fingerprint is a handful of probes whose
 answers tell the two collections apart: ids whose vectors differ (or exist on one
 side only) and queries whose top-k differ. Milvus is reached only through the
 ``MilvusPort`` the engine passes in.
@@ -198,8 +198,8 @@ class _Probe:
     def once(self) -> Seen:
         """One round of reads through the alias, side by side.
 
-        The get is Strong, as the issue asks; the search (or, without query probes, a
-        second get) uses Bounded consistency, as applications read. On 2.3.5 a Strong
+        The get is Strong; the search (or, without query probes, a second get) uses
+        Bounded consistency, as applications read. On 2.3.5 a Strong
         request refreshes the proxy's alias cache while Bounded ones kept the old
         target for seconds (docs/benchmarks.md §7): only both together prove a flip.
         """
@@ -230,18 +230,52 @@ class _Probe:
         self.client.close()
 
 
-def proof_text(proof: dict[str, Any]) -> str:
-    if not proof["verified"]:
+@dataclass(frozen=True)
+class FlipProof:
+    """What ``verified_flip`` measured: whether readers were shown to see the target."""
+
+    verified: bool
+    method: str  # "probes" | "describeAlias"
+    probes: int  # probes in the fingerprint (0 with describeAlias)
+    attempts: int  # alter_alias calls issued
+    seconds: float
+    issued_at: float  # epoch of the first alter_alias
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (camelCase keys, as ``status.cutover`` shows them)."""
+        return {
+            "verified": self.verified,
+            "method": self.method,
+            "probes": self.probes,
+            "attempts": self.attempts,
+            "seconds": self.seconds,
+            "issuedAt": self.issued_at,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FlipProof:
+        return cls(
+            verified=bool(d.get("verified", False)),
+            method=str(d.get("method", "")),
+            probes=int(d.get("probes", 0)),
+            attempts=int(d.get("attempts", 0)),
+            seconds=float(d.get("seconds", 0.0)),
+            issued_at=float(d.get("issuedAt", 0.0)),
+        )
+
+
+def proof_text(proof: FlipProof) -> str:
+    if not proof.verified:
         return (
             f"NOT verified: probes through the alias still saw the old collection after "
-            f"{proof['attempts']} attempts ({proof['seconds']:.2f}s)"
+            f"{proof.attempts} attempts ({proof.seconds:.2f}s)"
         )
     how = (
-        f"{proof['probes']} probes through the alias"
-        if proof["method"] == "probes"
+        f"{proof.probes} probes through the alias"
+        if proof.method == "probes"
         else "describe_alias (the collections hold identical probes)"
     )
-    return f"verified by {how} in {proof['seconds']:.2f}s, {proof['attempts']} attempt(s)"
+    return f"verified by {how} in {proof.seconds:.2f}s, {proof.attempts} attempt(s)"
 
 
 def read_probes(
@@ -288,11 +322,11 @@ def verified_flip(
     window: float,
     attempts: int,
     reissuing: Callable[[int, Seen], None],
-) -> dict[str, Any]:
+) -> FlipProof:
     """Point the alias at ``target`` and prove it by probing through the alias.
 
     Re-issues ``alter_alias`` when probes still see the old collection after
-    ``window`` (a lost flip, DESIGN.md §6), at most ``attempts`` times.
+    ``window`` (a lost flip), at most ``attempts`` times.
     """
     alias = release.spec.alias
     started, issued_at = time.monotonic(), time.time()
@@ -311,11 +345,11 @@ def verified_flip(
     finally:
         if probe is not None:
             probe.close()
-    return {
-        "verified": seen == Seen.NEW,
-        "method": "probes" if probe else "describeAlias",
-        "probes": len(fp.ids) + len(fp.query_ids) if fp else 0,
-        "attempts": attempt,
-        "seconds": round(time.monotonic() - started, 3),
-        "issuedAt": round(issued_at, 3),  # epoch of the first alter_alias
-    }
+    return FlipProof(
+        verified=seen == Seen.NEW,
+        method="probes" if probe else "describeAlias",
+        probes=len(fp.ids) + len(fp.query_ids) if fp else 0,
+        attempts=attempt,
+        seconds=round(time.monotonic() - started, 3),
+        issued_at=round(issued_at, 3),
+    )

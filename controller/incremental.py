@@ -1,9 +1,14 @@
-"""Incremental builds: a delta over a base collection, and documents embedded by embrel.
+"""The three builds of a candidate: files, a delta over a base collection, documents.
 
-Both are written against the ports only (no I/O of their own) and run in two
-phases. ``plan`` reads and checks every input before anything in Milvus is created,
-so bad input leaves Milvus untouched; ``load`` fills the candidate the engine
-created, in bounded batches, and returns the counts for ``status.build``.
+Each is written against the ports only (no I/O of their own) and runs in two
+phases (the ``Build`` protocol). ``plan`` reads and checks every input before
+anything in Milvus is created, so bad input leaves Milvus untouched; ``load`` fills
+the candidate the engine created, in bounded batches, and returns the counts for
+``status.build``. What follows a load (the row count after flush, the properties
+that mark the candidate complete) is the engine's, the same for all three
+(``controller.engine.steps.build``).
+
+Files: every row of ``source.files``, checked in a first pass, inserted in a second.
 
 Delta: the base collection's rows, read by id from its physical name with Strong
 consistency, minus the deleted ids and the upserted ids, plus the upserts.
@@ -19,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -65,8 +70,16 @@ class BuildResult:
     rows: int  # rows in the candidate
     counts: dict[str, Any]  # status.build
     summary: str  # one line for an event
-    cache_hits: int = 0
-    cache_misses: int = 0
+    cache_hits: int | None = None  # documents builds: embedding cache lookups
+    cache_misses: int | None = None
+
+
+class Build(Protocol):
+    """A build: ``plan`` checks everything and writes nothing; ``load`` fills ``target``."""
+
+    def describe(self) -> str: ...
+    def plan(self) -> None: ...
+    def load(self, target: str) -> BuildResult: ...
 
 
 def ensure_loaded(milvus: MilvusPort, name: str) -> None:
@@ -107,6 +120,59 @@ def check_base_schema(ports: BuildPorts, base: str, role: str) -> list[FieldSpec
             "A delta keeps the base's schema; release a full build to change it"
         )
     return fields
+
+
+# -- files -------------------------------------------------------------------------
+
+
+@dataclass
+class FilesBuild:
+    """``source.files``: every row, checked whole before the first insert."""
+
+    ports: BuildPorts
+    source: VectorSource | None = None
+    rows: int = 0  # rows the check pass counted
+
+    def describe(self) -> str:
+        return f"inserting {self.rows} rows"
+
+    def plan(self) -> None:
+        """Check dimension, NaN/inf, zero vectors and duplicate ids of every row."""
+        files = self.ports.release.spec.source.files
+        assert files is not None
+        spec = self.ports.release.spec.collection
+        source = self.ports.data.open_vectors(files, [f.name for f in spec.fields])
+        dupes, rows = DuplicateIdTracker(), 0
+        with self.ports.progress(f"checking {source.describe()}", source.count_rows()) as adv:
+            for batch in source.batches(self.ports.batch_size):
+                check_batch(batch, spec.dimension, spec.metric)
+                dupes.add(batch)
+                rows += len(batch.ids)
+                adv(len(batch.ids))
+        dupes.check()
+        if rows == 0:
+            raise SourceError(
+                f"{source.describe()} holds no rows; refusing to release an empty collection"
+            )
+        self.source, self.rows = source, rows
+
+    def load(self, target: str) -> BuildResult:
+        assert self.source is not None, "plan() first"
+        ports, spec = self.ports, self.ports.release.spec.collection
+        loaded = 0
+        with ports.progress(f"loading {target}", self.rows) as advance:
+            for batch in self.source.batches(ports.batch_size):
+                check_batch(batch, spec.dimension, spec.metric)
+                ports.milvus.insert(target, batch)
+                loaded += len(batch.ids)
+                advance(len(batch.ids))
+        if loaded != self.rows:
+            raise SourceError(
+                f"{self.source.describe()} changed while loading: {self.rows} rows checked, "
+                f"{loaded} read"
+            )
+        counts = {"source": "files", "rows": loaded}
+        return BuildResult(loaded, counts, f"loaded {loaded} rows into {target}")
 
 
 # -- delta -------------------------------------------------------------------------

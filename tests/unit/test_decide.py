@@ -1,7 +1,8 @@
 """The engine's decisions on hand-made snapshots: pure, no Milvus.
 
-Each safety invariant of DESIGN.md §6 that can be seen in a decision is pinned here;
-the integration tests check the same invariants against real Milvus.
+Each safety invariant that can be seen in a decision (listed in
+controller.engine.decide.rules) is pinned here; the integration tests check the
+same invariants against real Milvus.
 """
 
 from __future__ import annotations
@@ -183,7 +184,7 @@ def test_rollback_picks_most_recently_retired_and_marks_it() -> None:
         coll("v3", promoted="t3"),
     )
     step = decide(release("v3"), obs, Intents(rollback=True))
-    assert (step.name, step.target, step.extra["rollback"]) == ("flip", "products__v2", True)
+    assert (step.name, step.target, step.rollback) == ("flip", "products__v2", True)
     step = decide(release("v3"), obs, Intents(rollback=True, rollback_to="v1"))
     assert step.target == "products__v1"
     obs.collections["products__v2"] = coll("v2", promoted="t2", retired="t3", loaded=False)

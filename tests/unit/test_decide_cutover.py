@@ -56,7 +56,7 @@ def test_unproven_flip_is_degraded_and_nothing_is_released_or_dropped() -> None:
     step = decide(r, at(5, "products__v2", old, new), Intents())
     assert step.terminal and step.phase == Phase.DEGRADED
     assert step.reason == Reason.FLIP_UNVERIFIED
-    assert 20 < step.extra["requeue_after"] <= 30
+    assert 20 < step.requeue_after <= 30
     # Later passes probe again, once per pass; still never retention.
     later = decide(r, at(31, "products__v2", old, new), Intents())
     assert later.name == "verify_flip" and later.target == "products__v2"
@@ -69,9 +69,9 @@ def test_previous_collection_drains_before_retention_acts() -> None:
     old = coll("v1", promoted=stamp(-100), retired=stamp(0))
     step = decide(r, at(10, "products__v2", old, live_v2()), Intents())
     assert step.terminal and step.phase == Phase.LIVE
-    assert "draining" in step.message and 19 <= step.extra["requeue_after"] <= 20
+    assert "draining" in step.message and 19 <= step.requeue_after <= 20
     after = decide(r, at(31, "products__v2", old, live_v2()), Intents())
-    assert (after.name, after.target, after.extra["verb"]) == ("retain", "products__v1", "drop")
+    assert (after.name, after.target, after.verb) == ("retain", "products__v1", "drop")
 
 
 def test_monitoring_captures_a_reference_then_measures_when_due() -> None:
@@ -80,7 +80,7 @@ def test_monitoring_captures_a_reference_then_measures_when_due() -> None:
     fresh = coll("v2", promoted=stamp(0))
     assert decide(r, at(1, "products__v2", old, fresh), Intents()).name == "capture_reference"
     waiting = decide(r, at(20, "products__v2", old, live_v2()), Intents())
-    assert waiting.terminal and 39 <= waiting.extra["requeue_after"] <= 40
+    assert waiting.terminal and 39 <= waiting.requeue_after <= 40
     assert decide(r, at(61, "products__v2", old, live_v2()), Intents()).name == "monitor"
     once = at(61, "products__v2", old, live_v2(), done=frozenset({"monitor"}))
     assert decide(r, once, Intents()).terminal  # never twice in one pass
@@ -99,7 +99,7 @@ def test_post_promotion_guard_rolls_back_on_a_breach_inside_its_window() -> None
     old = coll("v1", promoted=stamp(-100), retired=stamp(0))
     step = decide(r, at(25, "products__v2", old, live_v2(**_breached())), Intents())
     assert (step.name, step.target) == ("flip", "products__v1")
-    assert step.extra["rollback"] and "same_id_cosine" in step.extra["auto"]
+    assert step.rollback is True and "same_id_cosine" in step.auto
     assert step.reason == Reason.AUTO_ROLLED_BACK
 
 
