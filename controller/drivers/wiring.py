@@ -21,7 +21,7 @@ from pathlib import Path
 from controller.config import ControllerConfig, Credentials
 from controller.drivers.folders import ReferenceFolder, ReportFolder
 from controller.embedding.cache import EmbeddingCache
-from controller.embedding.embedder import SentenceTransformerEmbedder
+from controller.embedding.encoders import make_encoder
 from controller.engine import Engine, ReconcileResult, Settings
 from controller.errors import EmbrelError, TemporaryError
 from controller.milvus import MilvusGateway, RetryPolicy
@@ -156,7 +156,7 @@ class EngineFactory:
             return self._gateways[key]
 
     def embedder_factory(self, base_dir: Path) -> EmbedderFactory:
-        """One sentence-transformers embedder per ``spec.embedder``, reused across releases."""
+        """One encoder per ``spec.embedder``, reused across releases (models load once)."""
         if self._embedders is not None:
             return self._embedders
 
@@ -164,7 +164,7 @@ class EngineFactory:
             key = (spec.model_dump_json(), str(base_dir))
             with self._lock:  # the model loads lazily, so holding the lock here is cheap
                 if key not in self._models:
-                    self._models[key] = SentenceTransformerEmbedder(spec, base_dir)
+                    self._models[key] = make_encoder(spec, base_dir)
                 return self._models[key]
 
         return make

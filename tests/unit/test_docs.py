@@ -23,7 +23,9 @@ _COMMAND = re.compile(r"(?:`|^)((?:kubectl )?embrel [^`#\n]*(?:\n[^`#\n]*(?=`))?
 _FLAG = re.compile(r"(?<![\w-])(--?[A-Za-z][\w-]*)")
 _SPEC_PATH = re.compile(r"\bspec(?:\.[A-Za-z][A-Za-z0-9]*)+")
 # controller/cli/app.py or controller.cli.app.main, as the docs name code.
-_MODULE_FILE = re.compile(r"\bcontroller/[\w/]*\w(?:\.py|/)")
+# A path followed by ":123(" is a frame of recorded profiler output (it names the code
+# as it was at the commit the measurement names), not a pointer into today's code.
+_MODULE_FILE = re.compile(r"\bcontroller/[\w/]*\w(?:\.py(?!:\d+\()|/)")
 _DOTTED = re.compile(r"\bcontroller(?:\.[A-Za-z_]\w*)+")
 _NOT_CODE = {"controller.lock"}  # the state folder's lock file
 

@@ -166,10 +166,10 @@ def test_one_model_per_embedder_spec_across_threads(
     made: list[EmbedderSpec] = []
 
     class Model:
-        def __init__(self, spec: EmbedderSpec, base_dir: Path) -> None:
+        def __init__(self, spec: EmbedderSpec, base_dir: Path | None) -> None:
             made.append(spec)
 
-    monkeypatch.setattr(wiring, "SentenceTransformerEmbedder", Model)
+    monkeypatch.setattr(wiring, "make_encoder", Model)
     factory = wiring.EngineFactory(config)
     small, other = EmbedderSpec(), EmbedderSpec(model="other")
     got: list[Any] = []
@@ -233,9 +233,10 @@ def test_engines_get_the_factorys_parts(
     milvus = factory.gateway(MilvusRef(uri="milvus.db"), tmp_path, Credentials())
     statuses: list[ReleaseStatus] = []
     engine = factory.engine(milvus, tmp_path, Quiet(), statuses.append)
-    assert engine.milvus is milvus and engine.telemetry is telemetry
-    assert engine.settings == wiring.engine_settings(config)
-    assert engine.reports is factory.reports and engine.references is factory.references
+    parts = engine.context
+    assert parts.milvus is milvus and parts.telemetry is telemetry
+    assert parts.settings == wiring.engine_settings(config)
+    assert parts.reports is factory.reports and parts.references is factory.references
     assert engine.on_status == statuses.append
     assert factory.reports.root == config.state_dir / "reports"
     assert factory.references.root == config.state_dir / "references"
