@@ -88,6 +88,15 @@ def load_config(path: Path | None) -> ControllerConfig:
 
 
 @dataclass(frozen=True)
+class RetryPolicy:
+    """How the Milvus gateway retries a call that Milvus could not answer."""
+
+    attempts: int = 5
+    max_wait: float = 30.0
+    timeout: float = 60.0
+
+
+@dataclass(frozen=True)
 class Credentials:
     """Milvus credentials (environment or Secret); kept out of repr so that a credential
     never reaches a log line by accident."""

@@ -18,7 +18,6 @@ import logging
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,7 +25,7 @@ import numpy as np
 from pymilvus import DataType, MilvusClient, MilvusException
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from controller.config import Credentials
+from controller.config import Credentials, RetryPolicy
 from controller.errors import EmbrelError, MilvusRejected, MilvusUnavailable, NotFound, SpecError
 from controller.sources.base import VectorBatch
 from controller.spec import FieldSpec, redact_uri
@@ -66,13 +65,6 @@ LITE_LOCK_FILE = "LOCK"
 QUERY_ITERATOR_MAX_BATCH = 16_384
 ID_FIELD = "id"
 VECTOR_FIELD = "vector"
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    attempts: int = 5
-    max_wait: float = 30.0
-    timeout: float = 60.0
 
 
 @contextmanager

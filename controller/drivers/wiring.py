@@ -18,13 +18,12 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from controller.config import ControllerConfig, Credentials
+from controller.config import ControllerConfig, Credentials, RetryPolicy
 from controller.drivers.folders import ReferenceFolder, ReportFolder
 from controller.embedding.cache import EmbeddingCache
 from controller.embedding.encoders import make_encoder
 from controller.engine import Engine, ReconcileResult, Settings
 from controller.errors import EmbrelError, TemporaryError
-from controller.milvus import MilvusGateway, RetryPolicy
 from controller.ports import (
     EmbedderFactory,
     EmbedderPort,
@@ -49,6 +48,8 @@ def connect_milvus(
     observer: MilvusObserver | None = None,
 ) -> MilvusPort:
     """A connection to the Milvus at ``uri`` (a server URL or a Milvus Lite file)."""
+    from controller.milvus import MilvusGateway  # pymilvus: only once a release needs Milvus
+
     return MilvusGateway(uri, db, credentials, policy, observer=observer)
 
 

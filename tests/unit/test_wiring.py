@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from controller.config import ControllerConfig, Credentials
+from controller.config import ControllerConfig, Credentials, RetryPolicy
 from controller.drivers import wiring
 from controller.drivers.kube import SecretInvalid, SecretUnavailable
 from controller.drivers.local import LocalController
@@ -24,7 +24,6 @@ from controller.errors import (
     WaitTimedOut,
 )
 from controller.metrics import PrometheusTelemetry
-from controller.milvus import RetryPolicy
 from controller.ports import NullTelemetry, Telemetry
 from controller.spec import EmbedderSpec, MilvusRef, parse_release
 from controller.status import Phase, Reason, ReleaseStatus, with_phase
