@@ -53,3 +53,17 @@ benchmarks: $(VENV)/.test-installed
 
 clean:
 	rm -rf $(VENV) .demo .embrel .mypy_cache .ruff_cache .pytest_cache
+
+# The container image (Dockerfile), tagged with the name manifests/ and the chart run
+# (`python -m controller.manifests --image`: embrel/embrel:<version>). Settings are
+# scripts/build-image.sh's, e.g.
+#   make image EXTRAS=embed             the embedder variant, tagged <version>-embed
+#   make image BASE_IMAGE=mmdebstrap    a local Debian base where no registry is reachable
+#   make image SAVE=embrel.oci.tar      also an OCI archive, for `kind load image-archive`
+# image-tools installs podman and friends with apt (scripts/image-tools.sh).
+.PHONY: image image-tools
+image-tools:
+	scripts/image-tools.sh
+
+image: $(VENV)/.installed image-tools
+	PYTHON=$(PY) scripts/build-image.sh

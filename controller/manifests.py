@@ -5,10 +5,15 @@ Each generated file has one source, so nothing is written twice:
 | written | from |
 |---|---|
 | manifests/crd.yaml, charts/embrel/crds/embeddingrelease.yaml | the spec model (controller/crd.py) |
-| manifests/prometheusrule.yaml | the plain rules in manifests/alerts/embrel-rules.yaml |
+| manifests/monitoring/prometheusrule.yaml | the plain rules in manifests/alerts/embrel-rules.yaml |
 | charts/embrel/files/embrel-rules.yaml | the same rules, copied for the chart's template |
 | manifests/argocd/argocd-cm-patch.yaml | the health check manifests/argocd/health.lua |
 | charts/embrel/values.schema.json | ``values_schema`` below; ``config`` from ``ControllerConfig`` |
+| the image in manifests/deployment.yaml, charts/embrel/Chart.yaml appVersion, charts/embrel/values.yaml image.repository | ``IMAGE_REPOSITORY`` and pyproject.toml's version |
+
+The image name lives here and nowhere else: ``python -m controller.manifests --image``
+prints what ``make image`` (scripts/build-image.sh) tags, and the files above are
+pinned to it, so a manifest can never name an image no build produces.
 
 ``python -m controller.manifests --check`` lists the files that are out of date
 (tests run the same check).
@@ -18,7 +23,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +37,17 @@ from controller.spec import KIND
 
 CRD_FILES = (Path("manifests/crd.yaml"), Path("charts/embrel/crds/embeddingrelease.yaml"))
 RULES_SOURCE = Path("manifests/alerts/embrel-rules.yaml")
-PROMETHEUS_RULE = Path("manifests/prometheusrule.yaml")
+PROMETHEUS_RULE = Path("manifests/monitoring/prometheusrule.yaml")
 CHART_RULES = Path("charts/embrel/files/embrel-rules.yaml")
 HEALTH_LUA = Path("manifests/argocd/health.lua")
 ARGOCD_CM_PATCH = Path("manifests/argocd/argocd-cm-patch.yaml")
 VALUES_SCHEMA = Path("charts/embrel/values.schema.json")
+PYPROJECT = Path("pyproject.toml")
+DEPLOYMENT = Path("manifests/deployment.yaml")
+CHART_YAML = Path("charts/embrel/Chart.yaml")
+CHART_VALUES = Path("charts/embrel/values.yaml")
+# The image every manifest runs; tagged with the package version (plus -<extras>).
+IMAGE_REPOSITORY = "embrel/embrel"
 # Argo CD's key for a custom health check: resource.customizations.health.<group>_<kind>.
 ARGOCD_HEALTH_KEY = f"resource.customizations.health.{GROUP}_{KIND}"
 
@@ -98,6 +111,47 @@ def argocd_cm_patch(lua: str) -> dict[str, Any]:
         },
         "data": {ARGOCD_HEALTH_KEY: lua},
     }
+
+
+def package_version(root: Path) -> str:
+    """The ``version`` of pyproject.toml: the image tag and the chart's appVersion."""
+    version = tomllib.loads((root / PYPROJECT).read_text())["project"]["version"]
+    if not isinstance(version, str) or not re.fullmatch(r"[0-9A-Za-z][0-9A-Za-z._+-]*", version):
+        raise ValueError(f"{PYPROJECT}: project.version {version!r} is not a usable image tag")
+    return version
+
+
+def image_tag(version: str, extras: str = "") -> str:
+    """``0.1.0`` for the controller image, ``0.1.0-embed`` with the embedder extra."""
+    suffix = "-".join(sorted(e.strip() for e in extras.split(",") if e.strip()))
+    return f"{version}-{suffix}" if suffix else version
+
+
+def image_reference(root: Path, extras: str = "") -> str:
+    return f"{IMAGE_REPOSITORY}:{image_tag(package_version(root), extras)}"
+
+
+# (file, a line with one group for the value) -> what the value must be.
+def _pins(root: Path) -> dict[Path, list[tuple[str, str]]]:
+    version = package_version(root)
+    return {
+        DEPLOYMENT: [(r"^\s+image: (\S+)$", image_reference(root))],
+        CHART_YAML: [(r"^appVersion: (\S+)$", json.dumps(version))],
+        CHART_VALUES: [(r"^  repository: (\S+)$", IMAGE_REPOSITORY)],
+    }
+
+
+def _pinned(path: Path, text: str, pins: list[tuple[str, str]]) -> str:
+    """``text`` with each pinned value replaced; every pin must match exactly once."""
+    for pattern, value in pins:
+        matches = list(re.finditer(pattern, text, flags=re.MULTILINE))
+        if len(matches) != 1:
+            raise ValueError(
+                f"{path}: expected one line matching {pattern!r}, found {len(matches)}"
+            )
+        start, end = matches[0].span(1)
+        text = text[:start] + value + text[end:]
+    return text
 
 
 def _inline(node: Any, defs: dict[str, Any]) -> Any:
@@ -205,6 +259,8 @@ def generated_files(root: Path) -> dict[Path, str]:
         + dump(argocd_cm_patch(lua))
     )
     files[VALUES_SCHEMA] = json.dumps(values_schema(), indent=2) + "\n"
+    for path, pins in _pins(root).items():
+        files[path] = _pinned(path, (root / path).read_text(), pins)
     return files
 
 
@@ -232,7 +288,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m controller.manifests", description=__doc__)
     parser.add_argument("--root", type=Path, default=Path.cwd(), help="the repository root")
     parser.add_argument("--check", action="store_true", help="list stale files, write nothing")
+    parser.add_argument("--version", action="store_true", help="print the package version")
+    parser.add_argument("--image", action="store_true", help="print the image name and tag")
+    parser.add_argument("--extras", default="", help="with --image: e.g. embed")
     args = parser.parse_args(argv)
+    if args.version:
+        print(package_version(args.root))
+        return 0
+    if args.image:
+        print(image_reference(args.root, args.extras))
+        return 0
     if args.check:
         stale = out_of_date(args.root)
         for path in stale:

@@ -1,19 +1,39 @@
 """charts/embrel rendered without a helm binary (helm-python-sdk binds Helm's Go SDK)."""
 
+import json
 import shutil
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import helm_python as helm
+import kmock
 import pytest
 import yaml
 
 from controller import manifests
 from controller.config import ControllerConfig
 from controller.crd import custom_resource_definition
-from tests.support.manifests import CHART, MANIFESTS, kube_problems, load_file, load_objects
-from tests.unit.test_manifests import LEASE_RULES, RELEASE_RULES, controller_args, pod_problems
+from tests.support.kube_api import ALL_VERBS, EMBREL, KubeApiServer
+from tests.support.manifests import (
+    CHART,
+    MANIFESTS,
+    ROOT,
+    kube_problems,
+    load_file,
+    load_objects,
+)
+from tests.unit.test_manifests import (
+    LEASE_RULES,
+    RELEASE_RULES,
+    controller_args,
+    kustomize_build,
+    pod_images,
+    pod_problems,
+    with_monitoring,
+)
 
 # Labels and annotations only Helm adds; everything else must equal manifests/.
 HELM_ONLY_LABELS = {"helm.sh/chart", "app.kubernetes.io/managed-by", "app.kubernetes.io/version"}
@@ -23,7 +43,15 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "watch-namespaces": {"watchNamespaces": ["search", "recsys"]},
     "metrics-disabled": {"metrics": {"enabled": False, "port": 8080}},
+    # Where the Prometheus Operator's CRDs are installed.
+    "monitoring": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
+    "monitoring-without-metrics": {
+        "metrics": {"enabled": False, "port": 8080},
+        "serviceMonitor": {"enabled": True},
+        "prometheusRule": {"enabled": True},
+    },
 }
+MONITORING = SCENARIOS["monitoring"]
 
 
 @pytest.fixture(scope="module")
@@ -79,20 +107,21 @@ def test_a_broken_template_fails(tmp_path: Path) -> None:
 
 def test_kinds_per_scenario(chart: helm.Chart) -> None:
     kinds = {name: sorted(by_kind(render(chart, v))) for name, v in SCENARIOS.items()}
+    # A bare cluster: nothing that needs the Prometheus Operator's CRDs.
     assert kinds["defaults"] == [
         "ClusterRole",
         "ClusterRoleBinding",
         "ConfigMap",
         "Deployment",
-        "PrometheusRule",
         "Role",
         "RoleBinding",
         "Service",
         "ServiceAccount",
-        "ServiceMonitor",
     ]
+    assert kinds["monitoring"] == sorted([*kinds["defaults"], "PrometheusRule", "ServiceMonitor"])
     assert "ClusterRole" not in kinds["watch-namespaces"]
     assert not {"Service", "ServiceMonitor", "PrometheusRule"} & set(kinds["metrics-disabled"])
+    assert kinds["monitoring-without-metrics"] == kinds["metrics-disabled"]
 
 
 def test_watch_namespaces_get_a_role_each_and_a_flag_each(chart: helm.Chart) -> None:
@@ -158,10 +187,10 @@ def test_chart_crd_is_the_generated_crd(chart: helm.Chart) -> None:
 
 
 def test_prometheus_rule_carries_the_alert_rules(chart: helm.Chart) -> None:
-    (rule,) = by_kind(render(chart, {}))["PrometheusRule"]
+    (rule,) = by_kind(render(chart, MONITORING))["PrometheusRule"]
     source = yaml.safe_load((MANIFESTS / "alerts" / "embrel-rules.yaml").read_text())
     assert rule["spec"] == source
-    (static,) = load_file(MANIFESTS / "prometheusrule.yaml")
+    (static,) = load_file(MANIFESTS / "monitoring" / "prometheusrule.yaml")
     assert static["spec"] == source
 
 
@@ -182,16 +211,19 @@ def _comparable(obj: dict[str, Any]) -> dict[str, Any]:
     return obj
 
 
-def test_chart_with_defaults_equals_the_static_manifests(chart: helm.Chart) -> None:
-    """kubectl apply -k manifests/ and helm install embrel installs the same objects."""
-    rendered = {(o["kind"], o["metadata"]["name"]): _comparable(o) for o in render(chart, {})}
-    names = yaml.safe_load((MANIFESTS / "kustomization.yaml").read_text())["resources"]
+@pytest.mark.parametrize("with_operator", [False, True], ids=["bare", "monitoring"])
+def test_chart_with_defaults_equals_the_static_manifests(
+    chart: helm.Chart, with_operator: bool, tmp_path: Path
+) -> None:
+    """kubectl apply -k and helm install install the same objects, with monitoring or not."""
+    values = MONITORING if with_operator else {}
+    rendered = {(o["kind"], o["metadata"]["name"]): _comparable(o) for o in render(chart, values)}
     static = {}
-    for name in names:
-        if name in ("namespace.yaml", "crd.yaml"):  # helm: --create-namespace, crds/
+    built = kustomize_build(with_monitoring(tmp_path) if with_operator else MANIFESTS)
+    for obj in built:
+        if obj["kind"] in ("Namespace", "CustomResourceDefinition"):  # --create-namespace, crds/
             continue
-        for obj in load_file(MANIFESTS / name):
-            static[obj["kind"], obj["metadata"]["name"]] = _comparable(obj)
+        static[obj["kind"], obj["metadata"]["name"]] = _comparable(obj)
     for obj in static.values():
         obj["metadata"]["labels"].pop("app.kubernetes.io/instance", None)
     for obj in rendered.values():
@@ -205,3 +237,188 @@ def test_generated_chart_files_have_their_source(chart: helm.Chart) -> None:
     files = {f["name"]: f["data"] for f in chart.files}
     assert files["files/embrel-rules.yaml"] == (MANIFESTS / "alerts/embrel-rules.yaml").read_text()
     assert chart.schema == manifests.values_schema()
+
+
+def test_chart_runs_the_image_that_make_image_builds(chart: helm.Chart) -> None:
+    for values in SCENARIOS.values():
+        assert pod_images(render(chart, values)) == {manifests.image_reference(ROOT)}
+
+
+# -- installing on a cluster: every object applied to the API emulator ------------------
+
+# Kinds every cluster serves: (group, version, plural, namespaced).
+BUILT_IN = {
+    "Namespace": ("", "v1", "namespaces", False),
+    "ServiceAccount": ("", "v1", "serviceaccounts", True),
+    "ConfigMap": ("", "v1", "configmaps", True),
+    "Secret": ("", "v1", "secrets", True),
+    "Service": ("", "v1", "services", True),
+    "Deployment": ("apps", "v1", "deployments", True),
+    "ClusterRole": ("rbac.authorization.k8s.io", "v1", "clusterroles", False),
+    "ClusterRoleBinding": ("rbac.authorization.k8s.io", "v1", "clusterrolebindings", False),
+    "Role": ("rbac.authorization.k8s.io", "v1", "roles", True),
+    "RoleBinding": ("rbac.authorization.k8s.io", "v1", "rolebindings", True),
+    "CustomResourceDefinition": (
+        "apiextensions.k8s.io",
+        "v1",
+        "customresourcedefinitions",
+        False,
+    ),
+}
+# What the Prometheus Operator's CRDs add.
+OPERATOR_KINDS = {
+    "ServiceMonitor": ("monitoring.coreos.com", "v1", "servicemonitors", True),
+    "PrometheusRule": ("monitoring.coreos.com", "v1", "prometheusrules", True),
+}
+# The order kubectl and Helm create kinds in: namespaces, then CRDs, then the rest.
+FIRST = ("Namespace", "CustomResourceDefinition")
+
+
+class Cluster:
+    """The API emulator as a bare cluster: built-in kinds, and those its CRDs add."""
+
+    def __init__(self, server: KubeApiServer, with_operator: bool = False) -> None:
+        self.server = server
+        self.kinds: dict[str, tuple[str, str, str, bool]] = {}
+        # The emulator serves EmbeddingRelease from the start; a bare cluster only
+        # once the CRD is applied.
+        del server.emulator.resources[EMBREL]
+        for kind, where in (BUILT_IN | (OPERATOR_KINDS if with_operator else {})).items():
+            self._serve(kind, where)
+        self.namespaces = {"default"}
+
+    def _serve(self, kind: str, where: tuple[str, str, str, bool]) -> None:
+        group, version, plural, namespaced = where
+        resource = kmock.resource(group, version, plural)
+        self.server.emulator.resources[resource] = kmock.ResourceInfo(
+            kind=kind, singular=kind.lower(), namespaced=namespaced, verbs=ALL_VERBS
+        )
+        self.kinds[kind] = where
+
+    def apply(self, objs: list[dict[str, Any]]) -> list[str]:
+        """Create every object as `kubectl apply` would; the problems the server answers."""
+        ordered = sorted(objs, key=lambda o: FIRST.index(o["kind"]) if o["kind"] in FIRST else 2)
+        return [p for obj in ordered for p in self._create(obj)]
+
+    def _create(self, obj: dict[str, Any]) -> list[str]:
+        kind, meta = obj["kind"], obj["metadata"]
+        where = f"{kind}/{meta['name']}"
+        if kind not in self.kinds:
+            return [f"{where}: no matches for kind {kind!r} in version {obj['apiVersion']!r}"]
+        group, version, plural, namespaced = self.kinds[kind]
+        if obj["apiVersion"] != (f"{group}/{version}" if group else version):
+            return [f"{where}: apiVersion {obj['apiVersion']} is not served"]
+        prefix = f"/apis/{group}/{version}" if group else f"/api/{version}"
+        if namespaced:
+            namespace = meta.get("namespace", "default")
+            if namespace not in self.namespaces:
+                return [f'{where}: namespaces "{namespace}" not found']
+            prefix += f"/namespaces/{namespace}"
+        elif "namespace" in meta:
+            return [f"{where}: a cluster-scoped object names namespace {meta['namespace']}"]
+        request = urllib.request.Request(
+            f"{self.server.url}{prefix}/{plural}",
+            data=json.dumps(obj).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                status = response.status
+        except urllib.error.HTTPError as exc:
+            return [f"{where}: {exc.code} {exc.reason}: {exc.read().decode()}"]
+        if status != 201:
+            return [f"{where}: answered {status}, not 201 Created"]
+        if kind == "Namespace":
+            self.namespaces.add(meta["name"])
+        if kind == "CustomResourceDefinition":
+            self._serve_crd(obj)
+        return []
+
+    def _serve_crd(self, crd: dict[str, Any]) -> None:
+        spec = crd["spec"]
+        (version,) = [v["name"] for v in spec["versions"] if v["served"]]
+        names = spec["names"]
+        self._serve(
+            names["kind"], (spec["group"], version, names["plural"], spec["scope"] == "Namespaced")
+        )
+
+    def stored(self) -> set[tuple[str, str | None, str]]:
+        """(kind, namespace, name) of every object the server holds."""
+        return {
+            (self.server.emulator.resources[res].kind, ns, name)
+            for (res, ns, name), obj in self.server.emulator.objects.items()
+            if not obj.deleted
+        }
+
+
+@pytest.fixture
+def cluster() -> Iterator[KubeApiServer]:
+    server = KubeApiServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def identities(objs: list[dict[str, Any]]) -> set[tuple[str, str | None, str]]:
+    return {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]) for o in objs}
+
+
+FIRST_RELEASE = [
+    ROOT / "examples/kube/milvus-credentials-secret.yaml",
+    ROOT / "examples/kube/products.yaml",
+]
+
+
+def first_release() -> list[dict[str, Any]]:
+    """`kubectl create namespace search` and the example release with its Secret."""
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "search"}}
+    return [namespace, *(obj for path in FIRST_RELEASE for obj in load_file(path))]
+
+
+@pytest.mark.parametrize("with_operator", [False, True], ids=["bare", "monitoring"])
+def test_kustomize_install_is_accepted_then_a_first_release(
+    cluster: KubeApiServer, with_operator: bool, tmp_path: Path
+) -> None:
+    """kubectl apply -k manifests/ (with the monitoring Component where the Prometheus
+    Operator is), then the example release: the server accepts every object."""
+    target = Cluster(cluster, with_operator)
+    objs = kustomize_build(with_monitoring(tmp_path) if with_operator else MANIFESTS)
+    assert target.apply(objs) == []
+    assert target.apply(first_release()) == []
+    assert identities(objs) | identities(first_release()) <= target.stored()
+
+
+@pytest.mark.parametrize("scenario", ["defaults", "monitoring"])
+def test_helm_install_is_accepted_then_a_first_release(
+    cluster: KubeApiServer, chart: helm.Chart, scenario: str
+) -> None:
+    """helm install embrel charts/embrel -n embrel --create-namespace: crds/ first."""
+    target = Cluster(cluster, with_operator=scenario == "monitoring")
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "embrel"}}
+    crds = [yaml.safe_load(crd["data"]) for crd in chart.crds]
+    objs = render(chart, SCENARIOS[scenario])
+    assert target.apply([namespace, *crds, *objs]) == []
+    assert target.apply(first_release()) == []
+    assert identities(objs) | identities(crds) <= target.stored()
+
+
+def test_monitoring_on_a_bare_cluster_is_refused(
+    cluster: KubeApiServer, chart: helm.Chart, tmp_path: Path
+) -> None:
+    """What the optional Component and values avoid: no Prometheus Operator, no kinds."""
+    target = Cluster(cluster)
+    problems = target.apply(kustomize_build(with_monitoring(tmp_path)))
+    assert problems == [
+        "ServiceMonitor/embrel: no matches for kind 'ServiceMonitor' in version 'monitoring.coreos.com/v1'",
+        "PrometheusRule/embrel: no matches for kind 'PrometheusRule' in version 'monitoring.coreos.com/v1'",
+    ]
+
+
+def test_a_release_before_the_crd_is_refused(cluster: KubeApiServer) -> None:
+    """The emulator serves EmbeddingRelease only once the CRD is applied, like a cluster."""
+    problems = Cluster(cluster).apply(first_release())
+    assert problems == [
+        "EmbeddingRelease/products: no matches for kind 'EmbeddingRelease' in version 'embrel.dev/v1alpha1'"
+    ]

@@ -44,9 +44,7 @@ def test_committed_generated_files_match_their_sources() -> None:
 
 
 def test_a_stale_crd_is_detected(tmp_path: Path) -> None:
-    for path in [*manifests.generated_files(ROOT), manifests.RULES_SOURCE, manifests.HEALTH_LUA]:
-        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(ROOT / path, tmp_path / path)
+    _copy_sources(tmp_path)
     assert manifests.out_of_date(tmp_path) == []
     crd = tmp_path / "charts/embrel/crds/embeddingrelease.yaml"
     crd.write_text(crd.read_text().replace("maximum: 32768", "maximum: 65536"))
@@ -54,6 +52,37 @@ def test_a_stale_crd_is_detected(tmp_path: Path) -> None:
     assert manifests.main(["--root", str(tmp_path), "--check"]) == 1
     manifests.main(["--root", str(tmp_path)])
     assert manifests.out_of_date(tmp_path) == []
+
+
+def _copy_sources(tmp_path: Path) -> None:
+    sources = [manifests.RULES_SOURCE, manifests.HEALTH_LUA, manifests.PYPROJECT]
+    for path in [*manifests.generated_files(ROOT), *sources]:
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / path, tmp_path / path)
+
+
+def test_a_version_bump_repins_the_image_everywhere(tmp_path: Path) -> None:
+    """pyproject's version is the one place: the Deployment, chart and image follow it."""
+    _copy_sources(tmp_path)
+    pyproject = tmp_path / manifests.PYPROJECT
+    version = manifests.package_version(ROOT)
+    pyproject.write_text(
+        pyproject.read_text().replace(f'version = "{version}"', 'version = "9.8.7"')
+    )
+    assert manifests.out_of_date(tmp_path) == [manifests.DEPLOYMENT, manifests.CHART_YAML]
+    manifests.main(["--root", str(tmp_path)])
+    assert manifests.out_of_date(tmp_path) == []
+    assert "image: embrel/embrel:9.8.7\n" in (tmp_path / manifests.DEPLOYMENT).read_text()
+    assert 'appVersion: "9.8.7"\n' in (tmp_path / manifests.CHART_YAML).read_text()
+    assert manifests.image_reference(tmp_path, "embed") == "embrel/embrel:9.8.7-embed"
+
+
+def test_a_pin_that_matches_no_line_is_an_error(tmp_path: Path) -> None:
+    _copy_sources(tmp_path)
+    deployment = tmp_path / manifests.DEPLOYMENT
+    deployment.write_text(deployment.read_text().replace("image: ", "img: "))
+    with pytest.raises(ValueError, match=r"manifests/deployment\.yaml: expected one line"):
+        manifests.out_of_date(tmp_path)
 
 
 def test_crd_passes_kubernetes_strict_validation() -> None:

@@ -1,6 +1,7 @@
 """manifests/ and examples/: valid objects, least-privilege RBAC, a hardened Deployment."""
 
 import argparse
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -8,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+from controller import manifests
 from controller.cli import _parser
 from controller.config import load_config
 from tests.support.manifests import (
@@ -19,11 +21,21 @@ from tests.support.manifests import (
 )
 
 TOP_LEVEL = sorted(p for p in MANIFESTS.glob("*.yaml") if p.name != "kustomization.yaml")
-EVERY_FILE = [*TOP_LEVEL, MANIFESTS / "argocd" / "argocd-cm-patch.yaml"]
+# The Prometheus Operator objects: the optional kustomize Component manifests/monitoring/.
+MONITORING = sorted(
+    p for p in (MANIFESTS / "monitoring").glob("*.yaml") if p.name != "kustomization.yaml"
+)
+EVERY_FILE = [*TOP_LEVEL, *MONITORING, MANIFESTS / "argocd" / "argocd-cm-patch.yaml"]
 # The namespace-scoped alternative to rbac-cluster.yaml (docs/kubernetes.md).
 NOT_IN_KUSTOMIZATION = {"rbac-namespaced.yaml"}
+# The kustomize fields these kustomizations may use: kustomize_build understands exactly these.
+KUSTOMIZE_FIELDS = {"apiVersion", "kind", "resources", "components"}
+KUSTOMIZE_KINDS = {
+    "Kustomization": "kustomize.config.k8s.io/v1beta1",
+    "Component": "kustomize.config.k8s.io/v1alpha1",
+}
 
-# Exactly what the controller does; nothing more (issue 4).
+# Exactly what the controller does; nothing more.
 RELEASE_RULES = [
     {
         "apiGroups": ["embrel.dev"],
@@ -92,11 +104,122 @@ def test_a_broken_manifest_fails_validation(tmp_path: Path) -> None:
     assert problems and all("readOnlyRootFileSystem" in p for p in problems), problems
 
 
+def kustomize_build(folder: Path, kind: str = "Kustomization") -> list[dict[str, Any]]:
+    """The objects `kustomize build folder` gives, for the part of kustomize used here.
+
+    Resources (files, or folders with their own kustomization) and components, in
+    order. Any other field is refused rather than ignored, and so are what kustomize
+    itself refuses: a file outside the kustomization's folder, a missing path, and two
+    objects with the same kind, namespace and name.
+    """
+    path = folder / "kustomization.yaml"
+    kustomization = yaml.safe_load(path.read_text())
+    unknown = set(kustomization) - KUSTOMIZE_FIELDS
+    if unknown:
+        raise ValueError(f"{path}: kustomize_build does not understand {sorted(unknown)}")
+    if (kustomization.get("kind"), kustomization.get("apiVersion")) != (
+        kind,
+        KUSTOMIZE_KINDS[kind],
+    ):
+        raise ValueError(f"{path}: expected a {kind} ({KUSTOMIZE_KINDS[kind]})")
+    objs: list[dict[str, Any]] = []
+    for entry in kustomization.get("resources", []):
+        target = (folder / entry).resolve()
+        if target.is_dir():
+            objs += kustomize_build(target)
+        elif target.is_file() and target.is_relative_to(folder.resolve()):
+            objs += load_file(target)
+        else:
+            raise ValueError(f"{path}: resource {entry} is not a file in {folder} nor a folder")
+    for entry in kustomization.get("components", []):
+        objs += kustomize_build((folder / entry).resolve(), "Component")
+    ids = [(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]) for o in objs]
+    duplicates = {i for i in ids if ids.count(i) > 1}
+    if duplicates:
+        raise ValueError(f"{path}: objects listed twice: {sorted(duplicates, key=str)}")
+    return objs
+
+
+def with_monitoring(tmp_path: Path) -> Path:
+    """The kustomization docs/kubernetes.md tells a user to write to add the Component."""
+    overlay = tmp_path / "embrel-with-monitoring"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": KUSTOMIZE_KINDS["Kustomization"],
+                "kind": "Kustomization",
+                "resources": [str(MANIFESTS)],
+                "components": [str(MANIFESTS / "monitoring")],
+            }
+        )
+    )
+    return overlay
+
+
 def test_kustomization_lists_every_manifest() -> None:
     kustomization = yaml.safe_load((MANIFESTS / "kustomization.yaml").read_text())
     listed = set(kustomization["resources"])
     assert all((MANIFESTS / name).is_file() for name in listed)
     assert listed == {p.name for p in TOP_LEVEL} - NOT_IN_KUSTOMIZATION
+    component = yaml.safe_load((MANIFESTS / "monitoring" / "kustomization.yaml").read_text())
+    assert set(component["resources"]) == {p.name for p in MONITORING}
+
+
+def test_kustomize_output_installs_on_a_bare_cluster() -> None:
+    """No object of the default install needs a CRD the install does not bring."""
+    objs = kustomize_build(MANIFESTS)
+    groups = {o["apiVersion"].rpartition("/")[0] for o in objs}
+    assert "monitoring.coreos.com" not in groups
+    assert {o["kind"] for o in objs} == {
+        "Namespace",
+        "CustomResourceDefinition",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "ConfigMap",
+        "Deployment",
+        "Service",
+    }
+
+
+def test_monitoring_component_adds_the_operator_objects(tmp_path: Path) -> None:
+    base = kustomize_build(MANIFESTS)
+    objs = kustomize_build(with_monitoring(tmp_path))
+    added = sorted((o["kind"], o["metadata"]["name"]) for o in objs[len(base) :])
+    assert objs[: len(base)] == base
+    assert added == [("PrometheusRule", "embrel"), ("ServiceMonitor", "embrel")]
+
+
+def test_kustomize_build_refuses_what_kustomize_refuses(tmp_path: Path) -> None:
+    (tmp_path / "kustomization.yaml").write_text(
+        yaml.safe_dump({**yaml.safe_load((MANIFESTS / "kustomization.yaml").read_text())})
+    )
+    with pytest.raises(ValueError, match=r"resource namespace\.yaml is not a file"):
+        kustomize_build(tmp_path)
+    shutil.copy(MANIFESTS / "service.yaml", tmp_path)
+    for resources, error in [
+        (["service.yaml", "service.yaml"], "objects listed twice"),
+        ([str(MANIFESTS / "service.yaml")], "is not a file in"),
+    ]:
+        (tmp_path / "kustomization.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": KUSTOMIZE_KINDS["Kustomization"],
+                    "kind": "Kustomization",
+                    "resources": resources,
+                }
+            )
+        )
+        with pytest.raises(ValueError, match=error):
+            kustomize_build(tmp_path)
+    (tmp_path / "kustomization.yaml").write_text(
+        yaml.safe_dump({"kind": "Kustomization", "images": [{"name": "embrel/embrel"}]})
+    )
+    with pytest.raises(ValueError, match="does not understand \\['images'\\]"):
+        kustomize_build(tmp_path)
 
 
 def test_cluster_rbac_grants_exactly_the_verbs_used() -> None:
@@ -214,7 +337,7 @@ def test_configmap_is_a_valid_controller_config(tmp_path: Path) -> None:
 
 
 def test_service_and_servicemonitor_find_the_pods() -> None:
-    objs = objects("deployment.yaml", "service.yaml", "servicemonitor.yaml")
+    objs = objects("deployment.yaml", "service.yaml", "monitoring/servicemonitor.yaml")
     deployment, service = objs["Deployment", "embrel"], objs["Service", "embrel-metrics"]
     monitor = objs["ServiceMonitor", "embrel"]
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
@@ -267,3 +390,27 @@ def test_a_broken_example_fails(tmp_path: Path) -> None:
     problems = example_problems(broken)
     assert any("CRD schema: spec.collection.dimension" in p for p in problems), problems
     assert any("model:" in p and "spec.collection.dimension" in p for p in problems), problems
+
+
+def pod_images(objs: list[dict[str, Any]]) -> set[str]:
+    """Every container image the objects' pod templates name."""
+    images = set()
+    for obj in objs:
+        pod = obj.get("spec", {}).get("template", {}).get("spec", {})
+        for container in [*pod.get("initContainers", []), *pod.get("containers", [])]:
+            images.add(container["image"])
+    return images
+
+
+def test_manifests_run_the_image_that_make_image_builds(tmp_path: Path) -> None:
+    """The only image named is the tag scripts/build-image.sh (`make image`) builds."""
+    built = manifests.image_reference(ROOT)
+    assert built == f"embrel/embrel:{manifests.package_version(ROOT)}"
+    every = [obj for path in [*TOP_LEVEL, *MONITORING] for obj in load_file(path)]
+    assert pod_images(every) == {built}
+    assert pod_images(kustomize_build(with_monitoring(tmp_path))) == {built}
+    script = (ROOT / "scripts" / "build-image.sh").read_text()
+    assert re.search(r"^image=\$\(manifests --image ", script, re.MULTILINE), "tag source"
+    assert re.search(r"-t \"\$tag\" -f \"\$ROOT/Dockerfile\"", script), "what is built"
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^image: .*\n(\t.*\n)*\t.*scripts/build-image\.sh", makefile, re.MULTILINE)
