@@ -73,3 +73,23 @@ def same_space(a: dict[str, Any], b: dict[str, Any]) -> bool:
 def _value(descriptor: dict[str, Any], key: str) -> Any:
     value = descriptor.get(key)
     return _DEFAULTS.get(key) if value is None else value
+
+
+def spec_from_descriptor(descriptor: dict[str, Any], **settings: Any) -> EmbedderSpec:
+    """The ``EmbedderSpec`` that embeds in ``descriptor``'s space, for a reader that must
+    embed queries for a collection. ``settings`` are what a descriptor does not record
+    (``api_key_env``, ``device``, ``batch_size``, a ``base_url`` reachable from the
+    reader); they cannot change the space. Raises ``ValueError`` naming what is wrong."""
+    if parse_descriptor(json.dumps(descriptor)) is None or descriptor.get("dimension") is None:
+        raise ValueError(f"not an {ENCODER_PROPERTY} descriptor (needs model and dimension)")
+    space_settings = sorted(k for k in settings if _camel(k) in SPACE_KEYS)
+    if space_settings:
+        raise ValueError(f"settings {space_settings} would change the encoder's vector space")
+    fields = {key: descriptor[key] for key in (*SPACE_KEYS, "baseUrl") if key in descriptor}
+    fields["revision"] = fields.get("revision") or None
+    return EmbedderSpec.model_validate({**fields, **settings})
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
