@@ -187,7 +187,9 @@ class Answer:
 
 
 @dataclass(frozen=True)
-class _Collection:
+class CollectionInfo:
+    """A collection of the track as its embrel properties describe it."""
+
     name: str
     version: str | None
     encoder: dict[str, Any] | None
@@ -196,7 +198,7 @@ class _Collection:
     announced: dict[str, Any] | None  # the encoder of the candidate in embrel.next
 
     @classmethod
-    def read(cls, client: MilvusClient, name: str) -> _Collection:
+    def read(cls, client: MilvusClient, name: str) -> CollectionInfo:
         props = client.describe_collection(name).get("properties") or {}
         return cls(
             name=name,
@@ -234,7 +236,8 @@ class EncoderCache:
 
     ``factory`` builds an encoder from the ``EmbedderSpec`` rebuilt from a descriptor
     (default ``controller.embedding.encoders.make_encoder``); ``spec_settings`` adds
-    what descriptors do not record (``api_key_env``, ``device``, ``base_url``)."""
+    what descriptors do not record (``api_key_env``, ``device``, ``base_url``; the
+    openai-only ones apply to openai descriptors only)."""
 
     def __init__(
         self,
@@ -285,7 +288,10 @@ class EncoderCache:
             log.warning("preloading the encoder %s failed: %s", _describe(descriptor), exc)
 
     def _build(self, descriptor: dict[str, Any]) -> EmbedderPort:
-        spec = spec_from_descriptor(descriptor, **self.spec_settings)
+        settings = self.spec_settings
+        if descriptor.get("type") != "openai":  # one cache serves both types
+            settings = {k: v for k, v in settings.items() if _flat(k) not in _OPENAI_SETTINGS}
+        spec = spec_from_descriptor(descriptor, **settings)
         if self.factory is not None:
             encoder = self.factory(spec)
         else:
@@ -302,12 +308,20 @@ class EncoderCache:
         return encoder
 
 
+# EmbedderSpec fields of the openai type only, flattened (no case, no underscores).
+_OPENAI_SETTINGS = {"baseurl", "concurrency", "timeoutseconds", "maxretries", "apikeyenv"}
+
+
+def _flat(name: str) -> str:
+    return name.replace("_", "").lower()
+
+
 _SHARED_ENCODERS = EncoderCache()  # the default: one model load per descriptor per process
 
 
 @dataclass(frozen=True)
 class _Resolution:
-    live: _Collection
+    live: CollectionInfo
     at: float  # time.monotonic() when it was read
 
 
@@ -315,7 +329,7 @@ class _Resolution:
 class _Track:
     """The retained collections of the track, for vectors of an older model."""
 
-    collections: list[_Collection] = field(default_factory=list)
+    collections: list[CollectionInfo] = field(default_factory=list)
     loaded: dict[str, bool] = field(default_factory=dict)
     at: float = float("-inf")
 
@@ -432,7 +446,7 @@ class ReleaseClient(_RetryingSearcher):
 
     def _search_in(
         self,
-        target: _Collection,
+        target: CollectionInfo,
         rows: list[list[float]],
         limit: int,
         filter: str,
@@ -458,7 +472,7 @@ class ReleaseClient(_RetryingSearcher):
 
     # -- resolution -------------------------------------------------------------------
 
-    def live(self) -> _Collection:
+    def live(self) -> CollectionInfo:
         """The collection the alias points to, as of at most ``refresh_seconds`` ago."""
         return self._resolved(stale_before=time.monotonic() - self.refresh_seconds).live
 
@@ -475,7 +489,7 @@ class ReleaseClient(_RetryingSearcher):
                 return current
             read_at = time.monotonic()
             name = str(self.client.describe_alias(self.alias)["collection_name"])
-            fresh = _Resolution(_Collection.read(self.client, name), read_at)
+            fresh = _Resolution(CollectionInfo.read(self.client, name), read_at)
             if current is not None and current.live.name != name:
                 self.flips_followed += 1
                 self._track = _Track()  # which collections are retained may have changed
@@ -483,7 +497,7 @@ class ReleaseClient(_RetryingSearcher):
         self._preload_announced(fresh.live)
         return fresh
 
-    def _preload_announced(self, live: _Collection) -> None:
+    def _preload_announced(self, live: CollectionInfo) -> None:
         if self.preload and live.announced is not None and self.encoders.preload(live.announced):
             with self._tally_lock:
                 self.preloaded += 1
@@ -504,7 +518,7 @@ class ReleaseClient(_RetryingSearcher):
 
     # -- vectors of a given model -----------------------------------------------------
 
-    def _route(self, descriptor: dict[str, Any]) -> _Collection:
+    def _route(self, descriptor: dict[str, Any]) -> CollectionInfo:
         live = self.live()
         if live.encoder is not None and same_space(live.encoder, descriptor):
             return live
@@ -541,7 +555,7 @@ class ReleaseClient(_RetryingSearcher):
             track = _Track(at=read_at)
             for name in names:
                 try:
-                    collection = _Collection.read(self.client, name)
+                    collection = CollectionInfo.read(self.client, name)
                     state = self.client.get_load_state(name).get("state")
                 except MilvusException as exc:
                     if is_gone(exc):  # dropped between the listing and now

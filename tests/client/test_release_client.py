@@ -236,6 +236,15 @@ def test_one_encoder_load_per_descriptor_however_many_threads_ask() -> None:
     assert factory.models() == ["hash-a"] and encoders.loads == 1
     assert encoders.preload(A) is False
 
+    specs: list[EmbedderSpec] = []
+
+    def recording(spec: EmbedderSpec) -> HashEncoder:
+        specs.append(spec)
+        return factory(spec)
+
+    EncoderCache(recording, spec_settings={"api_key_env": "SHOP_KEY", "batch_size": 8}).get(A)
+    assert specs[0].batch_size == 8 and specs[0].api_key_env is None  # A is not openai
+
     wrong = EncoderCache(lambda spec: HashEncoder(spec.model, 8, []))
     with pytest.raises(EncoderMismatch, match="produces dimension 8"):
         wrong.get(A)
