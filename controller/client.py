@@ -395,9 +395,8 @@ class ReleaseClient(_RetryingSearcher):
             raise TypeError("texts is a list of strings; wrap a single query in a list")
         if not texts:
             return []
-        vectors: dict[
-            str, list[list[float]]
-        ] = {}  # per encoder, so a retry re-embeds only if needed
+        # Per encoder: a retry re-embeds only when the new resolution's encoder differs.
+        vectors: dict[str, list[list[float]]] = {}
 
         def attempt() -> list[Answer]:
             live = self.live()
