@@ -89,9 +89,16 @@ class _InsertFault:
 
 
 class FakeState:
-    """What one Milvus holds; every ``FakeMilvus`` connection shares it."""
+    """What one Milvus holds; every ``FakeMilvus`` connection shares it.
 
-    def __init__(self) -> None:
+    ``flips_a_second_apart``: a flip waits until the wall-clock second changes since
+    the last one. embrel stamps promotions to the second and keys its history by them;
+    on a real Milvus a release takes long enough that two flips never share a second.
+    """
+
+    def __init__(self, flips_a_second_apart: bool = False) -> None:
+        self.flips_a_second_apart = flips_a_second_apart
+        self.last_flip = 0
         self.lock = threading.RLock()
         self.collections: dict[str, _Collection] = {}
         self.aliases: dict[str, str] = {}  # what describe_alias reports
@@ -362,6 +369,9 @@ class FakeMilvus:
         return self._call("aliases_of", lambda: self._aliases_of(name))
 
     def point_alias(self, alias: str, collection: str) -> None:
+        while self.state.flips_a_second_apart and int(time.time()) == self.state.last_flip:
+            time.sleep(0.05)
+
         def point() -> None:
             st = self.state
             if collection not in st.collections:
@@ -372,6 +382,7 @@ class FakeMilvus:
                 st.lost_flips -= 1  # reads keep reaching the old target
             else:
                 st.routes[alias] = collection
+            st.last_flip = int(time.time())
 
         self._call("point_alias", point)
 
