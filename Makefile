@@ -34,9 +34,13 @@ lint: $(VENV)/.test-installed
 	$(VENV)/bin/mypy controller
 	$(VENV)/bin/lint-imports
 
-# The default suite (~15 min), then the heavy end-to-end checks as a second step.
+# Three steps (times on 2 cores): the default suite, every scenario on the in-memory
+# fake, the MilvusPort contract on the fake and Milvus Lite, a Lite smoke run (DEFAULT_TIME);
+# every scenario on Milvus Lite and the real server, and the contract on the server
+# (REAL_TIME); the heavy end-to-end checks (Prometheus, Kubernetes mock, embedder).
 test: lint
 	$(PY) -m pytest
+	$(PY) -m pytest -m 'real and not heavy'
 	$(PY) -m pytest -m heavy
 
 unit: $(VENV)/.test-installed
