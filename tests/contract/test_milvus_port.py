@@ -87,7 +87,10 @@ def vectors(seed: int, n: int = ROWS, dim: int = DIM) -> np.ndarray:
 
 
 def batch(ids: np.ndarray, vecs: np.ndarray) -> VectorBatch:
-    fields = {"title": [f"t{i}" for i in ids.tolist()], "n": [int(i) * 10 for i in ids.tolist()]}
+    fields: dict[str, list[object]] = {
+        "title": [f"t{i}" for i in ids.tolist()],
+        "n": [int(i) * 10 for i in ids.tolist()],
+    }
     return VectorBatch(ids.astype(np.int64), vecs, fields, "contract", 0)
 
 
@@ -230,7 +233,7 @@ def test_vectors_by_id_returns_stored_vectors(subject: Subject) -> None:
 
 def test_sample_ids_is_the_seeded_reservoir(subject: Subject) -> None:
     name, _ = built(subject, "sampled")
-    rng, reservoir = np.random.default_rng(42), []
+    rng, reservoir = np.random.default_rng(42), list[int]()
     for seen, i in enumerate(range(ROWS), start=1):
         if len(reservoir) < 50:
             reservoir.append(i)
