@@ -34,10 +34,11 @@ lint: $(VENV)/.test-installed
 	$(VENV)/bin/mypy controller
 	$(VENV)/bin/lint-imports
 
-# Three steps (times on 2 cores): the default suite, every scenario on the in-memory
-# fake, the MilvusPort contract on the fake and Milvus Lite, a Lite smoke run (DEFAULT_TIME);
-# every scenario on Milvus Lite and the real server, and the contract on the server
-# (REAL_TIME); the heavy end-to-end checks (Prometheus, Kubernetes mock, embedder).
+# Three steps, timed on 2 cores: the default suite (about 2 min): unit, Kubernetes driver,
+# every scenario on the in-memory fake, the MilvusPort contract on the fake and Milvus
+# Lite, the lifecycle scenario on Lite; then every scenario on Milvus Lite (about 8 min)
+# and on the real server, and the contract on the server (about 2 min, with its start);
+# then the heavy end-to-end checks (Prometheus, Kubernetes mock, embedder).
 test: lint
 	$(PY) -m pytest
 	$(PY) -m pytest -m 'real and not heavy'

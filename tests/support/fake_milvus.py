@@ -363,6 +363,8 @@ class FakeMilvus:
         return self._call("alias_target", lambda: self.state.aliases.get(alias))
 
     def _aliases_of(self, name: str) -> list[str]:
+        """Like 2.3.5: NotFound for a missing collection (Lite answers [])."""
+        self._get(name)
         return sorted(a for a, t in self.state.aliases.items() if t == name)
 
     def aliases_of(self, name: str) -> list[str]:
@@ -408,9 +410,10 @@ class FakeMilvus:
     def _search(self, target: str, queries: np.ndarray, k: int) -> np.ndarray:
         c = self._readable(target, through_alias=True)
         q = np.asarray(queries, dtype=np.float32)
-        if q.ndim != 2 or q.shape[1] != c.dimension:
-            raise MilvusRejected(
-                f"searching {target}: vector dimension {q.shape[-1]} != {c.dimension}"
+        if q.ndim != 2 or q.shape[1] != c.dimension:  # as the gateway translates it
+            raise MilvusUnavailable(
+                f"searching {target}: Milvus is unavailable (vector dimension mismatch: "
+                f"{q.shape[-1]} != {c.dimension}: service internal error)"
             )
         out = np.full((len(q), k), -1, dtype=np.int64)
         if not c.rows:
