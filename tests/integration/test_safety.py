@@ -17,6 +17,7 @@ import pytest
 
 from controller.config import BuildOptions, ControllerConfig, ReconcileOptions
 from controller.drivers.local import LocalController
+from controller.errors import MilvusRejected
 from controller.ports import Advance
 from controller.spec import parse_release
 from controller.status import Phase
@@ -24,6 +25,7 @@ from tests.conftest import (
     REAL_ONLY,
     REPO,
     Backend,
+    embrel,
     release_yaml,
     unit_vectors,
     write_golden,
@@ -33,8 +35,8 @@ from tests.conftest import (
 
 N, DIM = 3000, 32
 RANGES = {"v1": 0, "v2": 1_000_000, "v3": 2_000_000}  # each version's ids live in their own range
-# Measured on Milvus 2.3.5 (DESIGN.md §6): searches within ~10 ms of a flip may fail with
-# this message; clients retry once (docs/client-guidance in the proven-cutover issue).
+# Measured on Milvus 2.3.5: searches within ~10 ms of a flip may fail with
+# this message; clients retry once (the client guidance in docs/).
 TRANSIENT = ("failed to get delegator", "can not find client of node")
 
 
@@ -264,3 +266,55 @@ def test_abort_while_apply_runs_stops_before_the_flip(
     assert "Handed to the running controller" in aborted.stdout
     assert "aborted v2" in rest and "switched alias" not in rest
     assert backend.alias_target() == f"{backend.alias}__v1"
+
+
+FAKE_ONLY = pytest.mark.parametrize("backend", ["fake"], indirect=True)
+
+
+@FAKE_ONLY  # an insert that fails part-way cannot be caused on a real Milvus on purpose
+def test_an_insert_failing_part_way_never_reaches_the_alias_and_is_rebuilt(
+    tmp_path: Path, backend: Backend, crash_specs: dict[str, Path]
+) -> None:
+    def apply(version: str) -> subprocess.CompletedProcess[str]:
+        return embrel(
+            *("--config", str(crash_specs["config"])),
+            *("apply", "-f", str(crash_specs[version])),
+            cwd=tmp_path,
+        )
+
+    assert apply("v1").returncode == 0
+    assert backend.fake is not None
+    backend.fake.fail_insert_after(CRASH_ROWS // 2, MilvusRejected("disk quota exceeded"))
+    r = apply("v2")
+    assert r.returncode != 0 and "disk quota exceeded" in r.stdout + r.stderr, r.stdout
+    assert backend.alias_target() == f"{backend.alias}__v1", "the alias moved onto a partial build"
+
+    r = apply("v2")
+    assert r.returncode == 0, r.stdout + r.stderr
+    held = backend.inspect()
+    assert held["alias_target"] == f"{backend.alias}__v2"
+    assert held["collections"][f"{backend.alias}__v2"]["rows"] == CRASH_ROWS
+
+
+@FAKE_ONLY  # Milvus going away for a moment, on cue
+def test_milvus_unavailable_during_validation_leaves_the_alias_and_a_retry_releases(
+    tmp_path: Path, backend: Backend, crash_specs: dict[str, Path]
+) -> None:
+    def apply(version: str) -> subprocess.CompletedProcess[str]:
+        return embrel(
+            *("--config", str(crash_specs["config"])),
+            *("apply", "-f", str(crash_specs[version])),
+            cwd=tmp_path,
+        )
+
+    assert apply("v1").returncode == 0
+    assert backend.fake is not None
+    backend.fake.unavailable("search_ids", calls=1)
+    r = apply("v2")
+    assert r.returncode == 4, r.stdout + r.stderr  # Milvus stayed unavailable
+    assert "unavailable" in r.stdout + r.stderr
+    assert backend.alias_target() == f"{backend.alias}__v1"
+
+    r = apply("v2")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert backend.alias_target() == f"{backend.alias}__v2"
