@@ -1,8 +1,13 @@
-"""Shared fixtures: the two Milvus backends, release files, data, the CLI.
+"""Shared fixtures: the Milvus backends, release files, data, the CLI.
 
-``backend`` runs a test on Milvus Lite (a fresh local folder per test) and on the
-real Milvus 2.3.5 standalone server (started once per session, stopped at the end;
-each test gets its own alias so tests never see each other's collections).
+``backend`` runs an integration scenario on three backends: ``fake``, the in-memory
+``MilvusPort`` (tests/support/fake_milvus.py) behind every connection the drivers
+open, with `embrel` run inside the test process; ``lite``, Milvus Lite (a fresh local
+folder per test); and ``server``, the real Milvus 2.3.5 standalone server (started once
+per session, stopped at the end; each test gets its own alias so tests never see each
+other's collections). Lite and the server run `embrel` as a user would, in a subprocess,
+and are marked ``real``: `make test` runs them in its second step. ``ON_LITE_TOO`` keeps
+a scenario's Lite run in the default suite, to prove the embedded default there.
 """
 
 from __future__ import annotations
@@ -13,7 +18,8 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +29,12 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+import controller.drivers.wiring
+from controller.milvus import MilvusGateway, RetryPolicy
+from controller.ports import MilvusPort
+from controller.sources.base import VectorBatch
+from tests.support import inprocess_cli
+from tests.support.fake_milvus import FakeMilvus, FakeState
 from tests.support.milvus_server import (
     MilvusServer,
     drop_alias_collections,
@@ -46,13 +58,16 @@ def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusSe
 
 @dataclass
 class Backend:
-    kind: str  # "lite" | "server"
+    kind: str  # "fake" | "lite" | "server"
     uri: str
     alias: str
+    fake: FakeState | None = field(default=None, repr=False)  # what the fake Milvus holds
 
     def inspect(self) -> dict[str, Any]:
-        """What Milvus holds for this alias, asked with pymilvus in a separate process
-        (Milvus Lite would otherwise stay locked by the test process)."""
+        """What Milvus holds for this alias. Lite and the server are asked with pymilvus in
+        a separate process (Milvus Lite would otherwise stay locked by the test process)."""
+        if self.fake is not None:
+            return _inspect_fake(self.fake, self.alias)
         out = subprocess.run(
             [sys.executable, "-m", "tests.support.inspect_milvus", self.uri, self.alias],
             cwd=REPO,
@@ -72,10 +87,145 @@ class Backend:
         result: dict[str, dict[str, Any]] = self.inspect()["collections"]
         return result
 
+    @contextmanager
+    def port(self) -> Iterator[MilvusPort]:
+        """A connection from the test process (for tests that run the controller in it:
+        Milvus Lite lets one process hold several)."""
+        # One attempt: a reader counts every failure itself.
+        once = RetryPolicy(attempts=1)
+        port: MilvusPort = (
+            FakeMilvus(self.fake) if self.fake else MilvusGateway(self.uri, policy=once)
+        )
+        try:
+            yield port
+        finally:
+            port.close()
 
-@pytest.fixture(params=["lite", pytest.param("server", marks=pytest.mark.server)])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    def upsert(self, collection: str, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Overwrite rows, as an application writing into the collection would."""
+        rows = VectorBatch(ids.astype(np.int64), vectors.astype(np.float32), {}, "test", 0)
+        if self.fake is not None:
+            FakeMilvus(self.fake).upsert(collection, rows)
+            return
+        from pymilvus import MilvusClient
+
+        client = MilvusClient(uri=self.uri)
+        try:
+            client.upsert(
+                collection, [{"id": int(i), "vector": v} for i, v in zip(ids, vectors, strict=True)]
+            )
+        finally:
+            client.close()
+
+    def read(self, collection: str, fields: list[str], in_process: bool) -> dict[str, np.ndarray]:
+        """ids, vectors and ``fields`` of every row, by id, read independently of embrel's
+        gateway; in another process unless ``in_process`` (the controller ran in this one)."""
+        if self.fake is not None:
+            return _read_fake(self.fake, collection, fields)
+        from tests.support.dump_collection import read
+
+        if in_process:
+            return read(self.uri, collection, fields)
+        out = Path(f"/tmp/embrel-dump-{uuid.uuid4().hex}.npz")
+        try:
+            subprocess.run(
+                [
+                    *(sys.executable, "-m", "tests.support.dump_collection"),
+                    *(self.uri, collection, str(out), *fields),
+                ],
+                cwd=REPO,
+                check=True,
+                timeout=300,
+            )
+            with np.load(out) as data:
+                return {k: data[k] for k in data.files}
+        finally:
+            out.unlink(missing_ok=True)
+
+
+def _inspect_fake(state: FakeState, alias: str) -> dict[str, Any]:
+    with state.lock:
+        collections = {
+            name: {
+                "loaded": c.loaded,
+                "rows": c.flushed,  # get_collection_stats, as inspect_milvus reads it
+                "properties": dict(c.properties),
+                "aliases": sorted(a for a, t in state.aliases.items() if t == name),
+            }
+            for name, c in sorted(state.collections.items())
+            if name.startswith(f"{alias}__")
+        }
+        return {"alias_target": state.aliases.get(alias), "collections": collections}
+
+
+def _read_fake(state: FakeState, collection: str, fields: list[str]) -> dict[str, np.ndarray]:
+    with state.lock:
+        rows = state.collections[collection].rows
+        ids = sorted(rows)
+        arrays = {
+            "ids": np.asarray(ids, dtype=np.int64),
+            "vectors": np.asarray([rows[i][0] for i in ids], dtype=np.float32),
+        }
+        for name in fields:
+            arrays[name] = np.asarray([rows[i][1][name] for i in ids])
+        return arrays
+
+
+# The scenarios (tests/integration) run on all three; elsewhere `backend` means Lite and
+# the server, as the heavy end-to-end checks (tests/kube) use it.
+REAL = pytest.mark.real
+SCENARIO_BACKENDS = [
+    "fake",
+    pytest.param("lite", marks=REAL),
+    pytest.param("server", marks=[pytest.mark.server, REAL]),
+]
+OTHER_BACKENDS = ["lite", pytest.param("server", marks=pytest.mark.server)]
+# A scenario that also runs on Milvus Lite in the default suite.
+ON_LITE_TOO = pytest.mark.parametrize(
+    "backend",
+    ["fake", "lite", pytest.param("server", marks=[pytest.mark.server, REAL])],
+    indirect=True,
+)
+# A scenario that needs a real Milvus (say why next to it): Lite and the server only.
+REAL_ONLY = pytest.mark.parametrize(
+    "backend",
+    [pytest.param("lite", marks=REAL), pytest.param("server", marks=[pytest.mark.server, REAL])],
+    indirect=True,
+)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" not in metafunc.fixturenames:
+        return
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        names = mark.args[0]
+        if "backend" in (names.replace(" ", "").split(",") if isinstance(names, str) else names):
+            return  # the test chose its backends
+    scenario = "tests/integration" in Path(str(metafunc.definition.path)).as_posix()
+    params = SCENARIO_BACKENDS if scenario else OTHER_BACKENDS
+    metafunc.parametrize("backend", params, indirect=True)
+
+
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    inprocess_cli.reroute()  # after pytest's capture took sys.stdout for this phase
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
+    inprocess_cli.reroute()
+    return (yield)
+
+
+@pytest.fixture
+def backend(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Backend]:
     alias = f"t{uuid.uuid4().hex[:10]}"
+    if request.param == "fake":
+        yield fake_backend(monkeypatch, alias)
+        return
     if request.param == "lite":
         yield Backend("lite", str(tmp_path / "milvus.db"), alias)
         return
@@ -83,6 +233,28 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
     b = Backend("server", server.uri, alias)
     yield b
     drop_alias_collections(b.uri, b.alias)
+
+
+def fake_backend(monkeypatch: pytest.MonkeyPatch, alias: str) -> Backend:
+    """One FakeMilvus per test behind every connection the drivers open to its URI (a
+    server URL, so specs take the server path); `embrel` runs in this process."""
+    state = FakeState(flips_a_second_apart=True)
+    uri = f"http://fake-{alias}:19530"
+    real_connect = controller.drivers.wiring.connect_milvus
+
+    def connect(
+        to: str, db: str, credentials: Any, policy: Any, observer: Any = None
+    ) -> MilvusPort:
+        if to == uri:
+            return FakeMilvus(state, observer)
+        return real_connect(to, db, credentials, policy, observer)  # e.g. an unreachable one
+
+    monkeypatch.setattr(controller.drivers.wiring, "connect_milvus", connect)
+    monkeypatch.setattr(sys.modules[__name__], "_CLI_IN_PROCESS", True)
+    return Backend("fake", uri, alias, state)
+
+
+_CLI_IN_PROCESS = False  # set for the fake backend: its Milvus lives in this process
 
 
 # -- data -------------------------------------------------------------------------
@@ -207,18 +379,35 @@ def write_release(path: Path, doc: dict[str, object]) -> Path:
 def embrel(
     *args: str, cwd: Path, check: bool = False, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
-    """Run the real `embrel` entry point in a subprocess, as a user would."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    result = subprocess.run(
-        [sys.executable, "-m", "controller.cli", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    """Run the real `embrel` entry point in a subprocess, as a user would; in this
+    process on the fake backend (whose Milvus lives here)."""
+    if _CLI_IN_PROCESS:
+        result = inprocess_cli.run_cli(args, cwd)
+    else:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        result = subprocess.run(
+            [sys.executable, "-m", "controller.cli", *args],
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     if check and result.returncode != 0:
         raise AssertionError(
             f"embrel {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
         )
     return result
+
+
+def embrel_watch(backend: Backend, *args: str) -> subprocess.Popen[str] | inprocess_cli.Watcher:
+    """`embrel ARGS` (a `run --watch`) left running, its stderr merged into stdout."""
+    if backend.kind == "fake":
+        return inprocess_cli.Watcher(args)
+    return subprocess.Popen(
+        [sys.executable, "-m", "controller.cli", *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )

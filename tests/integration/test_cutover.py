@@ -1,9 +1,10 @@
-"""Proven cutover and the post-promotion guard against real Milvus, on both backends.
+"""Proven cutover and the post-promotion guard, on every backend.
 
-A lost flip (DESIGN.md §6) is simulated by a gateway whose ``point_alias`` returns
-without doing anything, as the real lost flips did: the call succeeds, readers keep
-seeing the old collection. Probes through the alias must notice, and re-issuing the
-flip must heal it; a flip that never takes effect must leave everything in place.
+A lost flip is simulated by a gateway whose ``point_alias`` returns without doing
+anything: the call succeeds, readers keep seeing the old collection. Probes through
+the alias must notice, and re-issuing the flip must heal it; a flip that never takes
+effect must leave everything in place. On the fake, the flip is also lost as on
+Milvus 2.3.5: describe_alias reports the new target while reads reach the old one.
 """
 
 from __future__ import annotations
@@ -15,13 +16,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from pymilvus import MilvusClient
 
 import controller.engine as engine_module
 from controller.config import ControllerConfig
 from controller.drivers.local import LocalController
-from controller.milvus import MilvusGateway
-from controller.ports import Advance
+from controller.ports import Advance, MilvusPort
 from controller.spec import EmbeddingRelease, parse_release
 from controller.status import Phase, Reason
 from tests.conftest import Backend, Corpus, release_yaml, write_release
@@ -44,7 +43,7 @@ class Events:
 class LosingGateway:
     """The real gateway, except that the next ``lose`` flips silently do nothing."""
 
-    def __init__(self, inner: MilvusGateway, owner: FlakyController) -> None:
+    def __init__(self, inner: MilvusPort, owner: FlakyController) -> None:
         self.inner, self.owner = inner, owner
 
     def point_alias(self, alias: str, collection: str) -> None:
@@ -81,11 +80,8 @@ def track(tmp_path: Path, backend: Backend, corpus: Corpus):  # type: ignore[no-
 
 
 def alias_target(backend: Backend) -> str:
-    client = MilvusClient(uri=backend.uri)  # in-process: this process holds Milvus Lite
-    try:
-        return str(client.describe_alias(backend.alias)["collection_name"])
-    finally:
-        client.close()
+    with backend.port() as port:  # in-process: this process holds Milvus Lite
+        return str(port.alias_target(backend.alias))
 
 
 def test_flip_is_proven_and_a_lost_flip_is_detected_and_healed(track, backend: Backend) -> None:  # type: ignore[no-untyped-def]
@@ -126,11 +122,42 @@ def test_a_flip_that_is_never_seen_ends_degraded_with_everything_kept(  # type: 
 
 
 def backend_collections(backend: Backend) -> set[str]:
-    client = MilvusClient(uri=backend.uri)
-    try:
-        return {c for c in client.list_collections() if c.startswith(backend.alias)}
-    finally:
-        client.close()
+    with backend.port() as port:
+        return {c for c in port.list_collections() if c.startswith(backend.alias)}
+
+
+FAKE_ONLY = pytest.mark.parametrize("backend", ["fake"], indirect=True)
+
+
+@FAKE_ONLY  # a lost flip as 2.3.5 loses it cannot be caused on a real Milvus on purpose
+def test_a_flip_lost_as_on_2_3_5_is_detected_and_healed(track, backend: Backend) -> None:  # type: ignore[no-untyped-def]
+    _, events, apply = track
+    assert apply("v1").phase == Phase.LIVE
+    assert backend.fake is not None
+    backend.fake.lose_flips(1)  # describe_alias moves, reads through the alias do not
+    status = apply("v2")
+    assert status.phase == Phase.LIVE, status.message
+    assert status.cutover["verified"] and status.cutover["attempts"] == 2, status.cutover
+    assert Reason.FLIP_UNVERIFIED in events.reasons()
+    with backend.port() as port:  # the re-issued flip took effect for readers
+        v2 = port.vectors_by_id(f"{backend.alias}__v2", [0])[0]
+        assert np.array_equal(port.vectors_by_id(backend.alias, [0])[0], v2)
+
+
+@FAKE_ONLY
+def test_flips_lost_every_time_end_degraded_on_the_fake(track, backend: Backend) -> None:  # type: ignore[no-untyped-def]
+    _, _, apply = track
+    assert apply("v1").phase == Phase.LIVE
+    assert backend.fake is not None
+    backend.fake.lose_flips(99)
+    status = apply("v2")
+    assert status.phase == Phase.DEGRADED, status.message
+    assert not status.cutover["verified"] and status.cutover["attempts"] == 3
+    # describe_alias says v2 (the flip was lost, not refused); reads still reach v1
+    assert alias_target(backend) == f"{backend.alias}__v2"
+    with backend.port() as port:
+        v1 = port.vectors_by_id(f"{backend.alias}__v1", [0])[0]
+        assert np.array_equal(port.vectors_by_id(backend.alias, [0])[0], v1)
 
 
 def test_post_promotion_guard_rolls_back_when_live_vectors_drift(  # type: ignore[no-untyped-def]
@@ -157,12 +184,7 @@ def test_post_promotion_guard_rolls_back_when_live_vectors_drift(  # type: ignor
     # Someone writes vectors of another model into the live collection.
     rng = np.random.default_rng(5)
     other = rng.normal(size=corpus.vectors["v2"].shape).astype(np.float32)
-    client = MilvusClient(uri=backend.uri)
-    try:
-        rows = [{"id": int(i), "vector": v} for i, v in zip(corpus.ids, other, strict=True)]
-        client.upsert(f"{backend.alias}__v2", rows)
-    finally:
-        client.close()
+    backend.upsert(f"{backend.alias}__v2", corpus.ids, other)
     time.sleep(1.1)
 
     status = apply("v2", **guarded)  # the next pass measures, sees the breach, rolls back

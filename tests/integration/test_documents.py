@@ -24,7 +24,6 @@ from controller.spec import EmbedderSpec, parse_release
 from controller.status import Phase
 from tests.conftest import Backend, release_yaml, write_release
 from tests.support.corpus import stdlib_paragraphs
-from tests.support.dump_collection import read
 from tests.support.embedders import Counting, HashingEmbedder, hashed_vector
 
 DIM = 32
@@ -124,7 +123,7 @@ class Releases:
     def check_collection(self, version: str, docs: dict[int, tuple[str, str]]) -> None:
         """Every row: its document's title, content hash and embedding, nothing else."""
         collection = f"{self.backend.alias}__{version}"
-        got = read(self.backend.uri, collection, ["title", "embrel_content_hash"])
+        got = self.backend.read(collection, ["title", "embrel_content_hash"], in_process=True)
         assert got["ids"].tolist() == sorted(docs)
         spec = TEST_EMBEDDER
         for row, i in enumerate(got["ids"].tolist()):

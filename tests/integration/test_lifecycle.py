@@ -1,10 +1,10 @@
-"""The whole life of a release track through the real CLI, on both backends."""
+"""The whole life of a release track through the real CLI, on every backend."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from tests.conftest import Backend, Corpus, embrel, release_yaml, write_release
+from tests.conftest import ON_LITE_TOO, Backend, Corpus, embrel, release_yaml, write_release
 
 
 def apply(
@@ -17,10 +17,11 @@ def apply(
 
 def loaded(backend: Backend, collection: str) -> bool:
     """Load state as another process sees it. Milvus Lite forgets load state when the
-    process that loaded it exits (DESIGN.md §6), so only the server can answer this."""
+    process that loaded it exits, so only the server (and the fake) can answer this."""
     return backend.kind == "lite" or bool(backend.collections()[collection]["loaded"])
 
 
+@ON_LITE_TOO  # the embedded default, proven in the default suite
 def test_v1_v2_rejected_v3_rollback_and_revert(
     tmp_path: Path, backend: Backend, corpus: Corpus
 ) -> None:

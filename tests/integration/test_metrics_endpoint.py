@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import re
 import signal
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -13,9 +11,10 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from controller.milvus import MilvusGateway
-from tests.conftest import REPO, Backend, Corpus, release_yaml, write_release
+from tests.conftest import REAL_ONLY, Backend, Corpus, embrel_watch, release_yaml, write_release
 
 
+@REAL_ONLY  # checks the gateway's own observer: there is no gateway on the fake
 def test_gateway_reports_every_call_with_a_bounded_operation(backend: Backend) -> None:
     calls: list[tuple[str, float, str | None]] = []
     gateway = MilvusGateway(backend.uri, observer=lambda op, s, err: calls.append((op, s, err)))
@@ -46,15 +45,10 @@ def test_watch_serves_release_metrics(tmp_path: Path, backend: Backend, corpus: 
     write_release(folder / "products.yaml", release_yaml(backend, "v1", corpus.path("v1")))
     config = tmp_path / "config.yaml"
     config.write_text(f"stateDir: {tmp_path / 'state'}\nreconcile: {{watchIntervalSeconds: 0.3}}\n")
-    proc = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "controller.cli", "--config", str(config), "run"),
-            *("--watch", str(folder), "--metrics-port", "0", "--metrics-address", "127.0.0.1"),
-        ],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    proc = embrel_watch(
+        backend,
+        *("--config", str(config), "run", "--watch", str(folder)),
+        *("--metrics-port", "0", "--metrics-address", "127.0.0.1"),
     )
     try:
         assert proc.stdout is not None

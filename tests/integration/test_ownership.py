@@ -6,7 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
+from controller.sources.base import VectorBatch
 from tests.conftest import REPO, Backend, Corpus, embrel, release_yaml, write_release
+from tests.support.fake_milvus import FakeMilvus
 
 SETUP = """
 import sys
@@ -36,6 +40,10 @@ c.close()
 
 
 def setup_milvus(backend: Backend, action: str) -> None:
+    """What another tool does to Milvus: with pymilvus in another process, or on the fake."""
+    if backend.fake is not None:
+        setup_fake(FakeMilvus(backend.fake), backend.alias, action)
+        return
     subprocess.run(
         [sys.executable, "-c", SETUP, backend.uri, backend.alias, action],
         cwd=REPO,
@@ -43,6 +51,23 @@ def setup_milvus(backend: Backend, action: str) -> None:
         timeout=120,
         capture_output=True,
     )
+
+
+def setup_fake(fake: FakeMilvus, alias: str, action: str) -> None:
+    """SETUP's three actions through the fake's port."""
+    name = f"{alias}__legacy"
+    if action == "legacy":
+        fake.create_collection(name, 32, [], {})
+        ones = np.ones((10, 32), dtype=np.float32)
+        fake.insert(name, VectorBatch(np.arange(10, dtype=np.int64), ones, {}, "legacy", 0))
+        fake.row_count(name)
+        fake.ensure_index(name, "FLAT", "COSINE", {})
+        fake.load(name)
+        fake.point_alias(alias, name)
+    elif action == "release":
+        fake.release(name)
+    else:
+        fake.point_alias(f"{alias}_pinned", f"{alias}__v1")
 
 
 def test_foreign_and_aliased_collections_survive_retention(

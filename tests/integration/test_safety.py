@@ -14,16 +14,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pymilvus import MilvusClient
 
 from controller.config import BuildOptions, ControllerConfig, ReconcileOptions
 from controller.drivers.local import LocalController
+from controller.errors import MilvusRejected
 from controller.ports import Advance
 from controller.spec import parse_release
 from controller.status import Phase
 from tests.conftest import (
+    REAL_ONLY,
     REPO,
     Backend,
+    embrel,
     release_yaml,
     unit_vectors,
     write_golden,
@@ -33,8 +35,8 @@ from tests.conftest import (
 
 N, DIM = 3000, 32
 RANGES = {"v1": 0, "v2": 1_000_000, "v3": 2_000_000}  # each version's ids live in their own range
-# Measured on Milvus 2.3.5 (DESIGN.md §6): searches within ~10 ms of a flip may fail with
-# this message; clients retry once (docs/client-guidance in the proven-cutover issue).
+# Measured on Milvus 2.3.5: searches within ~10 ms of a flip may fail with
+# this message; clients retry once (the client guidance in docs/).
 TRANSIENT = ("failed to get delegator", "can not find client of node")
 
 
@@ -53,10 +55,9 @@ def version_of(ids: list[int]) -> str:
 
 
 @contextmanager
-def readers(
-    uri: str, alias: str, query: np.ndarray, threads: int = 3
-) -> Iterator[dict[str, object]]:
+def readers(backend: Backend, query: np.ndarray, threads: int = 3) -> Iterator[dict[str, object]]:
     """Search through the alias continuously from several clients until the block ends."""
+    alias = backend.alias
     stop = threading.Event()
     seen: Counter[str] = Counter()
     failures: list[str] = []
@@ -64,15 +65,12 @@ def readers(
     lock = threading.Lock()
 
     def read() -> None:
-        client = MilvusClient(uri=uri)
-        try:
+        with backend.port() as client:  # each reader its own connection
             while not stop.is_set():
                 for attempt in (1, 2):
                     try:
-                        hits = client.search(
-                            alias, data=[query.tolist()], limit=5, output_fields=["id"]
-                        )
-                        version = version_of([int(h["id"]) for h in hits[0]])
+                        hits = client.search_ids(alias, query[None, :], 5, {}, "Bounded")
+                        version = version_of([int(i) for i in hits[0]])
                         with lock:
                             seen[version] += 1
                         break
@@ -83,8 +81,6 @@ def readers(
                         with lock:
                             failures.append(repr(exc))
                         break
-        finally:
-            client.close()
 
     workers = [threading.Thread(target=read, daemon=True) for _ in range(threads)]
     for w in workers:
@@ -121,10 +117,9 @@ def test_zero_failed_searches_through_cutover_and_rollback(
         controller.record_spec(specs[version], text, parse_release(text))
         return controller.reconcile_track(track).status.phase
 
-    check = MilvusClient(uri=backend.uri)  # in-process: this process holds Milvus Lite
     try:
         assert apply("v1") == Phase.LIVE
-        with readers(backend.uri, backend.alias, base[0]) as reads:
+        with readers(backend, base[0]) as reads:
             time.sleep(0.5)
             assert apply("v2") == Phase.LIVE
             time.sleep(0.5)
@@ -135,9 +130,9 @@ def test_zero_failed_searches_through_cutover_and_rollback(
             )
             controller.reconcile_track(track)
             time.sleep(0.5)
-        assert check.describe_alias(backend.alias)["collection_name"] == f"{backend.alias}__v1"
+        with backend.port() as check:  # in-process: this process holds Milvus Lite
+            assert check.alias_target(backend.alias) == f"{backend.alias}__v1"
     finally:
-        check.close()
         controller.close()
     seen = reads["seen"]
     assert reads["failures"] == [], reads["failures"][:5]  # type: ignore[index]
@@ -197,6 +192,9 @@ def _apply_and_kill(spec: Path, config: Path, marker: str, delay: float) -> str:
     return text
 
 
+# Real only: a SIGKILLed `embrel apply` process is the point, and the fake's Milvus lives
+# in the test process, which another process cannot share.
+@REAL_ONLY
 @pytest.mark.parametrize(("marker", "delay"), [("inserting", 1.0), ("building the index", 0.0)])
 def test_killed_apply_resumes_and_never_exposes_incomplete(
     tmp_path: Path, backend: Backend, crash_specs: dict[str, Path], marker: str, delay: float
@@ -233,6 +231,9 @@ def test_killed_apply_resumes_and_never_exposes_incomplete(
     assert held["collections"][f"{backend.alias}__v2"]["rows"] == CRASH_ROWS
 
 
+# Real only: `embrel abort` from another process must reach an apply process while it
+# inserts, which takes seconds on a real Milvus and no time on the fake.
+@REAL_ONLY
 def test_abort_while_apply_runs_stops_before_the_flip(
     tmp_path: Path, backend: Backend, crash_specs: dict[str, Path]
 ) -> None:
@@ -265,3 +266,55 @@ def test_abort_while_apply_runs_stops_before_the_flip(
     assert "Handed to the running controller" in aborted.stdout
     assert "aborted v2" in rest and "switched alias" not in rest
     assert backend.alias_target() == f"{backend.alias}__v1"
+
+
+FAKE_ONLY = pytest.mark.parametrize("backend", ["fake"], indirect=True)
+
+
+@FAKE_ONLY  # an insert that fails part-way cannot be caused on a real Milvus on purpose
+def test_an_insert_failing_part_way_never_reaches_the_alias_and_is_rebuilt(
+    tmp_path: Path, backend: Backend, crash_specs: dict[str, Path]
+) -> None:
+    def apply(version: str) -> subprocess.CompletedProcess[str]:
+        return embrel(
+            *("--config", str(crash_specs["config"])),
+            *("apply", "-f", str(crash_specs[version])),
+            cwd=tmp_path,
+        )
+
+    assert apply("v1").returncode == 0
+    assert backend.fake is not None
+    backend.fake.fail_insert_after(CRASH_ROWS // 2, MilvusRejected("disk quota exceeded"))
+    r = apply("v2")
+    assert r.returncode != 0 and "disk quota exceeded" in r.stdout + r.stderr, r.stdout
+    assert backend.alias_target() == f"{backend.alias}__v1", "the alias moved onto a partial build"
+
+    r = apply("v2")
+    assert r.returncode == 0, r.stdout + r.stderr
+    held = backend.inspect()
+    assert held["alias_target"] == f"{backend.alias}__v2"
+    assert held["collections"][f"{backend.alias}__v2"]["rows"] == CRASH_ROWS
+
+
+@FAKE_ONLY  # Milvus going away for a moment, on cue
+def test_milvus_unavailable_during_validation_leaves_the_alias_and_a_retry_releases(
+    tmp_path: Path, backend: Backend, crash_specs: dict[str, Path]
+) -> None:
+    def apply(version: str) -> subprocess.CompletedProcess[str]:
+        return embrel(
+            *("--config", str(crash_specs["config"])),
+            *("apply", "-f", str(crash_specs[version])),
+            cwd=tmp_path,
+        )
+
+    assert apply("v1").returncode == 0
+    assert backend.fake is not None
+    backend.fake.unavailable("search_ids", calls=1)
+    r = apply("v2")
+    assert r.returncode == 4, r.stdout + r.stderr  # Milvus stayed unavailable
+    assert "unavailable" in r.stdout + r.stderr
+    assert backend.alias_target() == f"{backend.alias}__v1"
+
+    r = apply("v2")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert backend.alias_target() == f"{backend.alias}__v2"

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, Backend, Corpus, embrel, release_yaml, write_release
+from tests.conftest import Backend, Corpus, embrel, embrel_watch, release_yaml, write_release
 
 
 @pytest.fixture
@@ -23,25 +22,11 @@ def gitops(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def watcher(tmp_path: Path, gitops: Path) -> Iterator[subprocess.Popen[str]]:
+def watcher(tmp_path: Path, gitops: Path, backend: Backend) -> Iterator[Any]:
+    """`embrel run --watch`: a process on Lite and the server, a thread on the fake."""
     config = tmp_path / "config.yaml"
     config.write_text(f"stateDir: {tmp_path / 'state'}\nreconcile: {{watchIntervalSeconds: 0.3}}\n")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "controller.cli",
-            "--config",
-            str(config),
-            "run",
-            "--watch",
-            str(gitops),
-        ],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = embrel_watch(backend, "--config", str(config), "run", "--watch", str(gitops))
     yield proc
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -69,7 +54,7 @@ def wait_for(tmp_path: Path, version: str, phase: str, timeout: float = 180) -> 
 
 
 def test_changed_file_releases_reverted_file_rolls_back(
-    tmp_path: Path, backend: Backend, corpus: Corpus, gitops: Path, watcher: subprocess.Popen[str]
+    tmp_path: Path, backend: Backend, corpus: Corpus, gitops: Path, watcher: Any
 ) -> None:
     golden = corpus.dir / "golden.parquet"
     spec = gitops / "products.yaml"
@@ -109,7 +94,7 @@ def test_changed_file_releases_reverted_file_rolls_back(
 
 
 def test_invalid_file_is_reported_and_others_keep_working(
-    tmp_path: Path, backend: Backend, corpus: Corpus, gitops: Path, watcher: subprocess.Popen[str]
+    tmp_path: Path, backend: Backend, corpus: Corpus, gitops: Path, watcher: Any
 ) -> None:
     (gitops / "broken.yaml").write_text(
         "apiVersion: embrel.dev/v1alpha1\nkind: EmbeddingRelease\nspec: [\n"
