@@ -19,6 +19,7 @@ import fcntl
 import json
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -96,7 +97,11 @@ class StateStore:
         """Write atomically (temp file + rename) so a crash never leaves half a file."""
         self.tracks.mkdir(parents=True, exist_ok=True)
         path = self.path(track)
-        tmp = path.with_suffix(".tmp")
+        # A temporary file of its own per writer: two writers sharing one name could
+        # rename a file the other is still writing, and a reader see half of it.
+        fd, name = tempfile.mkstemp(dir=self.tracks, prefix=f".{path.name}.", suffix=".tmp")
+        tmp = Path(name)
+        os.close(fd)
         tmp.write_text(
             json.dumps(
                 {
@@ -246,7 +251,8 @@ class LocalController:
         attempts = self.config.reconcile.max_attempts
         for attempt in range(1, attempts + 1):
             record = self.store.load(track)
-            assert record is not None, track
+            if record is None:
+                raise UsageError(f"no release has been applied for track {track!r}")
             release = record.release()
             base_dir = Path(record.spec_path).parent
             try:
