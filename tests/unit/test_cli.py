@@ -90,7 +90,7 @@ def test_exit_code_of_each_error() -> None:
     assert error_exit_code(MilvusUnavailable("down")) == ExitCode.UNAVAILABLE
     assert error_exit_code(ConflictError("reused")) == ExitCode.FAILED
     assert error_exit_code(EmbrelError("busy")) == ExitCode.FAILED
-    assert [int(c) for c in ExitCode] == [0, 1, 2, 3, 4, 130]
+    assert [int(c) for c in ExitCode] == [0, 1, 2, 3, 4, 130, 141]
 
 
 def _one_error_line(err: str) -> str:
