@@ -330,13 +330,12 @@ def test_status_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
     from controller.drivers.local import StateStore, TrackRecord
 
     record = TrackRecord("/r.yaml", SPEC, ReleaseStatus(), {})
-    StateStore(tmp_path).save("default/products", record)
+    StateStore(tmp_path).save("default/x", record)
     read, write = os.pipe()
     os.close(read)  # `| head` that has already gone: every write to stdout fails
     try:
         r = subprocess.run(
-            [sys.executable, "-m", "controller.cli", "--state-dir", str(tmp_path)]
-            + ["status", "products"],
+            [sys.executable, "-m", "controller.cli", "--state-dir", str(tmp_path), "status", "x"],
             cwd=REPO,
             stdout=write,
             stderr=subprocess.PIPE,
