@@ -65,9 +65,12 @@ def _stdout_closed() -> int:
     Python would report the same broken pipe again when it flushes stdout at exit, so
     stdout is pointed at /dev/null first.
     """
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout is no file (embedded, captured): nothing to flush
+        pass
     return ExitCode.BROKEN_PIPE
 
 
