@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -25,6 +26,10 @@ from controller.spec import EmbeddingRelease, FieldSpec, parse_release
 from controller.validation.inputs import check_validation_inputs
 from controller.validation.sanity import check_batch
 from tests.fuzz.settings import clear_error_or_result, fuzz
+
+# A warning on stderr (numpy's "overflow encountered in cast") is noise to the person
+# running embrel: the check pass must report bad values as errors, and only so.
+pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
 
 DIM = 3
 FIELDS = [

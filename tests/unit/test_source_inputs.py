@@ -253,3 +253,13 @@ def test_validation_inputs_that_fit_pass(tmp_path: Path) -> None:
     release = release_with(tmp_path, "{goldenSet: {uri: g.parquet, minRecall: 0.5}}")
     check_validation_inputs(release, LocalFiles(tmp_path))
     check_validation_inputs(release_with(tmp_path, "{}"), LocalFiles(tmp_path))  # none named
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_float64_vectors_beyond_float32_are_an_error_not_a_numpy_warning(tmp_path: Path) -> None:
+    """Found by the fuzz suite: the cast printed "overflow encountered in cast"."""
+    path = tmp_path / "d.parquet"
+    vectors = pa.array([[1.0, 2.0, 3.0, 1e39]], pa.list_(pa.float64()))
+    pq.write_table(pa.table({"id": pa.array([1], pa.int64()), "vector": vectors}), path)
+    with pytest.raises(SourceError, match=r"row 0 \(id 1\): vector holds inf at position 3"):
+        check_source(path, [])
