@@ -5,6 +5,7 @@
     kube     `embrel controller`, and ``--kube`` on the verbs (EmbeddingRelease objects)
     demo     `embrel demo` on Milvus Lite
     output   console output, formatters, exit codes: every module above uses it
+    options  argument types and the options every command shares (--config, --state-dir)
 
 Importing this package is cheap: the drivers, the engine and the clients they use are
 imported by the command that runs, so `embrel --help` does not load them.

@@ -8,13 +8,14 @@ into its one-line message and exit code (controller.cli.output).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from controller.cli import demo, local
 from controller.cli import kube as kube_commands
-from controller.cli.output import ExitCode, report_error, setup_logging
+from controller.cli.options import add_shared_options, add_shared_options_to_verbs
+from controller.cli.output import ExitCode, report_error, report_os_error, setup_logging
 from controller.errors import EmbrelError
 
 
@@ -24,12 +25,12 @@ def build_parser(kube: bool = False) -> argparse.ArgumentParser:
         prog="kubectl embrel" if kube else "embrel",
         description="Blue/green releases of embeddings in Milvus.",
     )
-    p.add_argument("--config", type=Path, help="controller config file (see config.example.yaml)")
-    p.add_argument("--state-dir", type=Path, help="override stateDir from the config")
+    add_shared_options(p)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     local.register(sub)
     kube_commands.register(sub, kube)  # `embrel controller`, and --kube on the local verbs
     demo.register(sub)
+    add_shared_options_to_verbs({id(verb): verb for verb in sub.choices.values()}.values())
     return p
 
 
@@ -45,12 +46,32 @@ def main(argv: Sequence[str] | None = None, kube: bool = False) -> int:
             config = config.model_copy(update={"state_dir": args.state_dir})
         setup_logging(config)
         code: int = handler(args, config)
+        sys.stdout.flush()  # here, so that a closed pipe is seen while it can be handled
         return code
     except EmbrelError as exc:
         return report_error(exc)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return ExitCode.INTERRUPTED
+    except BrokenPipeError:
+        return _stdout_closed()
+    except OSError as exc:  # the state folder read-only, a disk full: the machine, not embrel
+        return report_os_error(exc)
+
+
+def _stdout_closed() -> int:
+    """`embrel status | head`: the reader went away; stop quietly, as a pipe expects.
+
+    Python would report the same broken pipe again when it flushes stdout at exit, so
+    stdout is pointed at /dev/null first.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout is no file (embedded, captured): nothing to flush
+        pass
+    return ExitCode.BROKEN_PIPE
 
 
 def kubectl_main() -> int:

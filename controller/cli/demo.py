@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from controller.cli.output import ConsoleReporter, ExitCode, format_history
 from controller.errors import UsageError
 from controller.status import Phase
+from controller.validation.results import format_number
 
 if TYPE_CHECKING:
     from controller.config import ControllerConfig
@@ -54,6 +56,19 @@ def _generate(examples: Path, out: Path) -> None:
     module.generate(out)
 
 
+def embrel_command() -> str:
+    """How the reader can run embrel from here: `embrel` when it is on the PATH, else the
+    script inside the virtualenv (`make run` installs there and activates nothing)."""
+    script = Path(sys.executable).parent / "embrel"
+    on_path = shutil.which("embrel")
+    if on_path is not None or not script.is_file():
+        return "embrel"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:  # the virtualenv lies outside the current folder
+        return str(script)
+
+
 def run_demo(workdir: Path, examples_dir: Path | None = None) -> int:
     from controller.config import ControllerConfig
     from controller.drivers.local import LocalController, controller_lock
@@ -78,7 +93,8 @@ def run_demo(workdir: Path, examples_dir: Path | None = None) -> int:
     finally:
         controller.close()
     print(
-        f"\nDone in {time.monotonic() - started:.1f}s. Try: embrel --state-dir {config.state_dir} status products"
+        f"\nDone in {time.monotonic() - started:.1f}s. Try: "
+        f"{embrel_command()} --state-dir {config.state_dir} status products"
     )
     return ExitCode.OK if ok else ExitCode.FAILED
 
@@ -138,7 +154,7 @@ def _show(
     print(f"    => alias products -> {live.get('collection')} (version {live.get('version')})")
     if status.validation and not rolled_back:
         checks = ", ".join(
-            f"{c['name']}={c['value']:.4g}"
+            f"{c['name']}={format_number(c['value'])}"
             for c in status.validation["checks"]
             if c.get("value") is not None
         )

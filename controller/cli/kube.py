@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from controller.cli.options import port_number
 from controller.cli.output import (
     ExitCode,
     format_history,
@@ -77,8 +78,6 @@ def _register_controller(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser(
         "controller", help="run the Kubernetes controller: reconcile EmbeddingRelease objects"
     )
-    # Also accepted after the verb (`embrel controller --config FILE`).
-    p.add_argument("--config", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     p.add_argument(
         "--namespace",
         action="append",
@@ -105,7 +104,7 @@ def _register_controller(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--workers", type=_positive, default=4, help="releases reconciled at once")
     p.add_argument(
         "--metrics-port",
-        type=int,
+        type=port_number(-1, "0: any free port; -1: off"),
         default=8080,
         metavar="PORT",
         help="serve /metrics, /healthz and /readyz here (0: any free port; -1: off)",

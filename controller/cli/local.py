@@ -9,21 +9,25 @@ driver, the engine and the metrics only when it runs, so `embrel --help` stays f
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from controller.cli.options import STDIN, STDIN_NAME, non_empty, port_number, spec_path
 from controller.cli.output import (
     ConsoleReporter,
     ExitCode,
     format_history,
     format_status,
     print_json,
+    report_error,
     report_outcome,
     report_validation,
     stop_on_sigterm,
+    worst_exit_code,
 )
 from controller.errors import EmbrelError, TemporaryError, UsageError
 
@@ -31,21 +35,26 @@ if TYPE_CHECKING:
     from controller.config import ControllerConfig
     from controller.drivers.local import LocalController, StateStore
     from controller.metrics import PrometheusTelemetry
+    from controller.spec import EmbeddingRelease
     from controller.status import ReleaseStatus
 
 HANDOFF_TIMEOUT = 600.0
+FILENAME_HELP = (
+    "the release YAML; a folder: every *.yaml and *.yml in it, in name order; "
+    "-: read it from stdin (relative paths in it resolve against the current folder)"
+)
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
     apply = sub.add_parser("apply", help="reconcile a release YAML to completion")
-    apply.add_argument("-f", "--filename", type=Path, required=True)
+    apply.add_argument("-f", "--filename", type=spec_path, required=True, help=FILENAME_HELP)
     _add_metrics_options(apply)
     apply.set_defaults(handler=cmd_apply, hold=False)
 
     validate = sub.add_parser(
         "validate", help="build (or reuse) the candidate and run every gate; never promote"
     )
-    validate.add_argument("-f", "--filename", type=Path, required=True)
+    validate.add_argument("-f", "--filename", type=spec_path, required=True, help=FILENAME_HELP)
     _add_metrics_options(validate)
     validate.set_defaults(handler=cmd_apply, hold=True)
 
@@ -73,7 +82,10 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         verb.add_argument("track", metavar="TRACK")
         if name == "rollback":
             verb.add_argument(
-                "--to", metavar="VERSION", help="a retained version (default: the previous one)"
+                "--to",
+                type=non_empty,
+                metavar="VERSION",
+                help="a retained version (default: the previous one)",
             )
         verb.set_defaults(handler=cmd_request, intent=name)
 
@@ -81,7 +93,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 def _add_metrics_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--metrics-port",
-        type=int,
+        type=port_number(),
         metavar="PORT",
         help="serve Prometheus /metrics, /healthz and /readyz on this port (0: any free port)",
     )
@@ -142,17 +154,74 @@ def find_track(store: StateStore, name: str) -> str:
 
 
 def cmd_apply(args: argparse.Namespace, config: ControllerConfig) -> int:
+    """apply / validate ``-f``: one file, stdin, or every release YAML in a folder."""
+    if args.filename != STDIN and args.filename.is_dir():
+        return _apply_folder(args, config, args.filename)
+    spec = _read_spec(args.filename)  # a bad spec is reported before the lock is taken
+    with serving_metrics(args) as telemetry, acting_controller(config, telemetry) as controller:
+        return _apply_spec(args, controller, *spec)
+
+
+def _read_spec(path: Path) -> tuple[Path, str, EmbeddingRelease]:
+    """The spec's path (what relative paths in it resolve against), text and release."""
     from controller.drivers.local import read_spec
 
-    text, release = read_spec(args.filename)
+    if path == STDIN:
+        return read_stdin_spec()
+    text, release = read_spec(path)
+    return path, text, release
+
+
+def read_stdin_spec() -> tuple[Path, str, EmbeddingRelease]:
+    """`-f -`: the spec from stdin, as if it were a file in the current folder."""
+    from controller.spec import parse_release
+    from controller.yaml_input import MAX_BYTES, decode
+
+    raw = sys.stdin.buffer.read(MAX_BYTES + 1)  # one byte over: parse_release says too big
+    release = parse_release(raw, STDIN_NAME)
+    return Path.cwd() / STDIN_NAME, decode(raw), release
+
+
+def _apply_spec(
+    args: argparse.Namespace,
+    controller: LocalController,
+    path: Path,
+    text: str,
+    release: EmbeddingRelease,
+) -> int:
     verb = "Validating" if args.hold else "Applying"
     print(f"{verb} {release.track} version {release.spec.version} (alias {release.spec.alias})")
-    with serving_metrics(args) as telemetry, acting_controller(config, telemetry) as controller:
-        controller.record_spec(args.filename, text, release)
-        result = controller.reconcile_track(release.track, hold=args.hold)
+    controller.record_spec(path, text, release)
+    result = controller.reconcile_track(release.track, hold=args.hold)
     if args.hold:
         return report_validation(result.status)
     return report_outcome(result.status, result.error)
+
+
+def release_files(folder: Path) -> list[Path]:
+    """The release YAMLs of a folder, in name order (not its subfolders)."""
+    found = [*folder.glob("*.yaml"), *folder.glob("*.yml")]
+    return sorted((path for path in found if path.is_file()), key=lambda path: path.name)
+
+
+def _apply_folder(args: argparse.Namespace, config: ControllerConfig, folder: Path) -> int:
+    """Each file in turn, whatever the one before did; the exit code is the worst one."""
+    files = release_files(folder)
+    if not files:
+        raise UsageError(f"-f {folder}: the folder holds no *.yaml or *.yml files")
+    print(f"{len(files)} release file{'s' if len(files) != 1 else ''} in {folder}")
+    codes: dict[Path, int] = {}
+    with serving_metrics(args) as telemetry, acting_controller(config, telemetry) as controller:
+        for path in files:
+            print(f"\n{path}:")
+            try:
+                codes[path] = _apply_spec(args, controller, *_read_spec(path))
+            except EmbrelError as exc:  # this file's problem: report it, go on to the next
+                codes[path] = report_error(exc)
+    print()
+    for path, code in codes.items():
+        print(f"  {path.name}: {ExitCode(code).name.lower()} (exit {code})")
+    return worst_exit_code(codes.values())
 
 
 def cmd_run(args: argparse.Namespace, config: ControllerConfig) -> int:

@@ -7,6 +7,7 @@ Exit codes (one table for every command):
     2  invalid input: the spec, the config, the command line (SpecError, UsageError)
     3  waiting for a person: awaiting promotion, rolled back, validation inconclusive
     4  Milvus (or the Kubernetes API) stayed unavailable after the configured retries
+  141  stdout was closed by its reader (`embrel status | head`); nothing more is printed
 
 Imports nothing heavy (no drivers, engine or third-party client) so that `embrel --help`
 and the reading verbs start fast; what a formatter needs is imported by the caller.
@@ -18,13 +19,14 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any
 
 from controller.errors import EmbrelError, PermanentError, SpecError, TemporaryError, UsageError
 from controller.status import Phase, ReleaseStatus
+from controller.validation.results import DASH, format_number
 
 if TYPE_CHECKING:
     from controller.config import ControllerConfig
@@ -40,6 +42,7 @@ class ExitCode(IntEnum):
     WAITING = 3
     UNAVAILABLE = 4
     INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
+    BROKEN_PIPE = 141  # 128 + SIGPIPE: the reader of stdout went away (`| head`)
 
 
 # Where a release ended up -> exit code; a phase not listed is still in progress, which a
@@ -52,6 +55,17 @@ PHASE_EXIT = {
     Phase.DEGRADED: ExitCode.FAILED,  # switched but not proven: a person should look
 }
 VALIDATION_EXIT = {"passed": ExitCode.OK, "accepted": ExitCode.OK, "inconclusive": ExitCode.WAITING}
+
+
+# From best to worst, for a command over several releases (`apply -f DIR`): a release
+# that is invalid or failed outweighs one that waits or met an unavailable Milvus.
+_SEVERITY = (ExitCode.OK, ExitCode.WAITING, ExitCode.UNAVAILABLE, ExitCode.FAILED, ExitCode.INVALID)
+
+
+def worst_exit_code(codes: Iterable[int]) -> int:
+    """The worst of several exit codes (``_SEVERITY``; an unknown code counts as worst)."""
+    rank = {int(code): i for i, code in enumerate(_SEVERITY)}
+    return max(codes, key=lambda code: rank.get(code, len(_SEVERITY)), default=ExitCode.OK)
 
 
 def error_exit_code(exc: EmbrelError) -> ExitCode:
@@ -76,6 +90,17 @@ def report_error(exc: EmbrelError) -> ExitCode:
     """One message on stderr (never a traceback); the exit code for it."""
     print(f"error: {exc}", file=sys.stderr)
     return error_exit_code(exc)
+
+
+def report_os_error(exc: OSError) -> ExitCode:
+    """A file embrel could not read or write, as one line naming it (never a traceback)."""
+    where = f" {exc.filename}" if exc.filename else ""
+    print(
+        f"error: cannot use{where}: {exc.strerror or exc}; check that the state folder "
+        "(--state-dir, stateDir in the config) and the files named exist and are writable",
+        file=sys.stderr,
+    )
+    return ExitCode.FAILED
 
 
 def print_outcome(status: ReleaseStatus) -> None:
@@ -159,7 +184,9 @@ def format_status(status: ReleaseStatus, spec_path: str) -> str:
                 f"{key.title() + ':':<11} {part.get('version', '?')} in {part.get('collection')}"
             )
     if build := d.get("build"):
-        counts = ", ".join(f"{k} {v}" for k, v in build.items() if k not in ("source", "base"))
+        counts = ", ".join(
+            f"{k} {_shown(v)}" for k, v in build.items() if k not in ("source", "base")
+        )
         base = f" on {build['base']}" if build.get("base") else ""
         lines.append(f"Build:      {build.get('source', '?')}{base}: {counts}")
     if validation := d.get("validation"):
@@ -174,7 +201,7 @@ def format_status(status: ReleaseStatus, spec_path: str) -> str:
             f"{cutover.get('attempts')} attempt(s), {cutover.get('seconds')}s) at {cutover.get('at')}"
         )
     if drift := d.get("drift"):
-        values = ", ".join(f"{k} {v:.4g}" for k, v in drift.get("values", {}).items())
+        values = ", ".join(f"{k} {_shown(v)}" for k, v in drift.get("values", {}).items())
         lines.append(f"Drift:      {values or 'not measured yet'} (at {drift.get('measuredAt')})")
         lines += [f"  breach: {b}" for b in drift.get("breaches", [])]
     lines.append("Conditions:")
@@ -185,10 +212,19 @@ def format_status(status: ReleaseStatus, spec_path: str) -> str:
     return "\n".join(lines)
 
 
+def _shown(value: object) -> str:
+    """A recorded value: numbers through ``format_number``, anything else as it is."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return format_number(value)
+    return str(value)
+
+
 def _check_line(c: dict[str, Any]) -> str:
-    value = "—" if c.get("value") is None else f"{c['value']:.4g}"
+    value = DASH if c.get("value") is None else _shown(c["value"])
     bound = (
-        "" if c.get("threshold") is None else f"{c.get('comparison', '>=')} {c['threshold']:.4g}"
+        ""
+        if c.get("threshold") is None
+        else f"{c.get('comparison', '>=')} {_shown(c['threshold'])}"
     )
     return (
         f"{c.get('outcome', '?'):<13} {c['name']:<22} {value:<10} {bound:<12} {c.get('detail', '')}"

@@ -328,7 +328,9 @@ def _arrow_vectors(column: Any, origin: str, first_row: int) -> Float32Array:
         raise SourceError(
             f"{origin}, row {row}: vector contains a null; every value must be a number"
         )
-    flat = np.ascontiguousarray(values.to_numpy(), dtype=np.float32)
+    # float64 values beyond float32 range become inf quietly; the sanity check names them.
+    with np.errstate(over="ignore"):
+        flat = np.ascontiguousarray(values.to_numpy(), dtype=np.float32)
     return flat.reshape(len(column), dim)
 
 

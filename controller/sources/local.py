@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -50,68 +51,162 @@ class LocalFiles:
 def read_query_vectors(path: Path, vector_field: str, sample: int, seed: int) -> np.ndarray:
     """A seeded sample of up to ``sample`` query vectors from a Parquet column."""
     import pyarrow as pa  # imported on use, as in controller.sources.files
-    import pyarrow.parquet as pq
 
-    if not path.exists():
-        raise SourceError(f"query set {path} does not exist (validation.queries.uri)")
+    what = f"query set {path}"
+    parquet = _open_table_file(path, what, "validation.queries.uri")
     try:
-        parquet = pq.ParquetFile(path)
-        if vector_field not in parquet.schema_arrow.names:
+        names = parquet.schema_arrow.names
+        if vector_field not in names:
             raise SourceError(
-                f"query set {path} has no column {vector_field!r} (validation.queries.vectorField); "
-                f"it has {parquet.schema_arrow.names}"
+                f"{what} has no column {vector_field!r} (validation.queries.vectorField); "
+                f"it has {', '.join(map(repr, names)) or 'no columns'}"
             )
+        _check_number_lists(parquet.schema_arrow, vector_field, what, "floats")
         total = parquet.metadata.num_rows
+        if total == 0:
+            raise SourceError(f"{what} holds no rows; give at least one query vector")
         keep = np.sort(np.random.default_rng(seed).choice(total, min(sample, total), replace=False))
-        rows: list[list[float]] = []
+        picked: list[Any] = []
         offset = 0
         for batch in parquet.iter_batches(batch_size=10_000, columns=[vector_field]):
             local = keep[(keep >= offset) & (keep < offset + batch.num_rows)] - offset
-            column = batch.column(0)
-            rows += [column[int(i)].as_py() for i in local]
+            picked.append(batch.column(0).take(pa.array(local, type=pa.int64())))
             offset += batch.num_rows
     except (pa.ArrowException, OSError) as exc:
-        raise SourceError(f"cannot read query set {path}: {exc}") from exc
-    if not rows or any(r is None for r in rows) or len({len(r) for r in rows}) != 1:
-        raise SourceError(f"query set {path}: {vector_field!r} must hold equal-length float lists")
-    queries = np.asarray(rows, dtype=np.float32)
-    if not np.isfinite(queries).all():
-        raise SourceError(f"query set {path} has NaN or infinite values")
-    return queries
+        raise SourceError(f"cannot read {what}: {exc}") from exc
+    column = pa.chunked_array(picked, type=parquet.schema_arrow.field(vector_field).type)
+    return _query_vectors(column.combine_chunks(), keep, what, vector_field)
 
 
 def read_golden_set(path: Path) -> GoldenSet:
-    """Parquet with ``vector`` (list of floats) and ``relevant_ids`` (list of int64)."""
+    """Parquet with ``vector`` (list of floats) and ``relevant_ids`` (list of int64).
+
+    Every row is one labelled query: a finite vector of the same length as the others,
+    and at least one relevant id (a query with none could only ever score 0).
+    """
+    import pyarrow as pa
+
+    what = f"golden set {path}"
+    parquet = _open_table_file(path, what, "validation.goldenSet.uri")
+    try:
+        names = set(parquet.schema_arrow.names)
+        if missing := {"vector", "relevant_ids"} - names:
+            raise SourceError(
+                f"{what} lacks column(s) {sorted(missing)}; it has {sorted(names)}. "
+                "Expected 'vector' (list of floats) and 'relevant_ids' (list of int64)"
+            )
+        _check_number_lists(parquet.schema_arrow, "vector", what, "floats")
+        _check_number_lists(parquet.schema_arrow, "relevant_ids", what, "integer ids")
+        rows = parquet.metadata.num_rows
+        if rows > MAX_GOLDEN_QUERIES:
+            raise SourceError(
+                f"{what} has {rows} queries; at most {MAX_GOLDEN_QUERIES} are supported"
+            )
+        if rows == 0:
+            raise SourceError(f"{what} holds no queries; give at least one labelled query")
+        table = parquet.read(columns=["vector", "relevant_ids"]).combine_chunks()
+    except (pa.ArrowException, OSError) as exc:
+        raise SourceError(f"cannot read {what}: {exc}") from exc
+    queries = _query_vectors(table.column("vector").chunk(0), np.arange(rows), what, "vector")
+    relevant = _relevant_ids(table.column("relevant_ids").chunk(0), what)
+    return GoldenSet(queries, relevant, str(path))
+
+
+def _open_table_file(path: Path, what: str, field: str) -> Any:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     if not path.exists():
-        raise SourceError(f"golden set {path} does not exist (validation.goldenSet.uri)")
+        raise SourceError(f"{what} does not exist ({field})")
+    if path.is_dir():
+        raise SourceError(f"{what} is a folder; give the path of a Parquet file ({field})")
     try:
-        meta = pq.ParquetFile(path)
-        names = set(meta.schema_arrow.names)
-        if missing := {"vector", "relevant_ids"} - names:
-            raise SourceError(
-                f"golden set {path} lacks column(s) {sorted(missing)}; it has {sorted(names)}. "
-                "Expected 'vector' (list of floats) and 'relevant_ids' (list of int64)"
-            )
-        if meta.metadata.num_rows > MAX_GOLDEN_QUERIES:
-            raise SourceError(
-                f"golden set {path} has {meta.metadata.num_rows} queries; "
-                f"at most {MAX_GOLDEN_QUERIES} are supported"
-            )
-        table = meta.read(columns=["vector", "relevant_ids"])
+        return pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as exc:
-        raise SourceError(f"cannot read golden set {path}: {exc}") from exc
-    vectors = table.column("vector").to_pylist()
-    if any(v is None for v in vectors) or len({len(v) for v in vectors}) > 1:
-        raise SourceError(f"golden set {path}: every 'vector' must be a list of equal length")
-    queries = np.asarray(vectors, dtype=np.float32)
-    if queries.ndim != 2 or len(queries) == 0:
-        raise SourceError(f"golden set {path} holds no query vectors")
-    if not np.isfinite(queries).all():
-        raise SourceError(f"golden set {path} has NaN or infinite values in 'vector'")
-    relevant = [
-        np.asarray(r or [], dtype=np.int64) for r in table.column("relevant_ids").to_pylist()
-    ]
-    return GoldenSet(queries, relevant, str(path))
+        raise SourceError(f"cannot read {what} as Parquet: {exc}") from exc
+
+
+def _check_number_lists(schema: Any, column: str, what: str, holding: str) -> None:
+    """The column must be a list of numbers (integers for ids)."""
+    import pyarrow as pa
+
+    arrow_type = schema.field(column).type
+    types = pa.types
+    is_list = types.is_list(arrow_type) or types.is_large_list(arrow_type)
+    is_list = is_list or types.is_fixed_size_list(arrow_type)
+    value_type = arrow_type.value_type if is_list else None
+    if holding == "integer ids":
+        ok = value_type is not None and types.is_integer(value_type)
+    else:
+        ok = value_type is not None and (
+            types.is_floating(value_type) or types.is_integer(value_type)
+        )
+    if not ok:
+        raise SourceError(
+            f"{what}: column {column!r} has type {arrow_type}; expected lists of {holding}"
+        )
+
+
+def _query_vectors(column: Any, rows: np.ndarray, what: str, name: str) -> np.ndarray:
+    """(n, d) float32 from a list column whose i-th value is row ``rows[i]`` of the file."""
+    import pyarrow.compute as pc
+
+    def row(i: int) -> str:
+        return f"{what}, row {int(rows[i])}"
+
+    if column.null_count:
+        raise SourceError(
+            f"{row(_first(column.is_null()))}: {name!r} is null; every query needs a vector"
+        )
+    lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
+    dim = int(lengths[0])
+    if ragged := np.flatnonzero(lengths != dim).size:
+        i = int(np.flatnonzero(lengths != dim)[0])
+        raise SourceError(
+            f"{row(i)}: {name!r} has {lengths[i]} values but row {int(rows[0])} has {dim}; "
+            f"all query vectors must have the same length ({ragged} rows differ)"
+        )
+    if dim == 0:
+        raise SourceError(f"{row(0)}: {name!r} is empty; query vectors need at least one value")
+    values = column.flatten()
+    if values.null_count:
+        raise SourceError(f"{row(_first(values.is_null()) // dim)}: {name!r} holds a null")
+    with np.errstate(over="ignore"):  # beyond float32 range becomes inf, refused below
+        queries = np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.float32)
+    queries = queries.reshape(len(column), dim)
+    bad = np.flatnonzero(~np.isfinite(queries).all(axis=1))
+    if bad.size:
+        raise SourceError(
+            f"{row(int(bad[0]))}: {name!r} holds NaN, an infinity or a value beyond 32-bit "
+            "float range; query vectors must be finite"
+        )
+    return queries
+
+
+def _relevant_ids(column: Any, what: str) -> list[np.ndarray]:
+    import pyarrow.compute as pc
+
+    lengths = pc.list_value_length(column).fill_null(0).to_numpy(zero_copy_only=False)
+    if (empty := np.flatnonzero(lengths == 0)).size:
+        raise SourceError(
+            f"{what}, row {int(empty[0])}: 'relevant_ids' is empty or null ({empty.size} such "
+            "rows); every labelled query needs at least one relevant id"
+        )
+    values = column.flatten()
+    if values.null_count:
+        offsets = np.cumsum(lengths)
+        i = int(np.searchsorted(offsets, _first(values.is_null()), side="right"))
+        raise SourceError(f"{what}, row {i}: 'relevant_ids' holds a null; ids must be integers")
+    raw = values.to_numpy(zero_copy_only=False)
+    if raw.dtype == np.uint64 and raw.size and raw.max() > np.iinfo(np.int64).max:
+        i = int(
+            np.searchsorted(
+                np.cumsum(lengths), int(np.argmax(raw > np.iinfo(np.int64).max)), side="right"
+            )
+        )
+        raise SourceError(f"{what}, row {i}: a relevant id does not fit in a signed 64-bit integer")
+    return np.split(raw.astype(np.int64), np.cumsum(lengths)[:-1])
+
+
+def _first(mask: Any) -> int:
+    return int(np.flatnonzero(mask.to_numpy(zero_copy_only=False))[0])

@@ -11,14 +11,13 @@ import base64
 import html
 import io
 import json
-import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
-from controller.validation.results import Check, Outcome, ValidationRun
+from controller.validation.results import Check, Outcome, ValidationRun, format_number
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -62,17 +61,8 @@ def render_report(run: ValidationRun) -> dict[str, bytes]:
 
 
 def format_value(value: float | None) -> str:
-    """4 significant digits; whole numbers (counts) in full; None as an em dash."""
-    if value is None:
-        return DASH
-    number = float(value)
-    if math.isnan(number):
-        return "NaN"
-    if math.isinf(number):
-        return "∞" if number > 0 else "−∞"
-    if number.is_integer() and abs(number) < 1e6:
-        return str(int(number))
-    return f"{number:.4g}"
+    """Every number in the report: ``format_number``, the formatter the CLI uses too."""
+    return format_number(value)
 
 
 def _requirement(check: Check) -> str:
@@ -116,7 +106,10 @@ def _facts(run: ValidationRun) -> list[tuple[str, str]]:
         ("Live collection", _live_text(run)),
         ("Query set", run.query_set),
         ("Search params", _params_text(run.search_params)),
-        ("Time per gate", ", ".join(f"{k} {v:.2f}s" for k, v in run.seconds.items()) or "—"),
+        (
+            "Time per gate",
+            ", ".join(f"{k} {format_number(v)}s" for k, v in run.seconds.items()) or DASH,
+        ),
     ]
 
 

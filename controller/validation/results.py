@@ -1,14 +1,53 @@
-"""What a validation produces: gate outcomes plus the raw numbers behind the plots."""
+"""What a validation produces: gate outcomes plus the raw numbers behind the plots,
+and ``format_number``, the one way every value is shown to a reader.
+
+Imports no numpy at module level: the CLI's formatters use ``format_number`` and
+`embrel status` must not pay for numpy.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
-from controller.validation.metrics import PairedDifference
+    from controller.validation.metrics import PairedDifference
+
+DASH = "—"
+# Whole numbers up to here are shown digit for digit (row counts, ids, k); beyond it a
+# float no longer holds every digit, so the digits shown would be made up.
+_EXACT_LIMIT = 2**53
+
+
+def format_number(value: float | None) -> str:
+    """A value as a person reads it: whole numbers in full with thousands separators
+    (``200,000``, so counts that differ by one never print alike), other values with
+    4 significant digits (``0.9123``, ``1.235e-05``), ``NaN``/``inf``/``-inf`` spelled
+    out, None as an em dash."""
+    if value is None:
+        return DASH
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"  # exact, however large
+    number = float(value)
+    if math.isnan(number):
+        return "NaN"
+    if math.isinf(number):
+        return "inf" if number > 0 else "-inf"
+    if number.is_integer() and abs(number) < _EXACT_LIMIT:
+        return f"{int(number):,}"
+    if 1e4 <= abs(number) < _EXACT_LIMIT:
+        return f"{number:,.0f}"  # 12,346 rather than 1.235e+04
+    return f"{number:.4g}"
+
+
+def _empty_series() -> np.ndarray:
+    import numpy as np
+
+    return np.empty(0)
 
 
 class Outcome(StrEnum):
@@ -62,7 +101,7 @@ def judge(
     """A Check from a measured value: Reported without a threshold; NaN never passes."""
     if threshold is None:
         outcome = Outcome.REPORTED
-    elif np.isnan(value):
+    elif math.isnan(value):
         outcome = Outcome.FAILED
     elif comparison == ">=":
         outcome = Outcome.PASSED if value >= threshold else Outcome.FAILED
@@ -88,7 +127,7 @@ def judge_drop(
     person decides, rather than a coin flip of which queries were sampled). No scored
     query at all fails: NaN never passes.
     """
-    if diff.queries == 0 or np.isnan(diff.mean) or diff.high < -max_drop:
+    if diff.queries == 0 or math.isnan(diff.mean) or diff.high < -max_drop:
         outcome = Outcome.FAILED
     elif diff.low >= -max_drop:
         outcome = Outcome.PASSED
@@ -136,7 +175,7 @@ class ValidationRun:
     query_set: str  # where the queries came from (file, or seeded source sample)
     search_params: dict[str, Any]
     # Raw series for plots; empty when the gate did not run.
-    cosines: np.ndarray = field(default_factory=lambda: np.empty(0))
+    cosines: np.ndarray = field(default_factory=_empty_series)
     # "candidate"/"live" -> recall@1..K on the golden set
     recall_curve: dict[str, list[float]] = field(default_factory=dict)
     # "candidate"/"live" -> single-query search latencies

@@ -2,9 +2,18 @@
 
 Pure numpy and no I/O, so the same checks serve a dry run and a real load. Each
 check scans a batch in a few vectorised passes without (n, d) temporaries.
+
+Extra scalar fields are checked against their declared Milvus type here, in the check
+pass, because Milvus itself only refuses them at insert time: after the collection was
+created, with a message such as "FieldData 'title' has 2999 rows" that names no row.
 """
 
 from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -12,12 +21,18 @@ import numpy.typing as npt
 from controller.errors import SourceError
 from controller.sources.base import VectorBatch
 
+if TYPE_CHECKING:
+    from controller.spec import FieldSpec
+
 # Rows compared per step in DuplicateIdTracker.check, bounding its scratch memory.
 _SCAN_BLOCK = 1 << 20
 
 
-def check_batch(batch: VectorBatch, dimension: int, metric: str) -> None:
-    """Raise SourceError if the batch has the wrong dimension or unusable vectors.
+def check_batch(
+    batch: VectorBatch, dimension: int, metric: str, fields: Sequence[FieldSpec] = ()
+) -> None:
+    """Raise SourceError if the batch has the wrong dimension or unusable vectors,
+    or an extra field (``fields``: the spec's collection.fields) Milvus would refuse.
 
     Non-finite values are always rejected; all-zero vectors only for COSINE,
     where they have no direction and the similarity is undefined.
@@ -26,6 +41,19 @@ def check_batch(batch: VectorBatch, dimension: int, metric: str) -> None:
     _check_finite(batch)
     if metric.upper() == "COSINE":
         _check_nonzero(batch)
+    _check_fields(batch.fields, fields, lambda i: _row(batch, i))
+
+
+def check_field_values(
+    columns: Mapping[str, Sequence[Any]],
+    fields: Sequence[FieldSpec],
+    origin: str,
+    first_row: int,
+    ids: npt.NDArray[np.int64],
+) -> None:
+    """The field checks of ``check_batch`` for rows that are not a VectorBatch yet
+    (documents, before they are embedded): ``columns`` maps field name to values."""
+    _check_fields(columns, fields, lambda i: f"{origin}, row {first_row + i} (id {ids[i]})")
 
 
 def _row(batch: VectorBatch, i: int) -> str:
@@ -71,6 +99,128 @@ def _check_nonzero(batch: VectorBatch) -> None:
             f"{_row(batch, int(zero[0]))}: vector is all zeros{_more(zero.size)}; "
             "COSINE similarity is undefined for it, so drop the row or fix its embedding"
         )
+
+
+# --- extra scalar fields ------------------------------------------------------------
+
+_INT_BITS = {"INT8": 8, "INT16": 16, "INT32": 32, "INT64": 64}
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_FLOAT64_MAX = float(np.finfo(np.float64).max)
+_ALLOWED_TYPES: dict[str, frozenset[type]] = {
+    **dict.fromkeys(_INT_BITS, frozenset({int})),
+    "FLOAT": frozenset({int, float}),
+    "DOUBLE": frozenset({int, float}),
+    "BOOL": frozenset({bool}),
+    "VARCHAR": frozenset({str}),
+}
+_EXPECTED = {
+    **dict.fromkeys(_INT_BITS, "an integer"),
+    "FLOAT": "a number",
+    "DOUBLE": "a number",
+    "BOOL": "true or false",
+    "VARCHAR": "a string",
+}
+
+Where = Callable[[int], str]
+
+
+def _check_fields(
+    columns: Mapping[str, Sequence[Any]], fields: Sequence[FieldSpec], where: Where
+) -> None:
+    for spec in fields:
+        values = columns.get(spec.name)
+        if values is None:  # a reader bug or a caller that did not ask for the column
+            raise ValueError(f"the batch carries no values for field {spec.name!r}")
+        _check_field(values, spec, _in_field(where, spec))
+
+
+def _in_field(where: Where, spec: FieldSpec) -> Where:
+    return lambda i: f"{where(i)}, field {spec.name!r} ({spec.type})"
+
+
+def _check_field(values: Sequence[Any], spec: FieldSpec, where: Where) -> None:
+    # Exact types, checked in one C-level pass: bool is an int subclass, and a JSON
+    # true/false or a Parquet boolean is not an integer.
+    kinds = set(map(type, values))
+    if type(None) in kinds:
+        i = next(i for i, v in enumerate(values) if v is None)
+        raise SourceError(
+            f"{where(i)}: value is null; Milvus fields are not nullable, so every row needs "
+            "a value (fill it in, or drop the field from collection.fields)"
+        )
+    if spec.type == "JSON":
+        _check_json(values, where)
+        return
+    allowed = _ALLOWED_TYPES[spec.type]
+    if not kinds <= allowed:
+        i = next(i for i, v in enumerate(values) if type(v) not in allowed)
+        raise SourceError(
+            f"{where(i)}: value is {_describe(values[i])}; {spec.type} needs {_EXPECTED[spec.type]}"
+        )
+    if spec.type in _INT_BITS:
+        _check_int_range(values, _INT_BITS[spec.type], where)
+    elif spec.type in ("FLOAT", "DOUBLE"):
+        _check_float_range(values, spec.type, where)
+    elif spec.type == "VARCHAR":
+        assert spec.max_length is not None  # the spec requires maxLength for VARCHAR
+        _check_varchar(values, spec.max_length, where)
+
+
+def _check_int_range(values: Sequence[int], bits: int, where: Where) -> None:
+    low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    if values and (min(values) < low or max(values) > high):
+        i = next(i for i, v in enumerate(values) if not low <= v <= high)
+        raise SourceError(
+            f"{where(i)}: value {values[i]} is out of range; a {bits}-bit integer holds "
+            f"{low}..{high}"
+        )
+
+
+def _check_float_range(values: Sequence[float], kind: str, where: Where) -> None:
+    limit = _FLOAT32_MAX if kind == "FLOAT" else _FLOAT64_MAX
+    for i, value in enumerate(values):
+        # NaN and inf pass (Milvus stores them); a finite value must not overflow to inf.
+        # An int is compared exactly: math.isfinite would overflow on a 400-digit one.
+        if (type(value) is int or math.isfinite(value)) and abs(value) > limit:
+            raise SourceError(
+                f"{where(i)}: value {_describe(value)} is too large for {kind} (at most "
+                f"{limit:.4g} in magnitude); use DOUBLE or scale the value"
+            )
+
+
+def _check_varchar(values: Sequence[str], max_length: int, where: Where) -> None:
+    # Milvus counts VARCHAR length in UTF-8 bytes, not characters.
+    for i, value in enumerate(values):
+        try:
+            size = len(value.encode("utf-8"))
+        except UnicodeEncodeError:  # a lone surrogate, e.g. "\ud800" in JSON
+            raise SourceError(
+                f"{where(i)}: value {_describe(value)} is not valid Unicode (it holds a lone "
+                "surrogate); Milvus stores VARCHAR as UTF-8"
+            ) from None
+        if size > max_length:
+            raise SourceError(
+                f"{where(i)}: value is {size} bytes long in UTF-8, over maxLength "
+                f"{max_length}; raise maxLength (at most 65535) or shorten the value"
+            )
+
+
+def _check_json(values: Sequence[Any], where: Where) -> None:
+    for i, value in enumerate(values):
+        try:
+            json.dumps(value, allow_nan=False, ensure_ascii=False).encode("utf-8")
+        except (TypeError, ValueError, RecursionError) as exc:  # includes UnicodeEncodeError
+            raise SourceError(
+                f"{where(i)}: value {_describe(value)} cannot be stored as JSON ({exc})"
+            ) from None
+
+
+def _describe(value: Any) -> str:
+    """A value and its type, short enough for one line of an error."""
+    text = repr(value)
+    if len(text) > 40:
+        text = text[:37] + "..."
+    return f"{text} ({type(value).__name__})"
 
 
 class DuplicateIdTracker:

@@ -90,7 +90,7 @@ def test_exit_code_of_each_error() -> None:
     assert error_exit_code(MilvusUnavailable("down")) == ExitCode.UNAVAILABLE
     assert error_exit_code(ConflictError("reused")) == ExitCode.FAILED
     assert error_exit_code(EmbrelError("busy")) == ExitCode.FAILED
-    assert [int(c) for c in ExitCode] == [0, 1, 2, 3, 4, 130]
+    assert [int(c) for c in ExitCode] == [0, 1, 2, 3, 4, 130, 141]
 
 
 def _one_error_line(err: str) -> str:
@@ -143,3 +143,246 @@ def test_a_bad_flag_exits_2_with_usage(capsys: pytest.CaptureFixture[str]) -> No
     with pytest.raises(SystemExit) as exit:
         main(["status"])
     assert exit.value.code == 2 and "usage: embrel status" in capsys.readouterr().err
+
+
+# --- shared options, argument types ------------------------------------------------
+
+
+def _usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit) as exit:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit.value.code == ExitCode.INVALID and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+@pytest.mark.parametrize("verb", ["status", "history", "promote", "abort", "rollback"])
+def test_state_dir_before_or_after_the_verb(
+    where: str, verb: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    option = ["--state-dir", str(tmp_path / "state")]
+    argv = [*option, verb, "nope"] if where == "before" else [verb, "nope", *option]
+    assert main(argv) == ExitCode.INVALID
+    assert f"is not known in {tmp_path / 'state'}" in _one_error_line(capsys.readouterr().err)
+
+
+def test_config_after_the_verb(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(f"stateDir: {tmp_path / 'from-config'}\n")
+    assert main(["status", "nope", "--config", str(config)]) == ExitCode.INVALID
+    assert f"is not known in {tmp_path / 'from-config'}" in capsys.readouterr().err
+    # Given again after the verb, the later value wins; given once, it is kept.
+    argv = ["--state-dir", str(tmp_path / "a"), "status", "x", "--state-dir", str(tmp_path / "b")]
+    assert main(argv) == ExitCode.INVALID
+    assert f"is not known in {tmp_path / 'b'}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("port", ["70000", "-1", "65536", "http"])
+@pytest.mark.parametrize("verb", ["apply", "validate"])
+def test_a_metrics_port_out_of_range_is_a_usage_error(
+    port: str, verb: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    err = _usage_error([verb, "-f", "r.yaml", "--metrics-port", port], capsys)
+    assert "--metrics-port" in err
+    assert "0..65535" in err or "not a port number" in err
+
+
+def test_the_controller_metrics_port_allows_minus_one_for_off(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from controller.cli import build_parser
+
+    assert build_parser().parse_args(["controller", "--metrics-port", "-1"]).metrics_port == -1
+    assert "-1..65535" in _usage_error(["controller", "--metrics-port", "-2"], capsys)
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_a_state_dir_that_is_a_file_is_a_usage_error(
+    where: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    file = tmp_path / "state"
+    file.write_text("")
+    option = ["--state-dir", str(file)]
+    argv = [*option, "status", "x"] if where == "before" else ["status", "x", *option]
+    assert f"{file} is a file, not a folder" in _usage_error(argv, capsys)
+
+
+def test_rollback_to_an_empty_version_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    err = _usage_error(["--state-dir", str(tmp_path), "rollback", "products", "--to", ""], capsys)
+    assert "--to: must not be empty" in err
+
+
+def test_a_read_only_state_folder_is_one_line_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The tests may run as root, for whom chmod does not make a folder read-only.
+    state = tmp_path / "state"
+
+    def refuse(self: Path, *args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    spec = REPO / "examples" / "demo" / "releases" / "products-v1.yaml"
+    assert main(["--state-dir", str(state), "apply", "-f", str(spec)]) == ExitCode.FAILED
+    line = _one_error_line(capsys.readouterr().err)
+    assert line.startswith(f"error: cannot use {state}: Permission denied; check that the state")
+
+
+# --- -f - and -f DIR -----------------------------------------------------------------
+
+SPEC = """apiVersion: embrel.dev/v1alpha1
+kind: EmbeddingRelease
+metadata: {name: products}
+spec:
+  alias: products
+  version: v1
+  model: {name: m}
+  milvus: {uri: ./milvus.db}
+  collection: {dimension: 8}
+  source: {files: {uri: data.parquet}}
+"""
+
+
+def _stdin(monkeypatch: pytest.MonkeyPatch, data: bytes) -> None:
+    import io
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+
+
+def test_a_spec_from_stdin_resolves_paths_against_the_current_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from controller.cli.local import read_stdin_spec
+
+    monkeypatch.chdir(tmp_path)
+    _stdin(monkeypatch, SPEC.encode())
+    path, text, release = read_stdin_spec()
+    assert path == tmp_path / "<stdin>" and path.parent == tmp_path
+    assert text == SPEC and release.track == "default/products"
+
+
+def test_an_invalid_spec_from_stdin_is_named_stdin(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _stdin(monkeypatch, b"kind: Nope\n")
+    assert main(["--state-dir", str(tmp_path), "apply", "-f", "-"]) == ExitCode.INVALID
+    assert capsys.readouterr().err.startswith("error: invalid release spec <stdin>:")
+    _stdin(monkeypatch, b"x" * (2 << 20))  # bounded: read no further than the size limit
+    assert main(["--state-dir", str(tmp_path), "validate", "-f", "-"]) == ExitCode.INVALID
+
+
+def test_a_folder_applies_every_yaml_in_name_order_and_exits_with_the_worst(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    releases = tmp_path / "releases"
+    releases.mkdir()
+    for name, version in (("b.yml", "v2"), ("a.yaml", "v1"), ("c.yaml", "v3")):
+        (releases / name).write_text(SPEC.replace("version: v1", f"version: {version}"))
+    (releases / "broken.yaml").write_text("kind: [\n")
+    (releases / "notes.txt").write_text("not a release")
+    seen: list[str] = []
+
+    def fake_apply(args: object, controller: object, path: Path, text: str, release: object) -> int:
+        seen.append(path.name)
+        return ExitCode.WAITING if path.name == "b.yml" else ExitCode.OK
+
+    monkeypatch.setattr("controller.cli.local._apply_spec", fake_apply)
+    argv = ["--state-dir", str(tmp_path / "state"), "apply", "-f", f"{releases}/"]
+    assert main(argv) == ExitCode.INVALID  # broken.yaml is the worst
+    assert seen == ["a.yaml", "b.yml", "c.yaml"]  # in name order, past the broken one
+    out = capsys.readouterr()
+    assert "4 release files in" in out.out and "invalid release spec" in out.err
+    summary = out.out.splitlines()[-4:]
+    assert summary == [
+        "  a.yaml: ok (exit 0)",
+        "  b.yml: waiting (exit 3)",
+        "  broken.yaml: invalid (exit 2)",
+        "  c.yaml: ok (exit 0)",
+    ]
+
+
+def test_an_empty_folder_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--state-dir", str(tmp_path / "s"), "apply", "-f", str(tmp_path)]
+    assert main(argv) == ExitCode.INVALID
+    assert "holds no *.yaml or *.yml files" in _one_error_line(capsys.readouterr().err)
+
+
+def test_the_worst_exit_code() -> None:
+    from controller.cli.output import worst_exit_code
+
+    assert worst_exit_code([]) == ExitCode.OK
+    assert worst_exit_code([0, 3, 0]) == ExitCode.WAITING
+    assert worst_exit_code([3, 4, 1]) == ExitCode.FAILED
+    assert worst_exit_code([1, 2, 0]) == ExitCode.INVALID
+
+
+# --- output --------------------------------------------------------------------------
+
+
+def test_status_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
+    import os
+
+    from controller.drivers.local import StateStore, TrackRecord
+
+    record = TrackRecord("/r.yaml", SPEC, ReleaseStatus(), {})
+    StateStore(tmp_path).save("default/x", record)
+    read, write = os.pipe()
+    os.close(read)  # `| head` that has already gone: every write to stdout fails
+    try:
+        r = subprocess.run(
+            [sys.executable, "-m", "controller.cli", "--state-dir", str(tmp_path), "status", "x"],
+            cwd=REPO,
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    finally:
+        os.close(write)
+    assert r.stderr == "" and r.returncode == ExitCode.BROKEN_PIPE
+
+
+def test_status_shows_counts_in_full_and_values_with_four_digits() -> None:
+    from controller.cli.output import format_status
+
+    status = ReleaseStatus(
+        build={"source": "files", "rows": 200_000},
+        validation={
+            "outcome": "Failed",
+            "checks": [
+                {
+                    "name": "rowCount",
+                    "value": 199_998.0,
+                    "threshold": 200_000.0,
+                    "outcome": "Failed",
+                    "comparison": ">=",
+                },
+                {"name": "recall@10", "value": 0.912345, "threshold": 0.9, "outcome": "Passed"},
+                {"name": "mmd", "value": float("nan"), "outcome": "Failed"},
+            ],
+        },
+    )
+    text = format_status(status, "")
+    assert "Build:      files: rows 200,000" in text
+    assert "199,998" in text and ">= 200,000" in text and "2e+05" not in text
+    assert "0.9123" in text and "NaN" in text
+
+
+def test_the_demo_hint_names_a_command_that_runs(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from controller.cli import demo
+
+    venv = tmp_path / ".venv" / "bin"
+    venv.mkdir(parents=True)
+    (venv / "embrel").write_text("#!/bin/sh\n")
+    monkeypatch.setattr(sys, "executable", str(venv / "python"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("shutil.which", lambda name: None)  # not on the PATH: `make run`
+    assert demo.embrel_command() == ".venv/bin/embrel"
+    monkeypatch.setattr("shutil.which", lambda name: "/usr/bin/embrel")
+    assert demo.embrel_command() == "embrel"

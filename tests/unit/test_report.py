@@ -246,7 +246,7 @@ def test_markdown_has_title_outcome_and_table_rows() -> None:
     assert "\n## Outcome: FAILED\n" in md
     rows = [
         "| Gate | Value | Requirement | Outcome | Detail |",
-        "| rowCount | 20000 | ≥ 20000 | Passed | collection rows vs source rows |",
+        "| rowCount | 20,000 | ≥ 20,000 | Passed | collection rows vs source rows |",
         "| cosineDrift | 0.8123 | ≥ 0.9 | Failed | p5 of per-id cosine below threshold |",
         "| recall@10 | 0.9532 | ≥ 0.9 | Passed | candidate vs exact top-k |",
         "| latencyP99 | 48.12 | ≤ 40 | Failed | p99 search latency (ms) |",
@@ -283,10 +283,16 @@ def test_markdown_neutralises_hostile_text() -> None:
         (12.3456, "12.35"),
         (0.000123456, "0.0001235"),
         (2.0, "2"),
-        (20000.0, "20000"),
-        (1234567.0, "1.235e+06"),
+        (20000.0, "20,000"),
+        (1234567.0, "1,234,567"),
+        (200_000, "200,000"),
+        (199_998.0, "199,998"),  # an off-by-two count never prints like the count
+        (12345.6, "12,346"),
+        (1e20, "1e+20"),  # beyond 2**53 a float holds no exact digits to show
+        (10**20, "100,000,000,000,000,000,000"),  # an int does
         (float("nan"), "NaN"),
-        (float("inf"), "∞"),
+        (float("inf"), "inf"),
+        (float("-inf"), "-inf"),
     ],
 )
 def test_format_value(value: float | None, text: str) -> None:
