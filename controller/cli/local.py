@@ -148,8 +148,7 @@ def cmd_apply(args: argparse.Namespace, config: ControllerConfig) -> int:
     verb = "Validating" if args.hold else "Applying"
     print(f"{verb} {release.track} version {release.spec.version} (alias {release.spec.alias})")
     with serving_metrics(args) as telemetry, acting_controller(config, telemetry) as controller:
-        controller.record_spec(args.filename, text, release)
-        result = controller.reconcile_track(release.track, hold=args.hold)
+        result = controller.apply_file(args.filename, text, release, hold=args.hold)
     if args.hold:
         return report_validation(result.status)
     return report_outcome(result.status, result.error)
