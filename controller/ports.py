@@ -21,6 +21,7 @@ from controller.spec import (
     EmbeddingRelease,
     FieldSpec,
     FilesSource,
+    SourceSpec,
 )
 from controller.status import ReleaseStatus
 
@@ -78,6 +79,9 @@ class DataPort(Protocol):
         self, documents: DocumentsSource, columns: Sequence[str]
     ) -> DocumentSource: ...
     def read_ids(self, uri: str, id_field: str) -> np.ndarray: ...
+    # What the source's files hold, wherever the spec names them from: part of the build
+    # hash. SourceError when they cannot be found or read.
+    def source_identity(self, source: SourceSpec) -> str: ...
 
 
 class EmbedderPort(Protocol):

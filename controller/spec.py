@@ -17,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     StrictBool,
     StrictFloat,
     StrictInt,
@@ -598,6 +599,16 @@ class ReleaseSpec(_Model):
     # What deleting the release object (Kubernetes) does to Milvus: Retain leaves the
     # alias and collections serving; Delete drops the collections embrel created.
     deletion_policy: Literal["Retain", "Delete"] = "Retain"
+    # A collection not created by embrel that the alias points to today: embrel takes
+    # the alias over from it (refused otherwise), keeps it as a rollback target and
+    # never drops or modifies it.
+    adopt: (
+        Annotated[
+            str,
+            Field(max_length=MAX_MILVUS_NAME, json_schema_extra={"pattern": _MILVUS_NAME.pattern}),
+        ]
+        | None
+    ) = None
 
     @model_validator(mode="after")
     def _documents_need_an_embedder(self) -> ReleaseSpec:
@@ -614,6 +625,16 @@ class ReleaseSpec(_Model):
                 "starting with a letter or underscore"
             )
         return alias
+
+    @field_validator("adopt")
+    @classmethod
+    def _milvus_collection_name(cls, adopt: str | None) -> str | None:
+        if adopt is not None and not _MILVUS_NAME.match(adopt):
+            raise ValueError(
+                f"{adopt!r} is not a valid Milvus collection name: use letters, digits and "
+                "underscores, starting with a letter or underscore"
+            )
+        return adopt
 
 
 class EmbeddingRelease(_Model):
@@ -640,12 +661,45 @@ class EmbeddingRelease(_Model):
         """Identity of what validation checks: changed thresholds mean validating again."""
         return _digest(self.spec.validation.model_dump(mode="json", by_alias=True))
 
+    # What the source's files hold (``DataPort.source_identity``), attached by the engine
+    # for each pass: not part of the spec, so never in spec_hash or the YAML.
+    _source_identity: str | None = PrivateAttr(default=None)
+
+    @property
+    def source_identity(self) -> str | None:
+        """The source files' identity, None when unknown (not read, or unreadable)."""
+        return self._source_identity
+
+    def with_source_identity(self, identity: str | None) -> EmbeddingRelease:
+        """This release, its build hash taken over the source files' identity."""
+        copy = self.model_copy()
+        copy._source_identity = identity
+        return copy
+
     def build_hash(self, base: str = "") -> str:
         """Identity of the collection's content: what must match to reuse a collection.
 
-        ``base`` identifies the collection a delta was applied to (a delta against
-        another base is other content). Documents include how they are embedded.
+        The source counts by its files' identity (what they hold, wherever the spec
+        names them from) once the engine attached it (``with_source_identity``); until
+        then by the URIs' text, as collections built before recorded it
+        (``legacy_build_hash``). ``base`` identifies the collection a delta was applied
+        to (a delta against another base is other content). Documents include how they
+        are embedded.
         """
+        if self._source_identity is None:
+            return self.legacy_build_hash(base)
+        source = self.spec.source.model_dump(mode="json", by_alias=True)
+        return _digest(
+            self._content(base)
+            | {"source": _without_uris(source)}
+            | {"sourceIdentity": self._source_identity}
+        )
+
+    def legacy_build_hash(self, base: str = "") -> str:
+        """The build hash over the source URIs' text, as recorded before source identity."""
+        return _digest(self._content(base))
+
+    def _content(self, base: str) -> dict[str, Any]:
         s = self.spec
         content: dict[str, Any] = {
             "version": s.version,
@@ -659,7 +713,14 @@ class EmbeddingRelease(_Model):
             )
         if base:
             content["base"] = base
-        return _digest(content)
+        return content
+
+
+def _without_uris(source: Any) -> Any:
+    """The source spec without its ``uri`` texts: the files' identity stands for them."""
+    if isinstance(source, dict):
+        return {k: _without_uris(v) for k, v in source.items() if k != "uri"}
+    return source
 
 
 def _digest(data: Any) -> str:

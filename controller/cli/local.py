@@ -191,8 +191,7 @@ def _apply_spec(
 ) -> int:
     verb = "Validating" if args.hold else "Applying"
     print(f"{verb} {release.track} version {release.spec.version} (alias {release.spec.alias})")
-    controller.record_spec(path, text, release)
-    result = controller.reconcile_track(release.track, hold=args.hold)
+    result = controller.apply_file(path, text, release, hold=args.hold)
     if args.hold:
         return report_validation(result.status)
     return report_outcome(result.status, result.error)

@@ -246,26 +246,64 @@ class LocalController:
             self.store.save(release.track, record)
             return record
 
+    def apply_file(
+        self, path: Path, text: str, release: EmbeddingRelease, hold: bool = False
+    ) -> ReconcileResult:
+        """`embrel apply` (record the spec, reconcile the track) or, with ``hold``,
+        `embrel validate`: build and judge the candidate, recording nothing."""
+        if hold:
+            return self.validate(path, release)
+        self.record_spec(path, text, release)
+        return self.reconcile_track(release.track)
+
+    def validate(self, path: Path, release: EmbeddingRelease) -> ReconcileResult:
+        """Build (or reuse) and validate ``release``'s candidate; never promote.
+
+        The track's file is left as it was: its spec, status and requests stay those of
+        the last apply, whatever version is validated.
+        """
+        record = self.store.load(release.track)
+        previous = record.status if record is not None else ReleaseStatus()
+        generation = record.generation if record is not None else 0
+
+        def one_pass() -> ReconcileResult:
+            try:
+                engine = self.engine(release, path.resolve().parent)
+                return engine.reconcile(release, Intents(hold=True), previous, generation)
+            except TemporaryError as exc:  # could not even connect
+                return wiring.failed_pass(previous, exc, generation, utc_now())
+
+        return self._retrying(one_pass)
+
     def reconcile_track(self, track: str, wait: bool = True, hold: bool = False) -> ReconcileResult:
         """Reconcile a known track until it settles (retrying temporary errors when ``wait``)."""
+        return self._retrying(lambda: self._reconcile_once(track, hold), wait)
+
+    def _reconcile_once(self, track: str, hold: bool) -> ReconcileResult:
+        record = self.store.load(track)
+        if record is None:
+            raise UsageError(f"no release has been applied for track {track!r}")
+        release = record.release()
+        base_dir = Path(record.spec_path).parent
+        try:
+            result = self.engine(release, base_dir).reconcile(
+                release,
+                lambda: replace(self._pending(track), hold=hold),
+                record.status,
+                record.generation,
+            )
+        except TemporaryError as exc:  # could not even connect
+            result = wiring.failed_pass(record.status, exc, record.generation, utc_now())
+        self._save_result(track, result)
+        self._observe(release, result)
+        return result
+
+    def _retrying(
+        self, one_pass: Callable[[], ReconcileResult], wait: bool = True
+    ) -> ReconcileResult:
         attempts = self.config.reconcile.max_attempts
         for attempt in range(1, attempts + 1):
-            record = self.store.load(track)
-            if record is None:
-                raise UsageError(f"no release has been applied for track {track!r}")
-            release = record.release()
-            base_dir = Path(record.spec_path).parent
-            try:
-                result = self.engine(release, base_dir).reconcile(
-                    release,
-                    lambda: replace(self._pending(track), hold=hold),
-                    record.status,
-                    record.generation,
-                )
-            except TemporaryError as exc:  # could not even connect
-                result = wiring.failed_pass(record.status, exc, record.generation, utc_now())
-            self._save_result(track, result)
-            self._observe(release, result)
+            result = one_pass()
             if result.done or not wait or attempt == attempts:
                 return result
             delay = min(result.requeue_after or 1.0, 30.0)
@@ -292,7 +330,8 @@ class LocalController:
         with self.store.lock():
             record = self.store.load(track)
             assert record is not None
-            record.status = result.status
+            # A refused request changes nothing: the status stays as it was.
+            record.status = result.kept if result.refused and result.kept else result.status
             record.applied = sorted(result.applied)
             for name in result.applied:
                 record.intents.pop(name, None)

@@ -18,12 +18,13 @@ instant resumes from Milvus alone.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from controller.cutover import Fingerprint
 from controller.engine.decide import (
+    adopted_names,
     base_identity,
     build_conflict,
     decide,
@@ -71,12 +72,18 @@ from controller.engine.state import (
     Observation,
     utc_now,
 )
-from controller.engine.status_view import status_of
+from controller.engine.status_view import observed_live, status_of
 from controller.engine.step import Intents, Step, StepName
 from controller.engine.steps import REGISTRY, Settings, StepContext
 from controller.engine.steps.flip import assert_promotable
 from controller.engine.steps.flip import flip_alias as _flip_alias
-from controller.errors import EmbrelError, NotSettled, PermanentError, TemporaryError
+from controller.errors import (
+    EmbrelError,
+    NotSettled,
+    PermanentError,
+    SourceError,
+    TemporaryError,
+)
 from controller.ports import (
     DataPort,
     EmbedderFactory,
@@ -93,6 +100,16 @@ from controller.spec import EmbeddingRelease
 from controller.status import Phase, ReleaseStatus, with_phase
 
 MAX_STEPS_PER_PASS = 50
+# Steps that run once the alias serves a proven collection: their failure is a warning.
+AFTER_THE_FLIP = frozenset(
+    {
+        StepName.CAPTURE_REFERENCE,
+        StepName.MONITOR,
+        StepName.RETAIN,
+        StepName.RELEASE,
+        StepName.CLEAR_ROLLBACK,
+    }
+)
 NO_REQUESTS = Intents()
 # Seconds between probes of a Degraded (unproven) flip; read at every observe, so a
 # test can shorten it on this module.
@@ -106,6 +123,8 @@ class ReconcileResult:
     error: EmbrelError | None = None
     requeue_after: float | None = None
     applied: frozenset[str] = frozenset()  # intents the engine carried out
+    refused: str = ""  # a request that could not be carried out (the status says why)
+    kept: ReleaseStatus | None = None  # with a refusal: the status as it was, to keep
 
 
 class Engine:
@@ -159,12 +178,16 @@ class Engine:
     # -- observe -------------------------------------------------------------
 
     def observe(
-        self, release: EmbeddingRelease, steps_done: frozenset[str] = frozenset()
+        self,
+        release: EmbeddingRelease,
+        steps_done: frozenset[str] = frozenset(),
+        failed_steps: Mapping[tuple[str, str], str] | None = None,
     ) -> Observation:
         target = self.milvus.alias_target(release.spec.alias)
         prefix = f"{release.spec.alias}__"
+        names = self.milvus.list_collections()
         states: dict[str, CollectionState] = {}
-        for name in self.milvus.list_collections():
+        for name in names:
             if not name.startswith(prefix) and name != target:
                 continue  # cheap filter; ownership is checked on properties below
             props = self.milvus.properties(name)
@@ -174,12 +197,17 @@ class Engine:
             ):
                 continue
             states[name] = self._state(name, props)
+        # Adopted collections are rollback targets whatever their name (never ours).
+        for name in adopted_names(release, states.values()) & set(names) - set(states):
+            states[name] = self._state(name, self.milvus.properties(name))
         return Observation(
             alias_target=target,
             collections=states,
             steps_done=steps_done,
             can_monitor=self.context.references is not None,
             reverify_after=_REVERIFY,
+            failed_steps=dict(failed_steps or {}),
+            alias_is_collection=release.spec.alias in names,
         )
 
     def _state(self, name: str, props: dict[str, str]) -> CollectionState:
@@ -207,16 +235,39 @@ class Engine:
         """
         status = replace(previous or ReleaseStatus(), observed_generation=generation)
         status.spec_hash = release.spec_hash()
-        run = _Pass(self, release, intents, status)
+        run = _Pass(self, self.identified(release), intents, status)
         try:
             return run.until_settled()
         except TemporaryError as exc:
             status = with_phase(run.status, run.status.phase, exc.reason, str(exc), self.clock())
+            status = self._as_observed(release, status)
             return ReconcileResult(status, False, exc, exc.delay, frozenset(run.applied))
         except PermanentError as exc:
             status = with_phase(run.status, Phase.FAILED, exc.reason, str(exc), self.clock())
+            status = self._as_observed(release, status)
             self.reporter.event(exc.reason, str(exc), warning=True)
             return ReconcileResult(status, True, exc, None, frozenset(run.applied))
+
+    def identified(self, release: EmbeddingRelease) -> EmbeddingRelease:
+        """The release with the identity of its source files, for ``build_hash``.
+
+        Unknown (None) when the files cannot be read, e.g. removed after a build: the
+        collections built from them stand on what they were built from.
+        """
+        try:
+            identity = self.context.data.source_identity(release.spec.source)
+        except (SourceError, OSError):
+            identity = None
+        return release.with_source_identity(identity)
+
+    def _as_observed(self, release: EmbeddingRelease, status: ReleaseStatus) -> ReleaseStatus:
+        """A pass stopped by an error still names what the alias serves now: a step may
+        have moved it after the status was computed."""
+        try:
+            obs = self.observe(release)
+        except EmbrelError:
+            return status  # Milvus is unreachable: keep what the pass last saw
+        return observed_live(release, obs, status)
 
     def execute(self, release: EmbeddingRelease, step: Step, obs: Observation) -> None:
         """Run one decided step through the registry, timed into telemetry."""
@@ -258,14 +309,18 @@ class _Pass:
         self.engine, self.release, self.intents, self.status = engine, release, intents, status
         self.applied: set[str] = set()
         self.done: set[str] = set()
+        self.failed: dict[tuple[str, str], str] = {}  # post-flip steps that failed
 
     def until_settled(self) -> ReconcileResult:
         previous_step: tuple[str, str] | None = None
+        before = self.status
         for _ in range(MAX_STEPS_PER_PASS):
             wanted = _without(self._intents(), self.applied)
-            obs = self.engine.observe(self.release, frozenset(self.done))
+            obs = self.engine.observe(self.release, frozenset(self.done), self.failed)
             step = decide(self.release, obs, wanted)
             self.status = status_of(self.release, obs, step, self.status, self.engine.clock())
+            if step.terminal and step.refused:
+                return self._refused(step, before)
             if step.terminal:
                 applied = frozenset(self.applied)
                 return ReconcileResult(self.status, True, None, step.requeue_after, applied)
@@ -274,10 +329,30 @@ class _Pass:
             if (step.name, step.target) == previous_step:  # no hot loops
                 raise NotSettled(f"{step.name} on {step.target} did not take effect")
             previous_step = (step.name, step.target)
-            self.engine.execute(self.release, step, obs)
+            self._execute(step, obs)
             self.done.add(step.name)
             self.applied |= _applied_by(step, wanted)
         raise NotSettled("reconcile did not settle; will retry", delay=5.0)
+
+    def _execute(self, step: Step, obs: Observation) -> None:
+        """Run a step; one after a proven flip that fails is a warning, never an error:
+        the alias already serves, and what failed is retried on the next pass."""
+        try:
+            self.engine.execute(self.release, step, obs)
+        except Exception as exc:  # any failure: the release is live whatever went wrong
+            if step.name not in AFTER_THE_FLIP:
+                raise
+            text = f"{step.name} {step.target} failed: {exc}"
+            self.failed[(step.name, step.target)] = text
+            self.engine.reporter.event(step.reason, f"{text}; {step.message} is skipped", True)
+
+    def _refused(self, step: Step, before: ReleaseStatus) -> ReconcileResult:
+        """A request that cannot be carried out: reported, and nothing is changed; the
+        status shown says why, the status kept (``ReconcileResult.kept``) is as before."""
+        self.engine.reporter.event(step.reason, step.message, warning=True)
+        shown = with_phase(before, before.phase, step.reason, step.message, self.engine.clock())
+        applied = frozenset(self.applied)
+        return ReconcileResult(shown, True, None, None, applied, refused=step.refused, kept=before)
 
     def _intents(self) -> Intents:
         return self.intents() if callable(self.intents) else self.intents

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -46,6 +47,10 @@ P_DRIFT_AT = "embrel.driftAt"
 # Incremental builds.
 P_BASE = "embrel.base"  # the collection a delta or documents build started from
 P_BUILD = "embrel.build"  # JSON: status.build, the counts of how it was built
+# Adoption: the foreign collection (spec.adopt) this one replaced behind the alias. The
+# mark lives here, never on the adopted collection: embrel does not write to what it
+# did not create.
+P_ADOPTED = "embrel.adopted"
 # Properties cannot be deleted portably (2.3.5), so "unset" is the empty string.
 UNSET = ""
 PASSED, FAILED, INCONCLUSIVE, ACCEPTED = "passed", "failed", "inconclusive", "accepted"
@@ -102,6 +107,10 @@ class Observation:
     steps_done: frozenset[str] = frozenset()  # steps already run in this pass
     can_monitor: bool = True  # a drift reference store is configured
     reverify_after: float = REVERIFY_SECONDS  # seconds between probes of an unproven flip
+    # Steps after a proven flip that failed in this pass, by (step name, target): their
+    # error text. They are reported as warnings and not tried again in the pass.
+    failed_steps: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    alias_is_collection: bool = False  # a collection already bears the alias's name
 
     def owned(self, track: str) -> list[CollectionState]:
         return [

@@ -11,6 +11,7 @@ from controller.engine.state import (
     FAILED,
     P_ABORTED_AT,
     P_BUILD,
+    P_CREATED_AT,
     P_CUTOVER,
     P_DRIFT,
     P_DRIFT_AT,
@@ -51,6 +52,20 @@ def status_of(
         build=json_prop(cand, P_BUILD),
     )
     return with_phase(status, step.phase, step.reason, step.message, now)
+
+
+def observed_live(
+    release: EmbeddingRelease, obs: Observation, status: ReleaseStatus
+) -> ReleaseStatus:
+    """``status`` with live and candidate as ``obs`` sees them: what the alias serves."""
+    cand = obs.collections.get(release.collection_name())
+    return replace(
+        status,
+        live=describe(obs.live, obs.alias_target),
+        candidate=describe(cand, release.collection_name())
+        if cand and cand.name != obs.alias_target
+        else None,
+    )
 
 
 def describe(c: CollectionState | None, name: str | None) -> dict[str, Any] | None:
@@ -105,23 +120,45 @@ def validation(c: CollectionState | None) -> dict[str, Any] | None:
 def history(
     release: EmbeddingRelease, obs: Observation, before: list[HistoryEntry]
 ) -> list[HistoryEntry]:
-    """One entry per time a version went live (plus failed and aborted attempts).
+    """One entry per version, with its latest outcome, in the order things happened.
 
-    Milvus keeps only the latest promotedAt/retiredAt per collection, so earlier live
-    periods, and versions retention has dropped, come from the previous status.
+    A version that went live is placed by when it last went live; a failed or aborted
+    attempt by when its collection was created. Versions retention has dropped come
+    from the previous status, where they keep their place.
     """
-    entries = {(h.collection, h.promoted_at): h for h in before}
+    latest: dict[str, tuple[str, HistoryEntry]] = {}  # collection -> (when, entry)
+    when = ""
+    for h in before:  # dropped attempts keep the place they had
+        c = obs.collections.get(h.collection)
+        when = _when(h, c) or when
+        latest[h.collection] = (when, _settle(h, obs))
     for c in obs.owned(release.track):
-        if c.get(P_ABORTED_AT) or c.get(P_VALIDATION) == FAILED:
-            outcome = "Aborted" if c.get(P_ABORTED_AT) else "Failed"
-            entries[(c.name, None)] = HistoryEntry(c.version, c.name, outcome)
-        elif c.was_live:
-            key = (c.name, c.get(P_PROMOTED_AT))
-            entries.setdefault(key, HistoryEntry(c.version, c.name, "Live", key[1]))
-    return sorted(
-        (_settle(h, obs) for h in entries.values()),
-        key=lambda h: (h.promoted_at or "~", h.collection),
-    )
+        entry = _entry(c, obs)
+        if entry is None:
+            latest.pop(c.name, None)  # judged again since (a new validation pending)
+        else:
+            latest[c.name] = (_when(entry, c) or when, entry)
+    ordered = sorted(latest.values(), key=lambda pair: pair[0])  # stable: ties keep order
+    return [entry for _, entry in ordered]
+
+
+def _entry(c: CollectionState, obs: Observation) -> HistoryEntry | None:
+    """The latest outcome of one collection of the track, None while it has none."""
+    if c.get(P_ABORTED_AT):
+        return HistoryEntry(c.version, c.name, "Aborted")
+    if c.was_live:
+        live = HistoryEntry(c.version, c.name, "Live", c.get(P_PROMOTED_AT))
+        return _settle(live, obs)
+    if c.get(P_VALIDATION) == FAILED:
+        return HistoryEntry(c.version, c.name, "Failed")
+    return None
+
+
+def _when(h: HistoryEntry, c: CollectionState | None) -> str:
+    """When an entry happened: its live period's start, else its collection's creation."""
+    if h.promoted_at:
+        return h.promoted_at
+    return c.get(P_CREATED_AT) if c is not None else ""
 
 
 def _settle(h: HistoryEntry, obs: Observation) -> HistoryEntry:

@@ -58,6 +58,9 @@ class Step:
     verb: RetainVerb | None = None  # retain: what retention does to the target
     rollback: bool = False  # flip: back to a kept version, asked for or by the guard
     auto: str = ""  # flip: the guard's breaches when it rolled back on its own
+    # done: a person's request (promote, abort, rollback) that cannot be carried out. A
+    # refusal changes nothing: the status stays as it was and the request is dropped.
+    refused: str = ""
 
 
 def done(phase: Phase, reason: str, message: str, requeue_after: float | None = None) -> Step:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -11,9 +13,9 @@ import numpy as np
 from controller.errors import SourceError
 from controller.sources.base import GoldenSet, VectorSource
 from controller.sources.documents import DocumentSource, open_documents
-from controller.sources.files import open_files_source
+from controller.sources.files import _ids_path, _match_paths, open_files_source
 from controller.sources.ids import read_ids
-from controller.spec import DocumentsSource, FilesSource
+from controller.spec import DocumentsSource, FilesSource, SourceSpec
 
 # A golden set is a few thousand labelled queries; refuse files that are clearly not one.
 MAX_GOLDEN_QUERIES = 100_000
@@ -44,8 +46,49 @@ class LocalFiles:
     def read_ids(self, uri: str, id_field: str) -> np.ndarray:
         return read_ids(uri, id_field, self.base_dir)
 
+    def source_identity(self, source: SourceSpec) -> str:
+        return source_identity(source, self.base_dir)
+
     def _path(self, uri: str) -> Path:
         return self.base_dir / uri.removeprefix("file://")
+
+
+# Files up to this size are hashed whole; larger ones by size, head and tail, so that a
+# pass over terabytes of Parquet stays cheap (a Parquet file's tail is its footer).
+FULL_HASH_BYTES = 8 << 20
+EDGE_BYTES = 1 << 20
+
+
+def source_identity(source: SourceSpec, base_dir: Path) -> str:
+    """The identity of the files a source names: sizes and content hashes, sorted.
+
+    Content, not names or times: the same files named from another folder (a moved
+    release file), checked out again or copied elsewhere are the same source; an
+    edited file is another. Paths resolve as the build resolves them (globs, relative
+    to the release file's folder). SourceError when a URI matches no file.
+    """
+    uris = [part.uri for part in (source.files, source.documents) if part is not None]
+    if (delta := source.delta) is not None:
+        uris += [part.uri for part in (delta.upserts, delta.deletes) if part is not None]
+    digests = []
+    for uri in uris:
+        paths = _match_paths(uri, base_dir)
+        paths += [ids for p in paths if (ids := _ids_path(p)).is_file()]  # .npy id files
+        digests.append(sorted(_file_digest(p) for p in paths))
+    return hashlib.sha256(json.dumps(digests).encode()).hexdigest()[:16]
+
+
+def _file_digest(path: Path) -> str:
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with path.open("rb") as fh:
+        if size <= FULL_HASH_BYTES:
+            digest.update(fh.read())
+        else:
+            digest.update(fh.read(EDGE_BYTES))
+            fh.seek(size - EDGE_BYTES)
+            digest.update(fh.read(EDGE_BYTES))
+    return digest.hexdigest()
 
 
 def read_query_vectors(path: Path, vector_field: str, sample: int, seed: int) -> np.ndarray:

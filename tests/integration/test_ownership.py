@@ -74,7 +74,11 @@ def test_foreign_and_aliased_collections_survive_retention(
     tmp_path: Path, backend: Backend, corpus: Corpus
 ) -> None:
     setup_milvus(backend, "legacy")  # an existing deployment, not made by embrel, behind the alias
-    keep_nothing = {"retention": {"keepPrevious": 0, "keepLoaded": 0}}
+    # Taking the alias over from a collection embrel did not create needs spec.adopt.
+    keep_nothing = {
+        "retention": {"keepPrevious": 0, "keepLoaded": 0},
+        "adopt": f"{backend.alias}__legacy",
+    }
     state = ("--state-dir", str(tmp_path / "state"))
 
     for version in ("v1", "v2"):

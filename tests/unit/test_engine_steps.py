@@ -86,8 +86,18 @@ def live_v1(**props: str) -> Any:
 
 CASES = [
     Case(
+        rules.alias_names_a_collection,
+        Observation(None, {}, alias_is_collection=True),
+        ("done", Reason.ALIAS_CONFLICT),
+    ),
+    Case(
         rules.alias_owned_by_another_track,
         snapshot("products__v1", live_v1(**{P_TRACK: "search/other"})),
+        ("done", Reason.ALIAS_CONFLICT),
+    ),
+    Case(
+        rules.alias_held_by_a_foreign_collection,
+        snapshot("products__v0", coll("v0", owned=False)),
         ("done", Reason.ALIAS_CONFLICT),
     ),
     Case(

@@ -26,7 +26,12 @@ from controller.status import Phase, Reason
 
 def settle_live(release: EmbeddingRelease, obs: Observation, live: CollectionState) -> Step:
     """Invariant 3 and 4: retention after the drain, then monitoring; else settle Live."""
-    actions = retention_plan(release, obs, live.name)
+    tried = obs.failed_steps  # failed in this pass: warned about, tried again next pass
+    actions = [
+        (n, v)
+        for n, v in retention_plan(release, obs, live.name)
+        if (StepName.RETAIN, n) not in tried
+    ]
     draining = [(n, v) for n, v in actions if v != "load" and drain_left(release, obs, n) > 0]
     if ready := [a for a in actions if a not in draining]:
         name, verb = ready[0]
@@ -38,7 +43,11 @@ def settle_live(release: EmbeddingRelease, obs: Observation, live: CollectionSta
             f"retention: {verb} {name}",
             verb=verb,
         )
-    stale = [c.name for c in obs.owned(release.track) if c.get(P_ROLLED_BACK_AT) != UNSET]
+    stale = [
+        c.name
+        for c in obs.owned(release.track)
+        if c.get(P_ROLLED_BACK_AT) != UNSET and (StepName.CLEAR_ROLLBACK, c.name) not in tried
+    ]
     if stale:  # the spec came back to the live version: forget old rollback marks
         return Step(
             StepName.CLEAR_ROLLBACK, stale[0], Phase.LIVE, Reason.LIVE, "clearing rollback mark"
@@ -91,6 +100,8 @@ def monitoring(release: EmbeddingRelease, obs: Observation, live: CollectionStat
     if not (release.spec.monitoring.enabled and obs.can_monitor):
         return done(Phase.LIVE, Reason.LIVE, version)
     if live.get(P_REFERENCE_AT) == UNSET:
+        if (StepName.CAPTURE_REFERENCE, live.name) in obs.failed_steps:
+            return done(Phase.LIVE, Reason.MONITORING, f"{version}; drift is not monitored")
         return Step(
             StepName.CAPTURE_REFERENCE,
             live.name,

@@ -13,9 +13,16 @@ the next. The invariants they serve:
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from controller.engine.decide import live as live_rules
 from controller.engine.decide.situation import Situation
-from controller.engine.decide.targets import build_conflict, rollback_targets, unproven
+from controller.engine.decide.targets import (
+    adopted_names,
+    build_conflict,
+    rollback_targets,
+    unproven,
+)
 from controller.engine.state import (
     FAILED,
     INCONCLUSIVE,
@@ -29,6 +36,7 @@ from controller.engine.state import (
     PROMOTABLE,
     UNSET,
     CollectionState,
+    Observation,
 )
 from controller.engine.state import summarise as summarise_check
 from controller.engine.step import Step, StepName, done
@@ -36,6 +44,21 @@ from controller.status import Phase, Reason
 from controller.validation.results import Outcome
 
 # -- conflicts: refuse before touching anything ----------------------------------
+
+
+def alias_names_a_collection(s: Situation) -> Step | None:
+    """Refuse up front what the flip would refuse after the whole build: Milvus gives
+    no alias the name of a collection."""
+    if not s.obs.alias_is_collection:
+        return None
+    alias = s.release.spec.alias
+    return done(
+        Phase.FAILED,
+        Reason.ALIAS_CONFLICT,
+        f"spec.alias {alias} is the name of an existing collection, and Milvus cannot "
+        f"give an alias a collection's name; choose another spec.alias (to take over the "
+        f"readers of collection {alias}, point them at the new alias). Nothing was created",
+    )
 
 
 def alias_owned_by_another_track(s: Situation) -> Step | None:
@@ -50,6 +73,23 @@ def alias_owned_by_another_track(s: Situation) -> Step | None:
         Reason.ALIAS_CONFLICT,
         f"alias {s.release.spec.alias} points to {other.name}, which belongs to release track "
         f"{other.get(P_TRACK)}; one alias can only be managed by one track",
+    )
+
+
+def alias_held_by_a_foreign_collection(s: Situation) -> Step | None:
+    """Invariant 3: an alias that serves a collection embrel did not create is taken
+    over only when the spec adopts that collection (``spec.adopt``)."""
+    other = s.live
+    if other is None or other.owned_by_embrel:
+        return None
+    if other.name in adopted_names(s.release, s.obs.collections.values()):
+        return None
+    return done(
+        Phase.FAILED,
+        Reason.ALIAS_CONFLICT,
+        f"alias {s.release.spec.alias} points to {other.name}, which embrel did not create; "
+        f"set spec.adopt: {other.name} to take the alias over (embrel keeps {other.name} "
+        "as a rollback target and never drops or modifies it). Nothing was changed",
     )
 
 
@@ -96,15 +136,16 @@ def rollback_request(s: Situation) -> Step | None:
     wanted = intents.rollback_to
     if wanted is not None and s.live is not None and s.live.version == wanted:
         return None
-    kept = [c for c in rollback_targets(s.release, s.obs) if wanted in (None, c.version)]
+    targets = rollback_targets(s.release, s.obs)
+    kept = [c for c in targets if wanted is None or wanted in (c.version, c.name)]
     if not kept:
         asked = f"version {wanted}" if wanted else "a previous version"
-        all_kept = [c.version for c in rollback_targets(s.release, s.obs)]
-        return done(
-            Phase.FAILED,
+        all_kept = [c.version or c.name for c in targets]
+        return refuse(
+            "rollback",
             Reason.NO_ROLLBACK_TARGET,
             f"cannot roll back to {asked}: no retained, validated collection of this track "
-            f"(kept: {all_kept or 'none'})",
+            f"(kept: {', '.join(all_kept) or 'none'}); nothing was changed",
         )
     target = kept[0]
     if not target.loaded:  # keepLoaded was exceeded, or Milvus Lite restarted
@@ -145,13 +186,20 @@ def already_aborted(s: Situation) -> Step | None:
     """Invariant 2: an aborted release stays aborted; it never changes the alias."""
     if s.cand is None or s.cand.get(P_ABORTED_AT) == UNSET:
         return None
-    return finish_stopped(s.cand, Reason.ABORTED, f"release of {s.version} was aborted")
+    return finish_stopped(s, s.cand, Reason.ABORTED, f"release of {s.version} was aborted")
 
 
 def abort_request(s: Situation) -> Step | None:
     """Invariant 2: a person's abort stops the release before its flip."""
     if not s.intents.abort:
         return None
+    if s.cand is not None and s.cand.get(P_VALIDATION) == FAILED and not s.stale(s.cand):
+        return refuse(
+            "abort",
+            Reason.VALIDATION_FAILED,
+            f"nothing to abort: {s.version} already failed validation, and its outcome "
+            "stays as recorded; nothing was changed",
+        )
     return Step(StepName.ABORT, s.desired, Phase.FAILED, Reason.ABORTED, "aborting")
 
 
@@ -160,7 +208,7 @@ def validation_failed(s: Situation) -> Step | None:
     cand = s.cand
     if cand is None or cand.get(P_VALIDATION) != FAILED or s.stale(cand):
         return None
-    return finish_stopped(cand, Reason.VALIDATION_FAILED, failed_message(cand))
+    return finish_stopped(s, cand, Reason.VALIDATION_FAILED, failed_message(cand))
 
 
 # -- getting the candidate ready (invariant 1) -------------------------------------
@@ -282,16 +330,72 @@ def promote(s: Situation) -> Step:
     return Step(StepName.FLIP, s.desired, Phase.PROMOTING, Reason.PROMOTING, "promoting")
 
 
+# -- what no rule may do -------------------------------------------------------------
+
+# Steps that change what serves, or what the track records of it: never run by
+# `embrel validate`, which builds and validates the candidate only.
+NOT_WHILE_VALIDATING = frozenset(
+    {
+        StepName.ACCEPT,
+        StepName.ABORT,
+        StepName.FLIP,
+        StepName.VERIFY_FLIP,
+        StepName.RETAIN,
+        StepName.CLEAR_ROLLBACK,
+        StepName.CAPTURE_REFERENCE,
+        StepName.MONITOR,
+    }
+)
+
+
+def held(s: Situation, step: Step) -> Step:
+    """`embrel validate` settles where an apply would go on with ``step``."""
+    if s.obs.alias_target == s.desired:
+        return done(
+            Phase.LIVE,
+            Reason.VALIDATED,
+            f"{s.version} is live as {s.desired}; its validation is as recorded, and "
+            "embrel validate changes nothing",
+        )
+    return done(
+        Phase.AWAITING_PROMOTION,
+        Reason.VALIDATED,
+        f"{s.version} is ready; not promoted (embrel validate; an apply would go on with: "
+        f"{step.message})",
+    )
+
+
+def refuse(request: str, reason: Reason, message: str) -> Step:
+    """A person's request that cannot be carried out; it changes nothing."""
+    return Step(
+        StepName.DONE,
+        phase=Phase.FAILED,
+        reason=reason,
+        message=message,
+        terminal=True,
+        refused=request,
+    )
+
+
+def with_warnings(step: Step, obs: Observation) -> Step:
+    """A settled pass names what failed after the flip; the phase stays as decided."""
+    if not step.terminal or not obs.failed_steps:
+        return step
+    warnings = "; ".join(obs.failed_steps.values())
+    return replace(step, message=f"{step.message}; warning: {warnings}")
+
+
 # -- helpers -----------------------------------------------------------------------
 
 
-def finish_stopped(cand: CollectionState, reason: Reason, message: str) -> Step:
+def finish_stopped(s: Situation, cand: CollectionState, reason: Reason, message: str) -> Step:
     """A candidate that will never serve: free its memory, then settle Failed.
 
     Milvus Lite reports a collection without an index as loaded, though nothing was
     ever loaded.
     """
-    if cand.loaded and cand.index is not None:
+    tried = (StepName.RELEASE, cand.name) in s.obs.failed_steps
+    if cand.loaded and cand.index is not None and not tried:
         return Step(
             StepName.RELEASE,
             cand.name,

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
+from dataclasses import replace
+
 from controller.engine.state import (
+    P_ADOPTED,
     P_BASE,
     P_BUILD_HASH,
+    P_CUTOVER,
     P_FLIP_UNVERIFIED,
     P_RETIRED_AT,
+    P_SPEC_HASH,
+    P_TRACK,
     P_VALIDATION,
     PROMOTABLE,
     UNSET,
@@ -20,13 +28,53 @@ from controller.spec import EmbeddingRelease
 
 
 def rollback_targets(release: EmbeddingRelease, obs: Observation) -> list[CollectionState]:
-    """Retained collections that were live before, most recently retired first."""
+    """Retained collections that were live before, most recently retired first: this
+    track's own, and a collection it adopted (``spec.adopt``)."""
+    return sorted(
+        [*kept_previous(release, obs), *adopted(release, obs)],
+        key=lambda c: c.get(P_RETIRED_AT),
+        reverse=True,
+    )
+
+
+def kept_previous(release: EmbeddingRelease, obs: Observation) -> list[CollectionState]:
+    """This track's own formerly-live, validated collections (what retention keeps)."""
     kept = [
         c
         for c in obs.owned(release.track)
         if c.was_live and c.name != obs.alias_target and c.get(P_VALIDATION) in PROMOTABLE
     ]
     return sorted(kept, key=lambda c: c.get(P_RETIRED_AT), reverse=True)
+
+
+def adopted_names(release: EmbeddingRelease, states: Iterable[CollectionState]) -> set[str]:
+    """Collections this track adopted: ``spec.adopt``, and those its collections record
+    having replaced (the spec may have dropped ``adopt`` since)."""
+    names = {c.get(P_ADOPTED) for c in states if c.get(P_TRACK) == release.track}
+    return (names | {release.spec.adopt or UNSET}) - {UNSET}
+
+
+def adopted(release: EmbeddingRelease, obs: Observation) -> list[CollectionState]:
+    """Adopted collections that could serve again (not live, not ours), as rollback
+    targets. They carry no embrel marks (embrel never writes to them): their
+    ``retiredAt`` here is when the alias last left them, from the cutover records."""
+    found = []
+    for name in sorted(adopted_names(release, obs.collections.values())):
+        c = obs.collections.get(name)
+        if c is None or c.owned_by_embrel or name == obs.alias_target:
+            continue
+        left = [_cutover(o) for o in obs.owned(release.track)]
+        at = max((str(d.get("at", "")) for d in left if d.get("from") == name), default=UNSET)
+        found.append(replace(c, props=c.props | {P_RETIRED_AT: at}))
+    return found
+
+
+def _cutover(c: CollectionState) -> dict[str, object]:
+    try:
+        record = json.loads(c.get(P_CUTOVER) or "{}")
+    except ValueError:  # edited by hand: no cutover known
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 def retention_plan(
@@ -41,7 +89,7 @@ def retention_plan(
     keep = release.spec.retention
     desired = release.collection_name()
     actions: list[tuple[str, RetainVerb]] = []
-    previous = rollback_targets(release, obs)
+    previous = kept_previous(release, obs)  # never an adopted collection: not ours
     for rank, c in enumerate(previous):
         if rank < keep.keep_loaded and not c.loaded:
             actions.append((c.name, "load"))
@@ -109,8 +157,7 @@ def build_conflict(release: EmbeddingRelease, obs: Observation, cand: Collection
     spec = release.spec
     built_on = cand.get(P_BASE)
     delta = spec.source.delta
-    expected = release.build_hash(built_on) if delta is not None else release.build_hash()
-    if cand.get(P_BUILD_HASH) != expected:
+    if not same_content(release, obs, cand, built_on if delta is not None else ""):
         return (
             f"version {spec.version} was already built as {cand.name} from a different "
             "model, collection or source; give the new content a new spec.version"
@@ -128,3 +175,22 @@ def build_conflict(release: EmbeddingRelease, obs: Observation, cand: Collection
         f"source.delta.base ({delta.base}) is now {now.split('#')[0]}; give a delta on "
         "another base a new spec.version"
     )
+
+
+def same_content(
+    release: EmbeddingRelease, obs: Observation, cand: CollectionState, base: str
+) -> bool:
+    """Whether ``cand`` holds what the spec builds (``EmbeddingRelease.build_hash``).
+
+    The build hash identifies the source by its files' content, wherever the spec
+    names them from. A collection built before that records the hash of the URIs'
+    text, still recognised. When the files cannot be read, the content cannot be
+    compared: a collection that served, or one built from this very spec, stands.
+    """
+    recorded = cand.get(P_BUILD_HASH)
+    if recorded in (release.build_hash(base), release.legacy_build_hash(base)):
+        return True
+    if release.source_identity is not None:
+        return False
+    served = cand.was_live or cand.name == obs.alias_target
+    return served or cand.get(P_SPEC_HASH) == release.spec_hash()

@@ -25,6 +25,7 @@ from controller.cutover import (
 )
 from controller.engine.state import (
     OWNER_VALUE,
+    P_ADOPTED,
     P_CUTOVER,
     P_DRIFT,
     P_DRIFT_AT,
@@ -88,8 +89,11 @@ class Cutover:
 def flip(ctx: StepContext, release: EmbeddingRelease, step: Step, obs: Observation) -> None:
     """Point the alias at the target, prove it, and record the new live period."""
     target = obs.collections[step.target]
-    # Flushed when it was built and counted again at validation; no flush on the hot path.
-    assert_promotable(target, ctx.milvus.row_count(target.name, flush=False))
+    if target.owned_by_embrel:
+        # Flushed when it was built and counted again at validation; no flush on the hot path.
+        assert_promotable(target, ctx.milvus.row_count(target.name, flush=False))
+    else:  # a rollback to an adopted collection: it served before embrel, as it is
+        assert_serves(target)
     previous = obs.alias_target
     if not step.rollback:  # a rollback must be instant; its target served until recently
         _warm_up(ctx, release, target.name)
@@ -118,11 +122,21 @@ def settle(
         release.track, cutover.kind, proof.seconds, proof.attempts, proof.verified
     )
     if not proof.verified:  # nothing is marked retired: nothing may be released or dropped
-        ctx.milvus.set_properties(target, {P_CUTOVER: cutover.to_json(), P_FLIP_UNVERIFIED: now})
+        if obs.collections[target].owned_by_embrel:  # never written to if not ours
+            marks = {P_CUTOVER: cutover.to_json(), P_FLIP_UNVERIFIED: now}
+            ctx.milvus.set_properties(target, marks)
         ctx.reporter.event(Reason.FLIP_UNVERIFIED, proof_text(proof), warning=True)
         return
-    _start_live_period(ctx, release, target, obs, cutover)
-    _retire_previous(ctx, obs, cutover)
+    try:
+        _start_live_period(ctx, release, target, obs, cutover)
+        _retire_previous(ctx, obs, cutover)
+    except Exception as exc:  # the alias serves the target, proven: that stands
+        ctx.reporter.event(
+            Reason.MILVUS_REJECTED,
+            f"alias {release.spec.alias} serves {target}, but recording the cutover failed: "
+            f"{exc}; rollback targets and retention may not see it until it is recorded",
+            warning=True,
+        )
     verb = "rolled back" if cutover.rollback else "switched"
     reason = (
         Reason.AUTO_ROLLED_BACK
@@ -142,9 +156,15 @@ def settle(
 def _start_live_period(
     ctx: StepContext, release: EmbeddingRelease, target: str, obs: Observation, cutover: Cutover
 ) -> None:
+    if not obs.collections[target].owned_by_embrel:
+        return  # back on an adopted collection: embrel never writes to it
+    prev = obs.collections.get(cutover.previous or "")
+    # Taking the alias over from an adopted collection: remembered here, not on it.
+    adoption = {P_ADOPTED: prev.name} if prev and not prev.owned_by_embrel else {}
     ctx.milvus.set_properties(
         target,
-        {
+        adoption
+        | {
             P_PROMOTED_AT: cutover.at,
             P_ROLLED_BACK_AT: UNSET,
             P_ROLLBACK_REASON: UNSET,
@@ -231,6 +251,13 @@ def _warm_up(ctx: StepContext, release: EmbeddingRelease, target: str) -> None:
             Reason.PROMOTING,
             f"warmed {target} with {n} searches in {(time.monotonic() - started) * 1000:.0f} ms",
         )
+
+
+def assert_serves(c: CollectionState) -> None:
+    """An adopted collection is flipped back to as it is: loaded and indexed."""
+    if not c.loaded or not c.indexed:
+        state = "not loaded" if not c.loaded else f"index incomplete ({c.index})"
+        raise ConflictError(f"refusing to point the alias back at {c.name}: {state}")
 
 
 def assert_promotable(c: CollectionState, rows: int) -> None:

@@ -10,7 +10,9 @@ back on a breach is ``decide``'s (the post-promotion guard), not this module's.
 from __future__ import annotations
 
 import json
+import math
 import time
+import warnings
 
 import numpy as np
 
@@ -57,22 +59,33 @@ def monitor(ctx: StepContext, release: EmbeddingRelease, step: Step, obs: Observ
         capture_reference(ctx, release, step, obs)
         return
     ref = monitoring.Reference.from_arrays(raw)
-    values = monitoring.measure(
-        ref,
-        current=ctx.milvus.vectors_by_id(live, ref.ids.tolist()),
-        fresh_sample=_fresh_sample(ctx, release, live),
-        canary_answers=_canary_answers(ctx, release, live, ref.canary_queries),
-        row_count=ctx.milvus.row_count(live, flush=False),
-        queries=_production_queries(ctx, release),
-    )
+    with warnings.catch_warnings():  # degenerate vectors: reported below, not on stderr
+        warnings.simplefilter("ignore", RuntimeWarning)
+        values = monitoring.measure(
+            ref,
+            current=ctx.milvus.vectors_by_id(live, ref.ids.tolist()),
+            fresh_sample=_fresh_sample(ctx, release, live),
+            canary_answers=_canary_answers(ctx, release, live, ref.canary_queries),
+            row_count=ctx.milvus.row_count(live, flush=False),
+            queries=_production_queries(ctx, release),
+        )
     breaches = monitoring.breaches(values, mon.thresholds)
+    undefined = sorted(k for k, v in values.items() if not math.isfinite(v))
     drift = {
-        "values": {k: round(v, 6) for k, v in values.items()},
+        # JSON has no NaN: an undefined value is null, and named under "undefined".
+        "values": {k: round(v, 6) if math.isfinite(v) else None for k, v in values.items()},
         "thresholds": monitoring.thresholds(mon.thresholds),
         "breaches": breaches,
-    }
+    } | ({"undefined": undefined} if undefined else {})
     ctx.milvus.set_properties(live, {P_DRIFT: json.dumps(drift), P_DRIFT_AT: ctx.clock()})
-    ctx.telemetry.drift(release.track, values)
+    ctx.telemetry.drift(release.track, {k: v for k, v in values.items() if k not in undefined})
+    if undefined:
+        ctx.reporter.event(
+            Reason.MONITORING,
+            f"drift on {live}: {', '.join(undefined)} undefined: the vectors are degenerate "
+            "(all zero, or all alike), so these statistics cannot be measured",
+            warning=True,
+        )
     if breaches:
         ctx.reporter.event(
             Reason.DRIFT_DETECTED, f"drift on {live}: {'; '.join(breaches)}", warning=True
