@@ -41,7 +41,7 @@ from controller.ports import (
 from controller.sources.base import VectorBatch, VectorSource
 from controller.sources.documents import DocumentBatch
 from controller.spec import CONTENT_HASH_FIELD, EmbeddingRelease, FieldSpec, FilesSource
-from controller.validation.sanity import DuplicateIdTracker, check_batch
+from controller.validation.sanity import DuplicateIdTracker, check_batch, check_field_values
 
 # The field documents releases add to the collection for each row's content hash.
 HASH_FIELD = FieldSpec(name=CONTENT_HASH_FIELD, type="VARCHAR", max_length=HASH_LENGTH)
@@ -145,7 +145,7 @@ class FilesBuild:
         dupes, rows = DuplicateIdTracker(), 0
         with self.ports.progress(f"checking {source.describe()}", source.count_rows()) as adv:
             for batch in source.batches(self.ports.batch_size):
-                check_batch(batch, spec.dimension, spec.metric)
+                check_batch(batch, spec.dimension, spec.metric, spec.fields)
                 dupes.add(batch)
                 rows += len(batch.ids)
                 adv(len(batch.ids))
@@ -162,7 +162,7 @@ class FilesBuild:
         loaded = 0
         with ports.progress(f"loading {target}", self.rows) as advance:
             for batch in self.source.batches(ports.batch_size):
-                check_batch(batch, spec.dimension, spec.metric)
+                check_batch(batch, spec.dimension, spec.metric, spec.fields)
                 ports.milvus.insert(target, batch)
                 loaded += len(batch.ids)
                 advance(len(batch.ids))
@@ -226,7 +226,7 @@ class DeltaBuild:
         ids: list[Ids] = [np.empty(0, np.int64)]
         with self.ports.progress(f"checking {source.describe()}", source.count_rows()) as adv:
             for batch in source.batches(self.ports.batch_size):
-                check_batch(batch, spec.dimension, spec.metric)
+                check_batch(batch, spec.dimension, spec.metric, spec.fields)
                 dupes.add(batch)
                 ids.append(np.array(batch.ids, dtype=np.int64))
                 adv(len(batch))
@@ -251,7 +251,7 @@ class DeltaBuild:
         if self.upserts is not None:
             with ports.progress(f"upserting into {target}", len(self.upsert_ids)) as advance:
                 for batch in _labelled_iter("source.delta.upserts", self.upserts, ports.batch_size):
-                    check_batch(batch, spec.dimension, spec.metric)
+                    check_batch(batch, spec.dimension, spec.metric, spec.fields)
                     ports.milvus.insert(target, batch)
                     upserted_rows += len(batch)
                     advance(len(batch))
@@ -352,6 +352,9 @@ class DocumentsBuild:
         with self.ports.progress(f"checking {source.describe()}", None) as advance:
             for batch in source.batches(self.ports.batch_size):
                 dupes.add(_ids_only(batch))
+                fields = spec.collection.fields
+                columns = {f.name: batch.columns[f.name] for f in fields}
+                check_field_values(columns, fields, batch.origin, batch.first_row, batch.ids)
                 c = self._classify(batch)
                 need = [h for h, keep in zip(c.hashes, c.unchanged, strict=True) if not keep]
                 counts["documents"] += len(batch)

@@ -27,6 +27,7 @@ import numpy as np
 
 from controller.spec import DriftThresholds
 from controller.validation import metrics as m
+from controller.validation.results import format_number
 
 # The MMD kernel matrix is (2n)^2: cap each side so a 2,000-vector sample stays cheap.
 MMD_SAMPLE = 1000
@@ -168,6 +169,7 @@ def breaches(values: dict[str, float], limits: DriftThresholds) -> list[str]:
             out.append(f"{key} {value} is not a finite number (threshold {threshold:g})")
         else:
             out.append(
-                f"{key} {value:.4g} {'>' if _BY_KEY[key].larger_is_worse else '<'} {threshold:g}"
+                f"{key} {format_number(value)} {'>' if _BY_KEY[key].larger_is_worse else '<'} "
+                f"{format_number(threshold)}"
             )
     return out

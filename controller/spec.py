@@ -508,7 +508,7 @@ class ValidationSpec(_Model):
     # ef to max(64, 2k) when the index is HNSW and nothing is set (see controller.engine).
     search_params: dict[str, int | float | str] = {}
     # Seed for every sample validation draws (queries from the source, ids, drift samples).
-    seed: int = 0
+    seed: Annotated[int, Field(ge=0)] = 0
     # Latency gates: queries run on each side before measuring, then measured queries.
     warmup_queries: Annotated[int, Field(ge=0, le=10_000)] = 20
     latency_queries: Annotated[int, Field(ge=1, le=10_000)] = 100

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from controller.validation.results import Check
+from controller.validation.results import Check, format_number
 
 OWNER_VALUE = "embrel"
 P_OWNER = "embrel.owner"
@@ -138,7 +138,7 @@ def epoch(stamp: str) -> float | None:
 
 def summarise(c: Check) -> str:
     """One check as it reads in an event or a status message."""
-    value = "—" if c.value is None else f"{c.value:.4g}"
+    value = "—" if c.value is None else format_number(c.value)
     if c.threshold is None or c.value is None:
         return f"{c.name}={value} ({c.outcome})"
-    return f"{c.name}={value} ({c.comparison} {c.threshold:.4g}: {c.outcome})"
+    return f"{c.name}={value} ({c.comparison} {format_number(c.threshold)}: {c.outcome})"

@@ -47,6 +47,7 @@ from controller.incremental import (
 from controller.ports import EmbedderPort
 from controller.spec import EmbeddingRelease, FieldSpec
 from controller.status import Reason
+from controller.validation.inputs import check_validation_inputs
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ def build(ctx: StepContext, release: EmbeddingRelease, step: Step, obs: Observat
     """Check the whole source, then create the collection and insert every row."""
     planned = plan_build(ctx, release, obs)
     planned.build.plan()  # reads and checks every input; Milvus untouched until here
+    check_validation_inputs(release, ctx.data)  # golden and query sets, before hours of build
     create_collection(ctx, release, step.target, planned.props, planned.fields)
     ctx.reporter.event(Reason.BUILDING, f"created {step.target}; {planned.build.describe()}")
     try:
