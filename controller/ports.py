@@ -15,12 +15,14 @@ import numpy as np
 
 from controller.sources.base import GoldenSet, VectorBatch, VectorSource
 from controller.sources.documents import DocumentSource
+from controller.sources.labelled_queries import LabelledQueries
 from controller.spec import (
     DocumentsSource,
     EmbedderSpec,
     EmbeddingRelease,
     FieldSpec,
     FilesSource,
+    LabelledTextsSpec,
     SourceSpec,
 )
 from controller.status import ReleaseStatus
@@ -72,6 +74,7 @@ class DataPort(Protocol):
 
     def open_vectors(self, files: FilesSource, extra_fields: Sequence[str]) -> VectorSource: ...
     def read_golden_set(self, uri: str) -> GoldenSet: ...
+    def read_labelled_queries(self, texts: LabelledTextsSpec) -> LabelledQueries: ...
     def read_query_vectors(
         self, uri: str, vector_field: str, sample: int, seed: int
     ) -> np.ndarray: ...

@@ -439,12 +439,54 @@ class EmbedderSpec(_Model):
         return identity
 
 
-class GoldenSetSpec(_Model):
-    """Query vectors with their known relevant ids; recall@k on the candidate gates promotion."""
+class LabelledTextsSpec(_Model):
+    """Labelled query texts: a BEIR folder (queries.jsonl + qrels/<split>.tsv) or Parquet
+    (a text column, relevant_ids and optionally relevance grades)."""
 
     uri: Annotated[str, Field(min_length=1)]
+    # By what the path is when not given: a folder or queries.jsonl is BEIR.
+    format: Literal["beir", "parquet"] | None = None
+    split: Annotated[str, Field(min_length=1, max_length=128)] = "test"
+    text_field: Annotated[str, Field(min_length=1)] = "text"
+
+
+class MaxDropSpec(_Model):
+    """How much worse than live the candidate may score on the golden set's metric.
+
+    Judged on a paired bootstrap interval of the per-query difference: Failed only when
+    the candidate is surely worse by more than ``max``, Inconclusive when unsure.
+    """
+
+    max: Annotated[float, Field(ge=0.0, le=1.0)] = 0.02
+    confidence: Annotated[float, Field(ge=0.5, lt=1.0)] = 0.95
+    resamples: Annotated[int, Field(ge=100, le=100_000)] = 2000
+
+
+GoldenMetric = Literal["recall", "ndcg", "mrr"]
+
+
+class GoldenSetSpec(_Model):
+    """Labelled queries with their known relevant ids: exactly one of ``uri`` (query
+    vectors of the candidate's model) or ``texts`` (query texts, embedded by each side's
+    own encoder). recall@k on the candidate gates promotion (``minRecall``); the
+    relative gate ``maxDropVsLive`` compares ``metric`` with live on the same queries."""
+
+    uri: Annotated[str | None, Field(min_length=1)] = None
+    texts: LabelledTextsSpec | None = None
     k: Annotated[int, Field(ge=1, le=1024)] = 10
-    min_recall: Annotated[float, Field(ge=0.0, le=1.0)]
+    min_recall: Annotated[float | None, Field(ge=0.0, le=1.0)] = None
+    metric: GoldenMetric = "ndcg"
+    max_drop_vs_live: MaxDropSpec | None = None
+
+    @model_validator(mode="after")
+    def _one_kind_of_queries(self) -> GoldenSetSpec:
+        if (self.uri is None) == (self.texts is None):
+            raise ValueError(
+                "give exactly one of uri (query vectors) or texts (labelled query texts)"
+            )
+        if self.uri is not None and self.min_recall is None:
+            raise ValueError("minRecall is required with uri (a golden set of query vectors)")
+        return self
 
 
 class QuerySetSpec(_Model):
@@ -614,6 +656,16 @@ class ReleaseSpec(_Model):
     def _documents_need_an_embedder(self) -> ReleaseSpec:
         if self.source.documents is not None and self.embedder is None:
             raise ValueError("source.documents needs spec.embedder (how to embed the texts)")
+        return self
+
+    @model_validator(mode="after")
+    def _query_texts_need_an_embedder(self) -> ReleaseSpec:
+        golden = self.validation.golden_set
+        if golden is not None and golden.texts is not None and self.embedder is None:
+            raise ValueError(
+                "validation.goldenSet.texts needs spec.embedder (how the candidate embeds "
+                "the query texts)"
+            )
         return self
 
     @field_validator("alias")

@@ -51,6 +51,11 @@ P_BUILD = "embrel.build"  # JSON: status.build, the counts of how it was built
 # mark lives here, never on the adopted collection: embrel does not write to what it
 # did not create.
 P_ADOPTED = "embrel.adopted"
+# Model changes: how queries are embedded for a collection, and what comes next.
+P_ENCODER = "embrel.encoder"  # descriptor JSON of the encoder (controller.embedding.descriptor)
+# On the live collection while a candidate is validated, until the flip (or abort):
+# JSON {"version", "collection", "encoder": descriptor or null}, so clients can preload it.
+P_NEXT = "embrel.next"
 # Properties cannot be deleted portably (2.3.5), so "unset" is the empty string.
 UNSET = ""
 PASSED, FAILED, INCONCLUSIVE, ACCEPTED = "passed", "failed", "inconclusive", "accepted"

@@ -52,7 +52,7 @@ def read_labelled_queries(
         folder = path if path.is_dir() else path.parent
         return read_beir(folder, split)
     if not path.exists():
-        raise SourceError(f"labelled queries {path} do not exist (validation.goldenSet.uri)")
+        raise SourceError(f"labelled queries {path} do not exist (validation.goldenSet.texts.uri)")
     return read_parquet_queries(path, text_field)
 
 

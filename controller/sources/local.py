@@ -15,7 +15,13 @@ from controller.sources.base import GoldenSet, VectorSource
 from controller.sources.documents import DocumentSource, open_documents
 from controller.sources.files import _ids_path, _match_paths, open_files_source
 from controller.sources.ids import read_ids
-from controller.spec import DocumentsSource, FilesSource, SourceSpec
+from controller.sources.labelled_queries import (
+    LabelledQueries,
+    read_beir,
+    read_labelled_queries,
+    read_parquet_queries,
+)
+from controller.spec import DocumentsSource, FilesSource, LabelledTextsSpec, SourceSpec
 
 # A golden set is a few thousand labelled queries; refuse files that are clearly not one.
 MAX_GOLDEN_QUERIES = 100_000
@@ -34,6 +40,15 @@ class LocalFiles:
 
     def read_golden_set(self, uri: str) -> GoldenSet:
         return read_golden_set(self._path(uri))
+
+    def read_labelled_queries(self, texts: LabelledTextsSpec) -> LabelledQueries:
+        """validation.goldenSet.texts: BEIR or Parquet, as ``format`` says or the path is."""
+        path = self._path(texts.uri)
+        if texts.format == "parquet":
+            return read_parquet_queries(path, texts.text_field)
+        if texts.format == "beir":
+            return read_beir(path if path.is_dir() else path.parent, texts.split)
+        return read_labelled_queries(path, texts.split, texts.text_field)
 
     def read_query_vectors(self, uri: str, vector_field: str, sample: int, seed: int) -> np.ndarray:
         return read_query_vectors(self._path(uri), vector_field, sample, seed)

@@ -5,6 +5,12 @@ Reported). Gates that compare with live are NotApplicable on a first release and
 Inconclusive when live cannot be measured (it vanished, it is not loaded): a person
 then decides. The metric arithmetic lives in ``metrics`` (pure numpy); this module
 only gathers the vectors and answers through the ports.
+
+The model boundary (``controller.validation.space``): no gate sends one space's
+vectors to the other. ``same_space_as_live`` is asked once per run; across a model
+change each side answers its own queries (latency), the same items' neighbourhoods
+are compared (overlap), vector golden sets and same-id gates have no live side, and
+golden sets of query texts are embedded by each side's own encoder.
 """
 
 from __future__ import annotations
@@ -12,21 +18,31 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from controller.errors import MilvusRejected, SourceError
-from controller.ports import DataPort, MilvusPort
+from controller.errors import MilvusRejected, PermanentError, SourceError
+from controller.ports import DataPort, EmbedderFactory, EmbedderPort, MilvusPort
 from controller.sources.base import VectorBatch, sample_rows
-from controller.spec import EmbeddingRelease
+from controller.sources.labelled_queries import LabelledQueries
+from controller.spec import EmbeddingRelease, GoldenSetSpec
 from controller.validation import metrics as m
-from controller.validation.results import Check, Outcome, ValidationRun, judge
+from controller.validation.results import Check, Outcome, ValidationRun, judge, judge_drop
+from controller.validation.space import (
+    VectorSpace,
+    boundary_reason,
+    embedder_from_descriptor,
+    in_same_space,
+    release_space,
+)
 
 DEFAULT_QUERY_SAMPLE = 500
 FETCH_CHUNK = 1000  # ids per get-by-id call
-COSINE_FLOOR = 0.9  # "share of ids below 0.9" (issue: validation gates)
+COSINE_FLOOR = 0.9  # "share of ids below 0.9"
+MAX_DROP = "goldenSet.maxDropVsLive"
+FIRST_RELEASE = "no live collection yet: this is the first release"
 
 
 @dataclass
@@ -39,6 +55,45 @@ class GateContext:
     live_model: str | None  # None when live was not created by embrel
     milvus: MilvusPort
     data: DataPort
+    live_encoder: dict[str, Any] | None = None  # live's embrel.encoder descriptor, if any
+    embedders: EmbedderFactory | None = None  # golden sets of query texts embed with these
+
+
+@dataclass(frozen=True)
+class Boundary:
+    """Whether live and candidate vectors share one space, and if not, why not."""
+
+    same_space: bool
+    why: str = ""
+
+
+def live_space(ctx: GateContext) -> VectorSpace | None:
+    """Live's space: its descriptor, model label and dimension (read through the port)."""
+    if ctx.live is None:
+        return None
+    dimension = ctx.live_encoder.get("dimension") if ctx.live_encoder else None
+    if not isinstance(dimension, int):
+        try:
+            dimension = ctx.milvus.collection_schema(ctx.live)[0]
+        except MilvusRejected:  # gone or unreadable: unknown, so never the same space
+            dimension = None
+    return VectorSpace(ctx.live_model, dimension, ctx.live_encoder)
+
+
+def same_space_as_live(ctx: GateContext) -> bool:
+    """The one rule every live-comparing gate obeys: may candidate vectors meet live's?"""
+    live = live_space(ctx)
+    return live is not None and in_same_space(release_space(ctx.release), live)
+
+
+def model_boundary(ctx: GateContext) -> Boundary:
+    live = live_space(ctx)
+    if live is None:
+        return Boundary(False, FIRST_RELEASE)
+    candidate = release_space(ctx.release)
+    if in_same_space(candidate, live):
+        return Boundary(True)
+    return Boundary(False, boundary_reason(candidate, live))
 
 
 def search_params(release: EmbeddingRelease, k: int) -> dict[str, Any]:
@@ -56,6 +111,7 @@ def run_validation(ctx: GateContext) -> ValidationRun:
     params = search_params(ctx.release, k)
     timer = _Stopwatch()
     with timer("sampling"):
+        boundary = model_boundary(ctx)
         sample_ids, sample_vectors = _source_sample(ctx)
         queries, described = _query_set(ctx, sample_vectors)
     run = ValidationRun(
@@ -71,15 +127,15 @@ def run_validation(ctx: GateContext) -> ValidationRun:
     with timer("rowCount"):
         run.checks += _row_checks(ctx)
     with timer("goldenSet"):
-        run.checks += _golden_set(ctx, run)
+        run.checks += _golden_set(ctx, run, boundary)
     with timer("overlapWithLive"):
-        run.checks += _overlap(ctx, queries, sample_ids)
+        run.checks += _overlap(ctx, queries, sample_ids, boundary)
     with timer("sameIdCosineAndDrift"):
-        run.checks += _same_id_gates(ctx, run, sample_ids)
+        run.checks += _same_id_gates(ctx, run, sample_ids, boundary)
     with timer("annRecall"):
         run.checks += _ann_recall(ctx, queries)
     with timer("latency"):
-        run.checks += _latency(ctx, run, queries)
+        run.checks += _latency(ctx, run, queries, sample_ids, boundary)
     run.seconds = timer.seconds
     return run
 
@@ -158,13 +214,16 @@ def _against_live(
 ) -> list[Check]:
     """Run a live-comparing gate: NotApplicable without live, Inconclusive if live fails."""
     if ctx.live is None:
-        why = "no live collection yet: this is the first release"
-        return [Check(n, None, t, Outcome.NOT_APPLICABLE, why, c) for n, t, c in names]
+        return _not_applicable(names, FIRST_RELEASE)
     try:
         return measure(ctx.live)
     except MilvusRejected as exc:
         why = f"could not measure against live {ctx.live}: {exc}"
         return [Check(n, None, t, Outcome.INCONCLUSIVE, why, c) for n, t, c in names]
+
+
+def _not_applicable(names: list[tuple[str, float | None, str]], why: str) -> list[Check]:
+    return [Check(n, None, t, Outcome.NOT_APPLICABLE, why, c) for n, t, c in names]
 
 
 # -- gates -----------------------------------------------------------------------
@@ -203,10 +262,13 @@ def _row_checks(ctx: GateContext) -> list[Check]:
     return checks + _against_live(ctx, [("maxRowCountChange", limit, "<=")], change)
 
 
-def _golden_set(ctx: GateContext, run: ValidationRun) -> list[Check]:
+def _golden_set(ctx: GateContext, run: ValidationRun, boundary: Boundary) -> list[Check]:
     golden = ctx.release.spec.validation.golden_set
     if golden is None:
         return []
+    if golden.texts is not None:
+        return _golden_texts(ctx, run, golden, boundary)
+    assert golden.uri is not None  # the spec gives exactly one of uri and texts
     gs = ctx.data.read_golden_set(golden.uri)
     dim = ctx.release.spec.collection.dimension
     if gs.queries.shape[1] != dim:
@@ -215,27 +277,202 @@ def _golden_set(ctx: GateContext, run: ValidationRun) -> list[Check]:
             f"the spec says collection.dimension: {dim}"
         )
     k = golden.k
-    found = _search(ctx, ctx.candidate, gs.queries, k)
-    run.recall_curve["candidate"] = [m.recall_at_k(found, gs.relevant, j) for j in range(1, k + 1)]
-    extra = {"ndcg": m.ndcg_at_k(found, gs.relevant, k), "mrr": m.mrr_at_k(found, gs.relevant, k)}
-    if ctx.live is not None and ctx.live_model == ctx.release.spec.model.label():
-        try:  # the baseline: the same labelled queries against what is live now
-            live = _search(ctx, ctx.live, gs.queries, k)
-            run.recall_curve["live"] = [
-                m.recall_at_k(live, gs.relevant, j) for j in range(1, k + 1)
-            ]
-            extra["liveRecall"] = run.recall_curve["live"][-1]
-        except MilvusRejected:
-            pass  # reported only; the gate is on the candidate
-    detail = f"{len(gs.relevant)} labelled queries from {golden.uri}"
-    return [
-        judge(
-            f"recall@{k}", run.recall_curve["candidate"][-1], golden.min_recall, ">=", detail, extra
+    cand = _Scores.of(_search(ctx, ctx.candidate, gs.queries, k), gs.relevant, None, k)
+    live: _Scores | _Unmeasured
+    if ctx.live is None or not boundary.same_space:
+        live = _Unmeasured(
+            Outcome.NOT_APPLICABLE,
+            boundary.why + "; the golden set's query vectors belong to the candidate's model "
+            "(goldenSet.texts judges a model change)"
+            if ctx.live is not None
+            else FIRST_RELEASE,
         )
+    else:
+        try:  # the baseline: the same labelled queries against what is live now
+            live = _Scores.of(_search(ctx, ctx.live, gs.queries, k), gs.relevant, None, k)
+        except MilvusRejected as exc:
+            live = _Unmeasured(Outcome.INCONCLUSIVE, f"could not search live {ctx.live}: {exc}")
+    detail = f"{len(gs.relevant)} labelled queries from {golden.uri}"
+    return _golden_checks(ctx, run, golden, cand, live, detail)
+
+
+def _golden_texts(
+    ctx: GateContext, run: ValidationRun, golden: GoldenSetSpec, boundary: Boundary
+) -> list[Check]:
+    """Labelled query texts: each side embeds them with its own encoder."""
+    assert golden.texts is not None
+    queries = ctx.data.read_labelled_queries(golden.texts)
+    embedder = ctx.release.spec.embedder
+    assert embedder is not None  # the spec refuses texts without spec.embedder
+    vectors = _factory(ctx)(embedder).embed_queries(queries.texts)
+    dim = ctx.release.spec.collection.dimension
+    if vectors.ndim != 2 or vectors.shape[1] != dim:
+        raise SourceError(
+            f"spec.embedder produced query vectors of shape {vectors.shape}; "
+            f"collection.dimension is {dim}"
+        )
+    k = golden.k
+    found = _search(ctx, ctx.candidate, vectors, k)
+    cand = _Scores.of(found, queries.relevant, queries.grades, k)
+    live = _live_text_scores(ctx, queries, vectors, boundary, k)
+    detail = f"{len(queries)} labelled query texts from {golden.texts.uri}, each side's encoder"
+    return _golden_checks(ctx, run, golden, cand, live, detail)
+
+
+def _factory(ctx: GateContext) -> EmbedderFactory:
+    if ctx.embedders is None:
+        raise SourceError(
+            "validation.goldenSet.texts needs an encoder, and this controller was started "
+            "without one; use the local driver (embrel apply) with `pip install 'embrel[embed]'`"
+        )
+    return ctx.embedders
+
+
+def _live_text_scores(
+    ctx: GateContext,
+    queries: LabelledQueries,
+    candidate_vectors: np.ndarray,
+    boundary: Boundary,
+    k: int,
+) -> _Scores | _Unmeasured:
+    """Live's scores on the same texts, embedded with live's recorded encoder."""
+    if ctx.live is None:
+        return _Unmeasured(Outcome.NOT_APPLICABLE, FIRST_RELEASE)
+    if ctx.live_encoder is None:
+        return _Unmeasured(
+            Outcome.NOT_APPLICABLE,
+            f"live {ctx.live} records no embrel.encoder, so how its queries are embedded is "
+            "unknown: no live baseline",
+        )
+    if boundary.same_space:  # one encoder: the candidate's query vectors serve both
+        vectors = candidate_vectors
+    else:
+        try:
+            vectors = _embed_for_live(ctx, ctx.live_encoder, queries.texts)
+        except ValueError as exc:
+            return _Unmeasured(Outcome.NOT_APPLICABLE, f"live {ctx.live}: {exc}")
+        except PermanentError as exc:
+            return _Unmeasured(
+                Outcome.INCONCLUSIVE, f"could not embed the queries with live's encoder: {exc}"
+            )
+    try:
+        found = _search(ctx, ctx.live, vectors, k)
+    except MilvusRejected as exc:
+        return _Unmeasured(Outcome.INCONCLUSIVE, f"could not search live {ctx.live}: {exc}")
+    return _Scores.of(found, queries.relevant, queries.grades, k)
+
+
+def _embed_for_live(ctx: GateContext, descriptor: dict[str, Any], texts: list[str]) -> np.ndarray:
+    """Query vectors of live's space, from the encoder its descriptor names."""
+    spec = embedder_from_descriptor(descriptor, ctx.release.spec.embedder)
+    encoder: EmbedderPort = _factory(ctx)(spec)
+    vectors = encoder.embed_queries(texts)
+    expected = descriptor.get("dimension")
+    if vectors.ndim != 2 or vectors.shape[1] != expected:
+        raise ValueError(
+            f"its recorded encoder {spec.model} now produces vectors of shape "
+            f"{vectors.shape}, the descriptor says dimension {expected}"
+        )
+    return vectors
+
+
+@dataclass(frozen=True)
+class _Scores:
+    """Per-query recall, nDCG and MRR at k of one side, and its recall curve."""
+
+    recall: np.ndarray
+    ndcg: np.ndarray
+    mrr: np.ndarray
+    curve: list[float]
+
+    @classmethod
+    def of(
+        cls,
+        found: np.ndarray,
+        relevant: list[np.ndarray],
+        grades: list[np.ndarray] | None,
+        k: int,
+    ) -> _Scores:
+        return cls(
+            m.recall_per_query(found, relevant, k),
+            m.ndcg_per_query(found, relevant, k, grades),
+            m.mrr_per_query(found, relevant, k),
+            [m.recall_at_k(found, relevant, j) for j in range(1, k + 1)],
+        )
+
+    def per_query(self, metric: str) -> np.ndarray:
+        return {"recall": self.recall, "ndcg": self.ndcg, "mrr": self.mrr}[metric]
+
+    def means(self, prefix: str = "") -> dict[str, float]:
+        names = {"recall": "Recall", "ndcg": "Ndcg", "mrr": "Mrr"}
+        return {
+            (f"{prefix}{names[n]}" if prefix else n): _nanmean(self.per_query(n)) for n in names
+        }
+
+
+@dataclass(frozen=True)
+class _Unmeasured:
+    """Why live has no scores: NotApplicable (by design) or Inconclusive (it failed)."""
+
+    outcome: Outcome
+    why: str
+
+
+def _nanmean(values: np.ndarray) -> float:
+    defined = values[~np.isnan(values)]
+    return float(defined.mean()) if defined.size else float("nan")
+
+
+def _golden_checks(
+    ctx: GateContext,
+    run: ValidationRun,
+    golden: GoldenSetSpec,
+    cand: _Scores,
+    live: _Scores | _Unmeasured,
+    detail: str,
+) -> list[Check]:
+    """recall@k on the candidate (``minRecall``), and the relative gate, if asked for."""
+    k = golden.k
+    run.recall_curve["candidate"] = cand.curve
+    extra = {n: v for n, v in cand.means().items() if n != "recall"}
+    if isinstance(live, _Scores):
+        run.recall_curve["live"] = live.curve
+        extra |= live.means("live")
+    checks = [judge(f"recall@{k}", cand.curve[-1], golden.min_recall, ">=", detail, extra)]
+    drop = golden.max_drop_vs_live
+    if drop is None:
+        return checks
+    if isinstance(live, _Unmeasured):
+        return [*checks, Check(MAX_DROP, None, -drop.max, live.outcome, live.why, ">=")]
+    ours, theirs = cand.per_query(golden.metric), live.per_query(golden.metric)
+    seed = ctx.release.spec.validation.seed
+    diff = m.paired_bootstrap(ours, theirs, drop.resamples, drop.confidence, seed)
+    check = judge_drop(MAX_DROP, diff, drop.max, _nanmean(ours), _nanmean(theirs))
+    sides = {
+        f"{side}{end}": round(value, 6)
+        for side, scores in (("candidate", ours), ("live", theirs))
+        for end, value in zip(
+            ("Low", "High"), _interval(scores, drop.resamples, drop.confidence, seed), strict=True
+        )
+    }
+    label = f"{golden.metric}@{k}"
+    return [
+        *checks,
+        replace(check, detail=f"{label}: {check.detail}", metrics=check.metrics | sides),
     ]
 
 
-def _overlap(ctx: GateContext, queries: np.ndarray, sample_ids: np.ndarray) -> list[Check]:
+def _interval(
+    scores: np.ndarray, resamples: int, confidence: float, seed: int
+) -> tuple[float, float]:
+    """The bootstrap interval of one side's mean score (for the report)."""
+    alone = m.paired_bootstrap(scores, np.zeros_like(scores), resamples, confidence, seed)
+    return alone.low, alone.high
+
+
+def _overlap(
+    ctx: GateContext, queries: np.ndarray, sample_ids: np.ndarray, boundary: Boundary
+) -> list[Check]:
     """Top-k overlap and RBO of live and candidate answers to the same questions.
 
     Same model: the query set runs against both. A model change puts the two
@@ -247,15 +484,16 @@ def _overlap(ctx: GateContext, queries: np.ndarray, sample_ids: np.ndarray) -> l
     if gate is None:
         return []
     names = [("minOverlapWithLive", gate.min, ">="), ("minRboWithLive", gate.min_rbo, ">=")]
-    same_model = ctx.live_model == ctx.release.spec.model.label()
 
     def measure(live: str) -> list[Check]:
-        if same_model:
+        if boundary.same_space:
             ours_q, theirs_q, asked = queries, queries, f"{len(queries)} queries"
         else:
             n = len(queries)
             ours_q, theirs_q = _paired_vectors(ctx, live, sample_ids[:n])
             asked = f"{len(ours_q)} items' neighbourhoods (model changed)"
+            if not len(ours_q):
+                return _not_applicable(names, "no sampled id exists in both collections")
         ours = _search(ctx, ctx.candidate, ours_q, gate.k)
         theirs = _search(ctx, live, theirs_q, gate.k)
         overlap, rbo = m.topk_overlap(ours, theirs, gate.k), m.mean_rbo(ours, theirs, 0.9)
@@ -270,8 +508,10 @@ def _overlap(ctx: GateContext, queries: np.ndarray, sample_ids: np.ndarray) -> l
     return _against_live(ctx, names, measure)
 
 
-def _same_id_gates(ctx: GateContext, run: ValidationRun, sample_ids: np.ndarray) -> list[Check]:
-    """Same ids, two collections: per-id cosine (same model) and distribution drift."""
+def _same_id_gates(
+    ctx: GateContext, run: ValidationRun, sample_ids: np.ndarray, boundary: Boundary
+) -> list[Check]:
+    """Same ids, two collections, one space: per-id cosine and distribution drift."""
     gates = ctx.release.spec.validation.gates
     cos_gate, drift = gates.min_mean_cosine_to_live, gates.distribution_drift
     names: list[tuple[str, float | None, str]] = []
@@ -284,22 +524,16 @@ def _same_id_gates(ctx: GateContext, run: ValidationRun, sample_ids: np.ndarray)
         ]
     if not names:
         return []
-    model = ctx.release.spec.model.label()
 
     def measure(live: str) -> list[Check]:
+        if not boundary.same_space:  # no read at all: the numbers would mean nothing
+            return _not_applicable(names, f"{boundary.why}, so the rank-based gates decide")
         n = max(g.sample for g in (cos_gate, drift) if g)
         ours, theirs = _paired_vectors(ctx, live, sample_ids[:n])
         checks: list[Check] = []
         if cos_gate:
             checks.append(
-                _cosine_check(
-                    ctx,
-                    run,
-                    cos_gate.min,
-                    ours[: cos_gate.sample],
-                    theirs[: cos_gate.sample],
-                    model,
-                )
+                _cosine_check(run, cos_gate.min, ours[: cos_gate.sample], theirs[: cos_gate.sample])
             )
         if drift:
             checks += _drift_checks(
@@ -328,20 +562,9 @@ def _paired_vectors(ctx: GateContext, live: str, ids: np.ndarray) -> tuple[np.nd
 
 
 def _cosine_check(
-    ctx: GateContext,
-    run: ValidationRun,
-    threshold: float,
-    ours: np.ndarray,
-    theirs: np.ndarray,
-    model: str,
+    run: ValidationRun, threshold: float, ours: np.ndarray, theirs: np.ndarray
 ) -> Check:
     name = "minMeanCosineToLive"
-    if ctx.live_model != model:
-        why = (
-            f"model changed ({ctx.live_model or 'unknown'} -> {model}): the vectors live in "
-            "different spaces, so the rank-based gates decide"
-        )
-        return Check(name, None, threshold, Outcome.NOT_APPLICABLE, why)
     if len(ours) == 0:
         return Check(
             name,
@@ -396,8 +619,15 @@ def _ann_recall(ctx: GateContext, queries: np.ndarray) -> list[Check]:
     return [judge("minAnnRecall", value, gate.min, ">=", detail)]
 
 
-def _latency(ctx: GateContext, run: ValidationRun, queries: np.ndarray) -> list[Check]:
-    """p50/p99 of single-query searches after warm-up, candidate and live on the same queries."""
+def _latency(
+    ctx: GateContext,
+    run: ValidationRun,
+    queries: np.ndarray,
+    sample_ids: np.ndarray,
+    boundary: Boundary,
+) -> list[Check]:
+    """p50/p99 of single-query searches after warm-up. Candidate and live answer the same
+    queries in one space; across a model change live answers its own vectors."""
     v = ctx.release.spec.validation
     gates = v.gates
     q = queries[: v.latency_queries]
@@ -416,10 +646,15 @@ def _latency(ctx: GateContext, run: ValidationRun, queries: np.ndarray) -> list[
     ]
 
     def versus_live(live: str) -> list[Check]:
-        samples["live"] = _timed_searches(ctx, live, q)
+        asked = "the same queries"
+        theirs_q = q
+        if not boundary.same_space:
+            theirs_q = _own_queries(ctx, live, sample_ids, len(q))
+            asked = f"{len(theirs_q)} of live's own vectors (model changed)"
+        samples["live"] = _timed_searches(ctx, live, theirs_q)
         theirs = m.latency_percentiles(samples["live"])
         ratio = cand["p99"] / theirs["p99"] if theirs["p99"] > 0 else float("nan")
-        why = f"candidate p99 {cand['p99']:.2f} ms vs live {theirs['p99']:.2f} ms"
+        why = f"candidate p99 {cand['p99']:.2f} ms vs live {theirs['p99']:.2f} ms on {asked}"
         extra = {"liveP50": theirs["p50"], "liveP99": theirs["p99"]}
         return [
             judge(
@@ -438,6 +673,25 @@ def _latency(ctx: GateContext, run: ValidationRun, queries: np.ndarray) -> list[
         checks += ratio  # without a gate, live being unmeasurable is not worth a pause
     run.latencies_ms = samples
     return checks
+
+
+def _own_queries(ctx: GateContext, live: str, sample_ids: np.ndarray, n: int) -> np.ndarray:
+    """``n`` query vectors of live's own space: the sampled items' vectors in live,
+    topped up from a seeded sample of live's ids when few of them are there."""
+    found = _vectors_of(ctx, live, [int(i) for i in sample_ids[:n]])
+    if len(found) < n:
+        more = ctx.milvus.sample_ids(live, n, ctx.release.spec.validation.seed)
+        found |= _vectors_of(ctx, live, [int(i) for i in more if int(i) not in found])
+    if not found:
+        raise MilvusRejected(f"{live} returned no vectors to query it with")
+    return np.stack([found[i] for i in sorted(found)][:n])
+
+
+def _vectors_of(ctx: GateContext, name: str, ids: list[int]) -> dict[int, np.ndarray]:
+    out: dict[int, np.ndarray] = {}
+    for start in range(0, len(ids), FETCH_CHUNK):
+        out.update(ctx.milvus.vectors_by_id(name, ids[start : start + FETCH_CHUNK]))
+    return out
 
 
 def warm_up(milvus: MilvusPort, data: DataPort, release: EmbeddingRelease, target: str) -> int:

@@ -17,12 +17,15 @@ if TYPE_CHECKING:
 
 
 def check_validation_inputs(release: EmbeddingRelease, data: DataPort) -> None:
-    """Read the golden set and the query sets the spec names; SourceError for the first
-    one that is unreadable, empty, or not of ``spec.collection.dimension``."""
+    """Read the golden set (vectors or labelled texts) and the query sets the spec names,
+    before anything is built; SourceError for the first one that is unreadable, empty, or
+    not of ``spec.collection.dimension``."""
     spec = release.spec
     dimension = spec.collection.dimension
     golden = spec.validation.golden_set
-    if golden is not None:
+    if golden is not None and golden.texts is not None:
+        data.read_labelled_queries(golden.texts)  # each side embeds them at validation
+    if golden is not None and golden.uri is not None:
         golden_set = data.read_golden_set(golden.uri)
         _check_dimension(
             int(golden_set.queries.shape[1]),

@@ -4,7 +4,8 @@
 documents), lets it check every input before Milvus is touched, creates the
 collection, loads it, and ends the same way for all three (``_finish``): the row
 count after flush must equal the rows written, and only then is ``sourceRows`` set,
-which is what marks a candidate complete.
+which is what marks a candidate complete. A release with ``spec.embedder`` records
+its encoder's descriptor (``embrel.encoder``): how queries are embedded for it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from controller.embedding.descriptor import descriptor_json, encoder_descriptor
 from controller.engine.decide import base_identity, delta_base
 from controller.engine.state import (
     OWNER_VALUE,
@@ -22,6 +24,7 @@ from controller.engine.state import (
     P_BUILD,
     P_BUILD_HASH,
     P_CREATED_AT,
+    P_ENCODER,
     P_MODEL,
     P_OWNER,
     P_SOURCE_ROWS,
@@ -132,6 +135,9 @@ def create_collection(
         P_MODEL: spec.model.label(),
         P_CREATED_AT: ctx.clock(),
     }
+    if spec.embedder is not None:  # the encoder this collection's queries need
+        descriptor = encoder_descriptor(spec.embedder, spec.collection.dimension)
+        identity[P_ENCODER] = descriptor_json(descriptor)
     dims, fields = spec.collection.dimension, [*spec.collection.fields, *extra_fields]
     ctx.milvus.create_collection(name, dims, fields, identity | dict(extra or {}))
 

@@ -31,6 +31,7 @@ from controller.engine.state import (
     P_DRIFT_AT,
     P_FINGERPRINT,
     P_FLIP_UNVERIFIED,
+    P_NEXT,
     P_OWNER,
     P_PROMOTED_AT,
     P_REFERENCE_AT,
@@ -170,6 +171,7 @@ def _start_live_period(
             P_ROLLBACK_REASON: UNSET,
             P_CUTOVER: cutover.to_json(),
             P_FLIP_UNVERIFIED: UNSET,
+            P_NEXT: UNSET,  # announced nothing yet in its new live period
             # A new live period measures drift against a new reference.
             P_REFERENCE_AT: UNSET,
             P_DRIFT: UNSET,
@@ -186,7 +188,7 @@ def _retire_previous(ctx: StepContext, obs: Observation, cutover: Cutover) -> No
     prev = obs.collections.get(cutover.previous or "")
     if prev is None or prev.get(P_OWNER) != OWNER_VALUE:
         return
-    marks = {P_RETIRED_AT: cutover.at}
+    marks = {P_RETIRED_AT: cutover.at, P_NEXT: UNSET}  # what it announced is live now
     if cutover.rollback:
         marks |= {P_ROLLED_BACK_AT: cutover.at, P_ROLLBACK_REASON: cutover.auto}
     ctx.milvus.set_properties(prev.name, marks)

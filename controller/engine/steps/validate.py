@@ -4,13 +4,20 @@
 on the candidate, with the fingerprint that will prove its flip. ``accept``
 records that a person promoted an Inconclusive validation; ``abort`` marks the
 release so it never changes the alias (invariant 2).
+
+From the start of ``validate`` until the flip, the live collection announces the
+candidate (``embrel.next``: its version, collection and encoder descriptor), so
+applications can load the next encoder before the alias moves. A failed validation
+and ``abort`` withdraw the announcement; the flip clears it.
 """
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from controller.cutover import Fingerprint
+from controller.embedding.descriptor import parse_descriptor
 from controller.engine.state import (
     ACCEPTED,
     FAILED,
@@ -18,8 +25,10 @@ from controller.engine.state import (
     P_ABORTED_AT,
     P_ACCEPTED_AT,
     P_CHECKS,
+    P_ENCODER,
     P_FINGERPRINT,
     P_MODEL,
+    P_NEXT,
     P_REPORT,
     P_SOURCE_ROWS,
     P_VALIDATED_HASH,
@@ -34,6 +43,7 @@ from controller.engine.step import Step
 from controller.engine.steps.build import create_collection
 from controller.engine.steps.context import StepContext
 from controller.engine.steps.flip import read_fingerprint
+from controller.errors import PermanentError
 from controller.spec import EmbeddingRelease
 from controller.status import Reason
 from controller.validation.gates import GateContext, run_validation
@@ -51,7 +61,12 @@ GATED = (Outcome.PASSED, Outcome.FAILED, Outcome.INCONCLUSIVE)
 def validate(ctx: StepContext, release: EmbeddingRelease, step: Step, obs: Observation) -> None:
     """Run the gates and record their checks (and the flip's fingerprint) on the candidate."""
     cand = obs.collections[step.target]
-    run = run_validation(_gate_context(ctx, release, cand, obs))
+    _announce(ctx, release, cand, obs)
+    try:
+        run = run_validation(_gate_context(ctx, release, cand, obs))
+    except PermanentError:  # this candidate will not be promoted as it is
+        _withdraw(ctx, cand.name, obs)
+        raise
     props = {
         P_CHECKS: json.dumps([c.to_dict() for c in run.checks]),
         P_VALIDATION: VALIDATION_MARK[run.outcome],
@@ -64,6 +79,8 @@ def validate(ctx: StepContext, release: EmbeddingRelease, step: Step, obs: Obser
         files = render_report(run)
         props[P_REPORT] = ctx.reports.write_report(release.track, release.spec.version, files)
     ctx.milvus.set_properties(step.target, props)
+    if run.outcome == Outcome.FAILED:
+        _withdraw(ctx, cand.name, obs)
     _report_outcome(ctx, run)
     if P_REPORT in props:
         ctx.reporter.event(Reason.VALIDATING, f"report: {props[P_REPORT]}")
@@ -82,7 +99,44 @@ def _gate_context(
         live_model=live.get(P_MODEL) or None if live else None,
         milvus=ctx.milvus,
         data=ctx.data,
+        live_encoder=parse_descriptor(live.get(P_ENCODER)) if live else None,
+        embedders=ctx.embedders,
     )
+
+
+def next_announcement(release: EmbeddingRelease, cand: CollectionState) -> dict[str, Any]:
+    """What ``embrel.next`` on the live collection says about the candidate."""
+    return {
+        "version": release.spec.version,
+        "collection": cand.name,
+        "encoder": parse_descriptor(cand.get(P_ENCODER)),
+    }
+
+
+def _announce(
+    ctx: StepContext, release: EmbeddingRelease, cand: CollectionState, obs: Observation
+) -> None:
+    """Tell readers of the live collection which candidate (and encoder) comes next.
+    Only on a live collection embrel owns: another's collection is never written."""
+    live = obs.live
+    if live is None or not live.owned_by_embrel or live.name == cand.name:
+        return
+    text = json.dumps(next_announcement(release, cand), sort_keys=True, separators=(",", ":"))
+    if live.get(P_NEXT) != text:
+        ctx.milvus.set_properties(live.name, {P_NEXT: text})
+
+
+def _withdraw(ctx: StepContext, candidate: str, obs: Observation) -> None:
+    """Clear live's ``embrel.next`` if it announces ``candidate`` (and nothing newer)."""
+    live = obs.live
+    if live is None or not live.owned_by_embrel or live.name == candidate:
+        return
+    try:
+        announced = json.loads(ctx.milvus.properties(live.name).get(P_NEXT) or "{}")
+    except ValueError:
+        announced = {}
+    if isinstance(announced, dict) and announced.get("collection") == candidate:
+        ctx.milvus.set_properties(live.name, {P_NEXT: UNSET})
 
 
 def _flip_fingerprint(
@@ -120,6 +174,7 @@ def accept(ctx: StepContext, release: EmbeddingRelease, step: Step, obs: Observa
 def abort(ctx: StepContext, release: EmbeddingRelease, step: Step, obs: Observation) -> None:
     """Mark the release aborted: it never changes the alias (invariant 2)."""
     mark = {P_ABORTED_AT: ctx.clock()}
+    _withdraw(ctx, step.target, obs)
     if step.target in obs.collections:
         ctx.milvus.set_properties(step.target, mark)
     else:  # aborted before the build began: an empty collection records the decision
