@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from tests.conftest import (
+    REAL_ONLY,
     REPO,
     Backend,
     Corpus,
@@ -152,6 +153,8 @@ def test_degenerate_vectors_leave_a_live_release_live(tmp_path: Path, backend: B
 # -- 2. an alias named like a collection is refused before building ------------------
 
 
+# Real only: the foreign collection is made with pymilvus in another process.
+@REAL_ONLY
 def test_alias_named_like_a_collection_is_refused_before_anything_is_built(
     tmp_path: Path, backend: Backend, corpus: Corpus
 ) -> None:
@@ -168,6 +171,8 @@ def test_alias_named_like_a_collection_is_refused_before_anything_is_built(
 # -- 3. a foreign alias is taken over only when adopted ------------------------------
 
 
+# Real only: the foreign collection is made with pymilvus in another process.
+@REAL_ONLY
 def test_foreign_alias_is_refused_unless_adopted_and_adopted_is_a_rollback_target(
     tmp_path: Path, backend: Backend, corpus: Corpus
 ) -> None:

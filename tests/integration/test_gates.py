@@ -163,7 +163,11 @@ def test_unmeasurable_live_pauses_for_a_person(tmp_path: Path, backend: Backend)
     rng = np.random.default_rng(1)
     source = write_vectors(tmp_path / "v1.parquet", np.arange(500), unit_vectors(rng, 500, DIM))
     gates = {"validation": {"gates": {"minOverlapWithLive": {"k": 10, "min": 0.5}}}}
-    spec = write_release(tmp_path / "v1.yaml", release_yaml(backend, "v1", source, **gates))
+    # Taking over an alias embrel did not make needs the spec to say so (spec.adopt).
+    adopt = {"adopt": f"{backend.alias}__legacy"}
+    spec = write_release(
+        tmp_path / "v1.yaml", release_yaml(backend, "v1", source, **gates, **adopt)
+    )
     state = ("--state-dir", str(tmp_path / "state"))
     r = embrel(*state, "apply", "-f", str(spec), cwd=tmp_path)
     assert r.returncode == 3, r.stdout + r.stderr

@@ -31,6 +31,7 @@ from controller.ports import EmbedderPort
 from controller.spec import EmbedderSpec, parse_release
 from controller.status import Phase, ReleaseStatus
 from tests.conftest import (
+    REAL_ONLY,
     Backend,
     embrel,
     release_yaml,
@@ -297,6 +298,8 @@ def _checks(status: ReleaseStatus) -> dict[str, dict[str, Any]]:
     return {ch["name"]: ch for ch in status.validation["checks"]}
 
 
+# Real only: Milvus is read back with pymilvus in process (in_process).
+@REAL_ONLY
 def test_text_golden_set_judges_each_side_with_its_own_encoder(
     tmp_path: Path, backend: Backend
 ) -> None:
@@ -348,6 +351,8 @@ def test_text_golden_set_judges_each_side_with_its_own_encoder(
     assert props[target]["embrel.next"] == "", "a failed validation withdraws the announcement"
 
 
+# Real only: Milvus is read back with pymilvus in process (in_process).
+@REAL_ONLY
 def test_unreadable_query_texts_fail_before_anything_is_built(
     tmp_path: Path, backend: Backend
 ) -> None:
