@@ -18,7 +18,7 @@ from tests.support.promql import exported, problems, refs
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "manifests" / "grafana" / "embrel-dashboard.json"
-# What the dashboard must show (issue 5): phases, build progress, validation against
+# What the dashboard must show: phases, build progress, validation against
 # thresholds, drift over time with thresholds, cutovers and rollbacks, Milvus, errors, leader.
 REQUIRED = {
     "embrel_release_phase",
