@@ -71,6 +71,8 @@ def _visit(
             controller.record_spec(path, text, release)
             entry.track = release.track
             print(f"{path.name}: {release.track} wants version {release.spec.version}", flush=True)
+        if not entry.track:
+            return  # the file never parsed: nothing to reconcile until it changes
         record = controller.store.load(entry.track)
         now = time.monotonic()
         due = now - entry.last_pass > options.resync_seconds or now >= entry.next_due

@@ -59,6 +59,7 @@ ACROSS_THE_BOUNDARY = ("minMeanCosineToLive", "mmdToLive", "centroidDistanceToLi
 def _apply_cli(tmp_path: Path, doc: dict[str, object], version: str) -> int:
     path = write_release(tmp_path / f"{version}.yaml", doc)
     r = embrel("--state-dir", str(tmp_path / "state"), "apply", "-f", str(path), cwd=tmp_path)
+    print(r.stdout, r.stderr)  # shown when a test fails
     return r.returncode
 
 
