@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import re
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
@@ -46,6 +47,9 @@ logging.getLogger("milvus_lite").setLevel(logging.CRITICAL)
 _NOT_FOUND_CODES = {100, 4}
 # Codes that mean the server could not be reached or is not ready yet.
 _UNAVAILABLE_CODES = {2, 1, 65535, 503}
+# Milvus 2.3 answers a bad argument with the generic code 65535 too ("efConstruction out
+# of range: [1, 2147483647]", "parameter `m` not found"): a retry cannot change these.
+_BAD_ARGUMENT = re.compile(r"out of range|parameter|invalid|illegal|not supported", re.I)
 
 _SCALAR_TYPES: dict[str, DataType] = {
     "VARCHAR": DataType.VARCHAR,
@@ -75,6 +79,8 @@ def _translated(action: str) -> Iterator[None]:
     except MilvusException as exc:
         code = getattr(exc, "code", None)
         message = getattr(exc, "message", str(exc))
+        if _BAD_ARGUMENT.search(message):
+            raise MilvusRejected(f"{action}: Milvus refused ({message}, code {code})") from exc
         if code in _NOT_FOUND_CODES or "not exist" in message or "not found" in message:
             raise NotFound(f"{action}: {message}") from exc
         if (

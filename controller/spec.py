@@ -159,6 +159,15 @@ INDEX_PARAMS: dict[str, dict[str, tuple[int, int]]] = {
     "AUTOINDEX": {},
     "DISKANN": {},
 }
+# Build parameters used where the spec gives none: Milvus 2.3 refuses an HNSW or IVF
+# index without them ("efConstruction out of range"), newer servers pick their own.
+# Stating them makes the same spec build the same index on every server.
+DEFAULT_INDEX_PARAMS: dict[str, dict[str, int]] = {
+    "HNSW": {"M": 16, "efConstruction": 200},
+    "IVF_FLAT": {"nlist": 128},
+    "IVF_SQ8": {"nlist": 128},
+    "IVF_PQ": {"nlist": 128},
+}
 
 
 class IndexSpec(_Model):
@@ -178,7 +187,16 @@ class IndexSpec(_Model):
                 raise ValueError(f"{key} must be a whole number, got {excerpt(value)}")
             if not low <= value <= high:
                 raise ValueError(f"{key} must be within {low}..{high}, got {value}")
+        if self.type == "IVF_PQ" and "m" not in self.params:
+            raise ValueError(
+                "IVF_PQ needs params.m, the number of sub-vectors (a divisor of the dimension)"
+            )
         return self
+
+    @property
+    def build_params(self) -> dict[str, Any]:
+        """The parameters the index is built with: the spec's over the defaults."""
+        return {**DEFAULT_INDEX_PARAMS.get(self.type, {}), **self.params}
 
 
 class FieldSpec(_Model):

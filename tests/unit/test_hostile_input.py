@@ -13,8 +13,10 @@ from typing import Any
 
 import pytest
 import yaml
+from pymilvus import MilvusException
 
-from controller.errors import SpecError
+from controller.errors import MilvusRejected, MilvusUnavailable, SpecError
+from controller.milvus import _translated
 from controller.spec import collection_name, parse_release, redact_uri, release_from_dict
 
 VALID: dict[str, Any] = {
@@ -142,6 +144,7 @@ def test_redact_uri_masks_every_credential() -> None:
         ({"type": "IVF_FLAT", "params": {"nlist": -5}}, "nlist must be within 1..65536"),
         ({"type": "IVF_PQ", "params": {"nlist": 16, "m": 3}}, "must divide the dimension (8)"),
         ({"type": "FLAT", "params": {"M": 16}}, "FLAT takes no parameter 'M' (known: none)"),
+        ({"type": "IVF_PQ", "params": {"nlist": 16}}, "IVF_PQ needs params.m"),
     ],
 )
 def test_index_parameters_are_checked_before_anything_is_built(
@@ -159,6 +162,32 @@ def test_good_index_parameters_pass() -> None:
         {"type": "IVF_FLAT", "params": {"nlist": 1024}},
     ):
         release_from_dict(with_spec(spec__collection={"dimension": 8, "index": index}))
+
+
+def test_an_index_without_params_is_built_with_stated_defaults() -> None:
+    """Milvus 2.3 refuses HNSW or IVF without build parameters; newer servers choose
+    their own. The defaults fill what the spec leaves out, the spec's values win."""
+
+    def params(index: dict[str, Any]) -> dict[str, Any]:
+        spec = with_spec(spec__collection={"dimension": 8, "index": index})
+        return release_from_dict(spec).spec.collection.index.build_params
+
+    assert params({"type": "HNSW"}) == {"M": 16, "efConstruction": 200}
+    assert params({"type": "HNSW", "params": {"M": 32}}) == {"M": 32, "efConstruction": 200}
+    assert params({"type": "IVF_FLAT"}) == {"nlist": 128}
+    assert params({"type": "FLAT"}) == {}
+
+
+@pytest.mark.parametrize(
+    "message", ["efConstruction out of range: [1, 2147483647]", "parameter `m` not found"]
+)
+def test_a_bad_argument_is_refused_not_retried(message: str) -> None:
+    """Milvus 2.3.5 answers a bad index argument with the generic code 65535, which
+    also means "not ready"; the message tells them apart, so it fails at once."""
+    with pytest.raises(MilvusRejected, match="Milvus refused"), _translated("creating index"):
+        raise MilvusException(code=65535, message=message)
+    with pytest.raises(MilvusUnavailable), _translated("searching c"):
+        raise MilvusException(code=65535, message="service not ready")
 
 
 def test_a_long_alias_keeps_its_prefix_in_the_collection_name() -> None:

@@ -161,7 +161,7 @@ def discard_incomplete(
 def index(ctx: StepContext, release: EmbeddingRelease, step: Step, obs: Observation) -> None:
     """Build the spec's index and wait until every row is indexed."""
     idx = release.spec.collection.index
-    ctx.milvus.ensure_index(step.target, idx.type, release.spec.collection.metric, idx.params)
+    ctx.milvus.ensure_index(step.target, idx.type, release.spec.collection.metric, idx.build_params)
     timeout = ctx.settings.index_timeout
     deadline = time.monotonic() + timeout
     with ctx.reporter.progress(f"indexing {step.target}", None) as advance:
