@@ -129,7 +129,9 @@ class Track:
     uri: str
 
 
-def two_versions(backend: Backend, workdir: Path) -> Track:
+def two_versions(backend: Backend, workdir: Path, tree: Path = REPO) -> Track:
+    """Built by the CLI in ``tree``: each revision measures on a track it built itself
+    (how a build is identified changed between them)."""
     alias = fresh_alias("cli")
     uri = backend.uri(alias)
     folder = workdir / alias
@@ -140,7 +142,7 @@ def two_versions(backend: Backend, workdir: Path) -> Track:
             name="cli", alias=alias, version=version, uri=uri, source=source, dim=DIM, index=INDEX
         )
         spec = write_yaml(folder / f"{version}.yaml", doc)
-        timed([*embrel_command(), "--config", str(config), "apply", "-f", str(spec)])
+        timed([*embrel_command(), "--config", str(config), "apply", "-f", str(spec)], tree=tree)
     return Track("cli", config, alias, uri)
 
 
@@ -176,16 +178,18 @@ def measure(backend: Backend, runs: int) -> list[Timing]:
             "import controller.drivers.local", [*python, "import controller.drivers.local"], runs
         ),
     ]
-    track = two_versions(backend, backend.root)
+    tracks = [two_versions(backend, backend.root)]
     try:
-        results += commands(track, runs)
+        results += commands(tracks[0], runs)
         with cli_before() as before:
             if before is not None:
                 rev, tree = before
-                results += commands(track, runs, tree, f" (before, {rev})")
+                tracks.append(two_versions(backend, backend.root, tree))
+                results += commands(tracks[1], runs, tree, f" (before, {rev})")
     finally:
         if backend.server_uri is not None:
-            backend.discard(track.uri, track.alias)
+            for track in tracks:
+                backend.discard(track.uri, track.alias)
     return results
 
 

@@ -236,7 +236,7 @@ def cmd_run(args: argparse.Namespace, config: ControllerConfig) -> int:
 
 def cmd_status(args: argparse.Namespace, config: ControllerConfig) -> int:
     """`embrel status|history TRACK`: what the state folder recorded."""
-    from controller.drivers.local import StateStore
+    from controller.drivers.store import StateStore
 
     store = StateStore(config.state_dir)
     record = store.load(find_track(store, args.track))

@@ -1,9 +1,8 @@
 """The embedded driver: release YAML files, a state folder, no cluster.
 
-Per track, ``<stateDir>/tracks/<namespace>.<name>.json`` keeps what the engine cannot
-read from Milvus: the last applied spec (so `promote`, `abort` and `rollback` can act
-without the file), the last status, and pending requests (intents). Milvus itself
-holds everything needed to resume a release (see controller.engine).
+The state folder keeps, per track, what the engine cannot read from Milvus
+(controller.drivers.store); Milvus itself holds everything needed to resume a release
+(see controller.engine).
 
 One controller acts on a state folder at a time: ``controller.lock`` (an exclusive
 ``flock``) is held by `embrel run --watch` for its lifetime and by the other verbs
@@ -15,24 +14,23 @@ watcher runs.
 
 from __future__ import annotations
 
-import fcntl
-import json
 import logging
-import os
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from controller.config import ControllerConfig, credentials_from_env
 from controller.drivers import wiring
 from controller.drivers.folders import ReferenceFolder as ReferenceFolder  # re-exported
 from controller.drivers.folders import ReportFolder as ReportFolder  # re-exported
+from controller.drivers.store import ControllerBusy as ControllerBusy  # re-exported
+from controller.drivers.store import StateStore as StateStore  # re-exported
+from controller.drivers.store import TrackRecord as TrackRecord  # re-exported
+from controller.drivers.store import controller_lock as controller_lock  # re-exported
 from controller.engine import Engine, Intents, ReconcileResult, utc_now
-from controller.errors import EmbrelError, SpecError, TemporaryError, UsageError
+from controller.errors import SpecError, TemporaryError, UsageError
 from controller.metrics import error_reason
 from controller.ports import EmbedderFactory, MilvusPort, Reporter, Telemetry
 from controller.spec import EmbeddingRelease, parse_release
@@ -40,162 +38,6 @@ from controller.status import ReleaseStatus
 from controller.yaml_input import decode
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrackRecord:
-    """What the state folder remembers of one release track."""
-
-    spec_path: str
-    spec_text: str
-    status: ReleaseStatus
-    intents: dict[str, Any]
-    generation: int = 0
-    applied: list[str] = field(default_factory=list)  # requests the last pass carried out
-
-    def release(self) -> EmbeddingRelease:
-        return parse_release(self.spec_text, self.spec_path)
-
-
-class StateStore:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.tracks = root / "tracks"
-
-    def path(self, track: str) -> Path:
-        return self.tracks / f"{track.replace('/', '.')}.json"
-
-    def load(self, track: str) -> TrackRecord | None:
-        """The track's record; None when there is none, or when the file is damaged
-        (it is moved aside as ``*.corrupt`` and the next apply rebuilds it from Milvus,
-        which holds everything a release needs)."""
-        path = self.path(track)
-        if not path.exists():
-            return None
-        try:
-            data = json.loads(path.read_bytes())
-            return TrackRecord(
-                spec_path=str(data["specPath"]),
-                spec_text=str(data["specText"]),
-                status=ReleaseStatus.from_dict(data.get("status", {})),
-                intents=dict(data.get("intents", {})),
-                generation=int(data.get("generation", 0)),
-                applied=list(data.get("applied", [])),
-            )
-        except (ValueError, KeyError, TypeError, AttributeError):
-            aside = path.with_name(f"{path.name}.corrupt")
-            os.replace(path, aside)
-            log.warning(
-                "state file %s was damaged and is moved aside to %s; apply the release "
-                "again to rebuild it from Milvus",
-                path,
-                aside.name,
-            )
-            return None
-
-    def save(self, track: str, record: TrackRecord) -> None:
-        """Write atomically (temp file + rename) so a crash never leaves half a file."""
-        self.tracks.mkdir(parents=True, exist_ok=True)
-        path = self.path(track)
-        # A temporary file of its own per writer: two writers sharing one name could
-        # rename a file the other is still writing, and a reader see half of it.
-        fd, name = tempfile.mkstemp(dir=self.tracks, prefix=f".{path.name}.", suffix=".tmp")
-        tmp = Path(name)
-        os.close(fd)
-        tmp.write_text(
-            json.dumps(
-                {
-                    "specPath": record.spec_path,
-                    "specText": record.spec_text,
-                    "generation": record.generation,
-                    "status": record.status.to_dict(),
-                    "intents": record.intents,
-                    "applied": record.applied,
-                },
-                indent=2,
-            )
-        )
-        os.replace(tmp, path)
-
-    def find(self, name: str) -> str:
-        """The track for ``name`` or ``namespace/name``; UsageError when unknown or ambiguous."""
-        if "/" in name:
-            if self.path(name).exists():
-                return name
-            matches = []
-        else:
-            matches = [
-                p.stem.replace(".", "/", 1)
-                for p in sorted(self.tracks.glob("*.json"))
-                if p.stem.split(".", 1)[1] == name
-            ]
-            if len(matches) == 1:
-                return matches[0]
-        known = [p.stem.replace(".", "/", 1) for p in sorted(self.tracks.glob("*.json"))]
-        why = "is ambiguous" if matches else "is not known"
-        damaged = sorted(p.name for p in self.tracks.glob("*.corrupt"))
-        hint = f"; damaged state files moved aside: {', '.join(damaged)}" if damaged else ""
-        raise UsageError(
-            f"release track {name!r} {why} in {self.root} "
-            f"(known: {', '.join(known) or 'none'}){hint}"
-        )
-
-    def update_intents(self, track: str, change: Callable[[dict[str, Any]], None]) -> None:
-        with self.lock():
-            record = self.load(track)
-            if record is None:
-                raise UsageError(f"no release has been applied for track {track!r}")
-            change(record.intents)
-            self.save(track, record)
-
-    @contextmanager
-    def lock(self) -> Iterator[None]:
-        """A short lock guarding read-modify-write of track files."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        with _open_lock(self.root / "files.lock"):
-            yield
-
-
-@contextmanager
-def _open_lock(path: Path, blocking: bool = True) -> Iterator[IO[str]]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a+") as fh:
-        flags = fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB)
-        fcntl.flock(fh, flags)
-        try:
-            yield fh
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-class ControllerBusy(EmbrelError):
-    """Another controller process holds the state folder."""
-
-    def __init__(self, pid: str) -> None:
-        super().__init__(f"another embrel controller (pid {pid or 'unknown'}) is acting")
-        self.pid = pid
-
-
-@contextmanager
-def controller_lock(root: Path) -> Iterator[None]:
-    """Exclusive right to act on this state folder; ControllerBusy when taken."""
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / "controller.lock"
-    with path.open("a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            raise ControllerBusy(fh.read().strip()) from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(str(os.getpid()))
-        fh.flush()
-        try:
-            yield
-        finally:
-            fh.truncate(0)
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 class LocalController:

@@ -48,6 +48,18 @@ def test_help_imports_no_heavy_library() -> None:
     assert _imported_by("import controller.cli") == []
 
 
+def test_status_imports_neither_milvus_nor_the_engine(tmp_path: Path) -> None:
+    """`embrel status` reads the state folder only: no pymilvus, grpc, pandas or pyarrow."""
+    code = (
+        "from controller.cli import main\n"
+        f"assert main(['--state-dir', {str(tmp_path)!r}, 'status', 'nothing']) == 2"
+    )
+    imported = _imported_by(code)
+    assert not {"pymilvus", "grpc", "pandas", "pyarrow", "kubernetes"} & set(imported), imported
+    probe = f"import sys\n{code}\nassert 'controller.engine' not in sys.modules"
+    subprocess.run([sys.executable, "-c", probe], cwd=REPO, check=True)
+
+
 def test_leaf_modules_import_their_heavy_libraries_on_use() -> None:
     assert "matplotlib" not in _imported_by("import controller.validation.report")
     assert "pyarrow" not in _imported_by("import controller.sources")
