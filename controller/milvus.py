@@ -79,15 +79,12 @@ def _translated(action: str) -> Iterator[None]:
     except MilvusException as exc:
         code = getattr(exc, "code", None)
         message = getattr(exc, "message", str(exc))
-        if _BAD_ARGUMENT.search(message):
+        unreachable = "connect" in message.lower() or "unavailable" in message.lower()
+        if _BAD_ARGUMENT.search(message) and not unreachable:
             raise MilvusRejected(f"{action}: Milvus refused ({message}, code {code})") from exc
         if code in _NOT_FOUND_CODES or "not exist" in message or "not found" in message:
             raise NotFound(f"{action}: {message}") from exc
-        if (
-            code in _UNAVAILABLE_CODES
-            or "connect" in message.lower()
-            or "unavailable" in message.lower()
-        ):
+        if code in _UNAVAILABLE_CODES or unreachable:
             raise MilvusUnavailable(f"{action}: Milvus is unavailable ({message})") from exc
         raise MilvusRejected(f"{action}: Milvus refused ({message}, code {code})") from exc
     except (ConnectionError, TimeoutError, OSError) as exc:

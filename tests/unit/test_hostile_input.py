@@ -186,8 +186,12 @@ def test_a_bad_argument_is_refused_not_retried(message: str) -> None:
     also means "not ready"; the message tells them apart, so it fails at once."""
     with pytest.raises(MilvusRejected, match="Milvus refused"), _translated("creating index"):
         raise MilvusException(code=65535, message=message)
-    with pytest.raises(MilvusUnavailable), _translated("searching c"):
-        raise MilvusException(code=65535, message="service not ready")
+    for unreachable in (
+        (65535, "service not ready"),
+        (2, "Fail connecting to server on h:1, illegal connection params or server unavailable"),
+    ):
+        with pytest.raises(MilvusUnavailable), _translated("searching c"):
+            raise MilvusException(code=unreachable[0], message=unreachable[1])
 
 
 def test_a_long_alias_keeps_its_prefix_in_the_collection_name() -> None:
