@@ -138,6 +138,11 @@ def test_architecture_lists_every_controller_module() -> None:
             if f"{pkg.name}/" not in layers
         ]
         + [
+            f"drivers/{path.name}"
+            for path in sorted((controller / "drivers").glob("*.py"))
+            if not path.name.startswith("__") and path.name not in layers
+        ]
+        + [
             f"cli/{path.name}"
             for path in sorted((controller / "cli").glob("*.py"))
             if not path.name.startswith("__") and f"\n    {path.name}" not in layers
