@@ -812,6 +812,19 @@ def _digest(data: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def names_a_version(namespace: str, name: str, version: str) -> bool:
+    """Whether these are a valid namespace, release name and spec.version, so safe as
+    path segments: none is empty, ``.`` or ``..``, or holds a separator."""
+    return (
+        len(namespace) <= 63
+        and _K8S_NAMESPACE.fullmatch(namespace) is not None
+        and len(name) <= 253
+        and _K8S_NAME.fullmatch(name) is not None
+        and len(version) <= MAX_VERSION
+        and VERSION_PATTERN.fullmatch(version) is not None
+    )
+
+
 def collection_name(alias: str, version: str) -> str:
     """``<alias>__<slug>``; a lossy slug gets a hash suffix so distinct versions never collide."""
     slug = re.sub(r"[^A-Za-z0-9_]", "_", version)

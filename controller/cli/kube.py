@@ -185,7 +185,12 @@ def cmd_controller(args: argparse.Namespace, config: ControllerConfig) -> int:
     server = None
     if args.metrics_port >= 0:
         try:
-            server = serve_http(args.metrics_port, controller.ready, args.metrics_address)
+            server = serve_http(
+                args.metrics_port,
+                controller.ready,
+                args.metrics_address,
+                documents=controller.engines.reports.document,
+            )
         except OSError as exc:
             raise UsageError(
                 f"--metrics-port: cannot listen on {args.metrics_port}: {exc}"

@@ -387,7 +387,8 @@ class KubeController:
         self.kube = kube
         self.config = config
         self.options = options
-        self.engines = wiring.EngineFactory(config, telemetry)
+        # Reports are linked as /reports/... paths, served on the metrics port.
+        self.engines = wiring.EngineFactory(config, telemetry, report_urls=True)
         self.telemetry: Telemetry = self.engines.telemetry
         self.stop = threading.Event()
         self.queue = WorkQueue(options.backoff_base, options.backoff_max)
