@@ -191,9 +191,14 @@ class KubeGateway:
         return list(out.get("items", [])), str(out.get("metadata", {}).get("resourceVersion", ""))
 
     def watch_releases(
-        self, namespace: str | None, resource_version: str, timeout_seconds: int
+        self,
+        namespace: str | None,
+        resource_version: str,
+        timeout_seconds: int,
+        name: str | None = None,
     ) -> Iterator[WatchEvent]:
-        """Changes after ``resource_version`` (with BOOKMARKs) until the server ends the watch.
+        """Changes after ``resource_version`` (with BOOKMARKs) until the server ends the watch;
+        with ``name``, of that release only (a field selector).
 
         Raises KubeGone when ``resource_version`` has expired: list again.
         """
@@ -206,6 +211,8 @@ class KubeGateway:
             "timeout_seconds": timeout_seconds,
             "_request_timeout": (10, timeout_seconds + 30),
         }
+        if name is not None:
+            kwargs["field_selector"] = f"metadata.name={name}"
         with _translated(f"watching EmbeddingReleases in {where}"):
             if namespace:
                 events = stream.stream(

@@ -183,6 +183,8 @@ def values_schema() -> dict[str, Any]:
     free_object: dict[str, Any] = {"type": "object"}
     free_list: dict[str, Any] = {"type": "array", "items": {"type": "object"}}
     string_map: dict[str, Any] = {"type": "object", "additionalProperties": {"type": "string"}}
+    # A resource quantity as a PVC's storage request takes it: 8Gi, 500Mi, 1T.
+    storage = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"
     dns_label = {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63}
     quantity = {"type": ["string", "number"]}
     return {
@@ -228,6 +230,22 @@ def values_schema() -> dict[str, Any]:
                 "securityContext": free_object,
                 "stateSizeLimit": string,
                 "tmpSizeLimit": string,
+                "persistence": obj(
+                    {
+                        "enabled": boolean,
+                        "storageClass": string,
+                        "size": {"type": "string", "pattern": storage},
+                        "accessMode": {
+                            "enum": ["ReadWriteOnce", "ReadWriteOncePod", "ReadWriteMany"]
+                        },
+                        "existingClaim": {
+                            "type": "string",
+                            "pattern": "^([a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$",
+                            "maxLength": 253,
+                        },
+                    },
+                    ["enabled"],
+                ),
                 "extraVolumes": free_list,
                 "extraVolumeMounts": free_list,
                 "extraEnv": free_list,

@@ -64,6 +64,19 @@ def error_reason(exc: BaseException) -> str:
 # -- HTTP ------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Document:
+    """A file served besides the metrics (a validation report): bytes and headers."""
+
+    body: bytes
+    content_type: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+DocumentSource = Callable[[str], Document | None]  # a URL path -> the document, or None
+DOCUMENTS_PREFIX = "/reports/"
+
+
 class MetricsServer:
     """A running ``serve_http``: ``.port`` is the bound port (useful with port 0)."""
 
@@ -81,31 +94,30 @@ class MetricsServer:
         self._thread.join(timeout=5)
 
 
+Response = tuple[int, bytes, str, tuple[tuple[str, str], ...]]  # code, body, type, headers
+TEXT = "text/plain; charset=utf-8"
+
+
 def serve_http(
     port: int,
     ready: Callable[[], bool] = lambda: True,
     host: str = "0.0.0.0",
     registry: CollectorRegistry = REGISTRY,
+    documents: DocumentSource | None = None,
 ) -> MetricsServer:
-    """Serve /metrics, /healthz and /readyz on ``host:port`` from a daemon thread."""
+    """Serve /metrics, /healthz and /readyz on ``host:port`` from a daemon thread; with
+    ``documents``, also what it answers for paths under /reports/ (404 when None)."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            path = self.path.split("?", 1)[0]
-            if path == "/metrics":
-                self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
-            elif path == "/healthz":
-                self._send(200, b"ok\n")
-            elif path == "/readyz":
-                ok = _safe(ready)
-                self._send(200 if ok else 503, b"ready\n" if ok else b"not ready\n")
-            else:
-                self._send(404, b"not found: try /metrics, /healthz or /readyz\n")
-
-        def _send(self, code: int, body: bytes, ctype: str = "text/plain; charset=utf-8") -> None:
+            path = self.path.split("?", 1)[0].split("#", 1)[0]
+            code, body, ctype, headers = _answer(path, ready, registry, documents)
             self.send_response(code)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
+            self.send_header("X-Content-Type-Options", "nosniff")
+            for name, value in headers:
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(body)
 
@@ -117,6 +129,35 @@ def serve_http(
     thread = threading.Thread(target=httpd.serve_forever, name="embrel-metrics", daemon=True)
     thread.start()
     return MetricsServer(httpd, thread)
+
+
+def _answer(
+    path: str,
+    ready: Callable[[], bool],
+    registry: CollectorRegistry,
+    documents: DocumentSource | None,
+) -> Response:
+    """What the server answers for a GET of ``path`` (the query already removed)."""
+    if path.startswith(DOCUMENTS_PREFIX) and documents is not None:
+        doc = _safe_document(documents, path)
+        if doc is None:
+            return 404, b"no such report\n", TEXT, ()
+        return 200, doc.body, doc.content_type, doc.headers
+    if path == "/metrics":
+        return 200, generate_latest(registry), CONTENT_TYPE_LATEST, ()
+    if path == "/healthz":
+        return 200, b"ok\n", TEXT, ()
+    if path == "/readyz":
+        ok = _safe(ready)
+        return (200, b"ready\n", TEXT, ()) if ok else (503, b"not ready\n", TEXT, ())
+    return 404, b"not found: try /metrics, /healthz or /readyz\n", TEXT, ()
+
+
+def _safe_document(documents: DocumentSource, path: str) -> Document | None:
+    try:
+        return documents(path)
+    except Exception:  # whatever went wrong: a 404, never a traceback or a file's path
+        return None
 
 
 def _safe(ready: Callable[[], bool]) -> bool:

@@ -46,6 +46,12 @@ _K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 _K8S_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _CREDENTIAL_KEYS = {"token", "password", "user", "username"}
 _URI_CREDENTIAL_PARAMS = {"token", "password", "passwd", "user", "username", "api_key", "apikey"}
+# spec.version: also a folder name in the state folder and a path segment of report URLs.
+VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+MAX_VERSION = 128
+DEFAULT_HISTORY_LIMIT = 10
+# Fields about operating a track, not about what it builds: left out of spec_hash.
+OPERATING_FIELDS = frozenset({"suspend", "history_limit"})
 # The VARCHAR field in which documents releases store each row's content hash.
 CONTENT_HASH_FIELD = "embrel_content_hash"
 
@@ -645,7 +651,7 @@ class ReleaseSpec(_Model):
         Field(max_length=MAX_ALIAS, json_schema_extra={"pattern": _MILVUS_NAME.pattern}),
     ]
     version: Annotated[
-        str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+        str, Field(min_length=1, max_length=MAX_VERSION, pattern=VERSION_PATTERN.pattern)
     ]
     model: ModelRef
     milvus: MilvusRef
@@ -659,6 +665,11 @@ class ReleaseSpec(_Model):
     # What deleting the release object (Kubernetes) does to Milvus: Retain leaves the
     # alias and collections serving; Delete drops the collections embrel created.
     deletion_policy: Literal["Retain", "Delete"] = "Retain"
+    # Operating the track, not what it builds (left out of spec_hash): a suspended
+    # release is not reconciled (a person's rollback and abort still act); status.history
+    # keeps at most historyLimit entries, the oldest dropped first, never the live one.
+    suspend: bool = False
+    history_limit: Annotated[int, Field(ge=1, le=1000)] = DEFAULT_HISTORY_LIMIT
     # A collection not created by embrel that the alias points to today: embrel takes
     # the alias over from it (refused otherwise), keeps it as a rollback target and
     # never drops or modifies it.
@@ -724,8 +735,11 @@ class EmbeddingRelease(_Model):
         return collection_name(self.spec.alias, self.spec.version)
 
     def spec_hash(self) -> str:
-        """Identity of this revision: any change to the spec makes a new one."""
-        return _digest(self.spec.model_dump(mode="json", by_alias=True))
+        """Identity of this revision: any change to what the spec builds or validates
+        makes a new one; operating fields (``OPERATING_FIELDS``) do not."""
+        return _digest(
+            self.spec.model_dump(mode="json", by_alias=True, exclude=set(OPERATING_FIELDS))
+        )
 
     def validation_hash(self) -> str:
         """Identity of what validation checks: changed thresholds mean validating again."""
@@ -796,6 +810,19 @@ def _without_uris(source: Any) -> Any:
 def _digest(data: Any) -> str:
     text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def names_a_version(namespace: str, name: str, version: str) -> bool:
+    """Whether these are a valid namespace, release name and spec.version, so safe as
+    path segments: none is empty, ``.`` or ``..``, or holds a separator."""
+    return (
+        len(namespace) <= 63
+        and _K8S_NAMESPACE.fullmatch(namespace) is not None
+        and len(name) <= 253
+        and _K8S_NAME.fullmatch(name) is not None
+        and len(version) <= MAX_VERSION
+        and VERSION_PATTERN.fullmatch(version) is not None
+    )
 
 
 def collection_name(alias: str, version: str) -> str:

@@ -25,6 +25,8 @@ class Phase(StrEnum):
     ROLLED_BACK = "RolledBack"
     # The alias was switched but readers could not be shown to see the new target.
     DEGRADED = "Degraded"
+    # spec.suspend: the controller changes nothing on its own until it is resumed.
+    SUSPENDED = "Suspended"
 
 
 class Reason(StrEnum):
@@ -61,6 +63,7 @@ class Reason(StrEnum):
     MONITORING = "Monitoring"
     DRIFT_DETECTED = "DriftDetected"
     AUTO_ROLLED_BACK = "AutoRolledBack"
+    SUSPENDED = "Suspended"
     # The Kubernetes driver.
     INVALID_SPEC = "InvalidSpec"
     SECRET_UNAVAILABLE = "SecretUnavailable"

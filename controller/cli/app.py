@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from controller.cli import demo, local
 from controller.cli import kube as kube_commands
@@ -27,11 +28,27 @@ def build_parser(kube: bool = False) -> argparse.ArgumentParser:
     )
     add_shared_options(p)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    local.register(sub)
-    kube_commands.register(sub, kube)  # `embrel controller`, and --kube on the local verbs
-    demo.register(sub)
+    if kube:  # `kubectl embrel`: only the verbs that act on the cluster
+        local.register_verbs(sub)
+        kube_commands.register(sub, kube=True)
+    else:
+        local.register(sub)
+        kube_commands.register(sub)  # `embrel controller`, list, get, --kube on the verbs
+        demo.register(sub)
+    _register_version(sub)
     add_shared_options_to_verbs({id(verb): verb for verb in sub.choices.values()}.values())
     return p
+
+
+def _register_version(sub: argparse._SubParsersAction[Any]) -> None:
+    sub.add_parser("version", help="print the version of embrel").set_defaults(handler=cmd_version)
+
+
+def cmd_version(args: argparse.Namespace, config: object) -> int:
+    from controller import __version__
+
+    print(f"embrel {__version__}")
+    return ExitCode.OK
 
 
 def main(argv: Sequence[str] | None = None, kube: bool = False) -> int:

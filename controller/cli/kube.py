@@ -9,7 +9,9 @@ read ``.status``. The Kubernetes client is imported only by these commands.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +19,7 @@ from controller.cli.options import port_number
 from controller.cli.output import (
     ExitCode,
     format_history,
+    format_release_table,
     format_status,
     print_json,
     print_outcome,
@@ -33,9 +36,10 @@ READ_VERBS = ("status", "history")
 REQUEST_VERBS = ("promote", "abort", "rollback")
 
 
-def register(sub: argparse._SubParsersAction[Any], kube: bool) -> None:
-    """`embrel controller`, and ``--kube`` (default ``kube``) on the verbs registered
-    before by controller.cli.local: with it, they act on the EmbeddingRelease."""
+def register(sub: argparse._SubParsersAction[Any], kube: bool = False) -> None:
+    """``--kube`` (default ``kube``) on the verbs registered before by
+    controller.cli.local: with it, they act on the EmbeddingRelease; `list` and `get`,
+    which only read the cluster; and `embrel controller` (not in `kubectl embrel`)."""
     for name in READ_VERBS:
         verb = sub.choices[name]
         _add_kube_options(verb, kube)
@@ -45,20 +49,51 @@ def register(sub: argparse._SubParsersAction[Any], kube: bool) -> None:
         _add_kube_options(verb, kube)
         _add_wait_options(verb)
         verb.set_defaults(kube_handler=cmd_request)
-    _register_controller(sub)
+    _register_list(sub)
+    _register_get(sub)
+    if not kube:
+        _register_controller(sub)
+
+
+def _register_list(sub: argparse._SubParsersAction[Any]) -> None:
+    p = sub.add_parser("list", help="the EmbeddingReleases in a namespace (or all) of the cluster")
+    _add_cluster_options(p)
+    p.add_argument(
+        "-A", "--all-namespaces", action="store_true", help="list releases in every namespace"
+    )
+    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p.set_defaults(handler=cmd_list)
+
+
+def _register_get(sub: argparse._SubParsersAction[Any]) -> None:
+    p = sub.add_parser(
+        "get", help="one EmbeddingRelease: phase, gates, cutover (--watch: again on each change)"
+    )
+    p.add_argument("track", metavar="NAME", help="the EmbeddingRelease's metadata.name")
+    _add_cluster_options(p)
+    p.add_argument(
+        "-w", "--watch", action="store_true", help="print again whenever it changes (Ctrl-C stops)"
+    )
+    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p.set_defaults(handler=cmd_get)
 
 
 def _add_kube_options(parser: argparse.ArgumentParser, kube: bool) -> None:
-    group = parser.add_argument_group("Kubernetes (EmbeddingRelease objects)")
+    group = _add_cluster_options(parser)
     group.add_argument(
         "--kube",
         action="store_true",
         default=kube,
         help="act on the EmbeddingRelease in the cluster (implied by `kubectl embrel`)",
     )
+
+
+def _add_cluster_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    group = parser.add_argument_group("Kubernetes (EmbeddingRelease objects)")
     group.add_argument("-n", "--namespace", help="namespace (default: the kubeconfig context's)")
     group.add_argument("--kubeconfig", type=Path, help="kubeconfig file (default: $KUBECONFIG)")
     group.add_argument("--context", help="kubeconfig context")
+    return group
 
 
 def _add_wait_options(parser: argparse.ArgumentParser) -> None:
@@ -150,7 +185,12 @@ def cmd_controller(args: argparse.Namespace, config: ControllerConfig) -> int:
     server = None
     if args.metrics_port >= 0:
         try:
-            server = serve_http(args.metrics_port, controller.ready, args.metrics_address)
+            server = serve_http(
+                args.metrics_port,
+                controller.ready,
+                args.metrics_address,
+                documents=controller.engines.reports.document,
+            )
         except OSError as exc:
             raise UsageError(
                 f"--metrics-port: cannot listen on {args.metrics_port}: {exc}"
@@ -197,13 +237,62 @@ def cmd_status(args: argparse.Namespace, config: ControllerConfig) -> int:
     if history:
         print(format_history(raw.get("history", [])))
         return ExitCode.OK
+    print(describe_release(obj))
+    return ExitCode.OK
+
+
+def describe_release(obj: dict[str, Any]) -> str:
+    """`status --kube` and `get`: phase, live and candidate, gates, cutover, progress."""
+    meta, raw = obj["metadata"], obj.get("status") or {}
     st = _status_of(obj)
-    print(format_status(st, f"EmbeddingRelease {namespace}/{args.track}"))
-    generation = obj["metadata"].get("generation")
-    print(f"Generation: {generation} (observed {st.observed_generation})")
+    lines = [format_status(st, f"EmbeddingRelease {meta.get('namespace')}/{meta['name']}")]
+    if (obj.get("spec") or {}).get("suspend"):
+        lines.append("Suspended:  yes (spec.suspend: true)")
+    lines.append(f"Generation: {meta.get('generation')} (observed {st.observed_generation})")
     if progress := raw.get("progress"):
         total = f"/{progress['total']}" if "total" in progress else ""
-        print(f"Progress:   {progress.get('stage')}: {progress.get('done')}{total}")
+        lines.append(f"Progress:   {progress.get('stage')}: {progress.get('done')}{total}")
+    return "\n".join(lines)
+
+
+def cmd_list(args: argparse.Namespace, config: ControllerConfig) -> int:
+    """`kubectl embrel list [-A]`: NAME ALIAS VERSION PHASE LIVE AGE, as kubectl prints."""
+    kube = _connect(args)
+    namespace = None if args.all_namespaces else (args.namespace or kube.default_namespace)
+    items, _ = kube.list_releases(namespace)
+    items.sort(key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
+    if args.output == "json":
+        print_json(items)
+        return ExitCode.OK
+    if not items:
+        where = f"namespace {namespace}" if namespace else "any namespace"
+        print(f"No EmbeddingReleases found in {where}.", file=sys.stderr)
+        return ExitCode.OK
+    print(format_release_table(items, all_namespaces=namespace is None, now=time.time()))
+    return ExitCode.OK
+
+
+def cmd_get(args: argparse.Namespace, config: ControllerConfig) -> int:
+    """`kubectl embrel get NAME [--watch]`: the release; with --watch again on each change."""
+    from controller.drivers.kube import release_changes
+
+    kube = _connect(args)
+    namespace = args.namespace or kube.default_namespace
+    show = (lambda o: json.dumps(o, indent=2)) if args.output == "json" else describe_release
+    if not args.watch:
+        print(show(kube.get_release(namespace, args.track)))
+        return ExitCode.OK
+    try:
+        last = None
+        for obj in release_changes(kube, namespace, args.track):
+            if obj is None:
+                print(f"EmbeddingRelease {namespace}/{args.track} was deleted", flush=True)
+                return ExitCode.OK
+            if (text := show(obj)) != last:
+                print(text if last is None else f"\n{text}", flush=True)
+                last = text
+    except KeyboardInterrupt:  # Ctrl-C is how a watch ends
+        return ExitCode.OK
     return ExitCode.OK
 
 
@@ -214,7 +303,7 @@ def cmd_request(args: argparse.Namespace, config: ControllerConfig) -> int:
     kube = _connect(args)
     namespace = args.namespace or kube.default_namespace
     value = (getattr(args, "to", None) or "true") if args.intent == "rollback" else "true"
-    request_intent(kube, namespace, args.track, args.intent, value)
+    before = _status_of(request_intent(kube, namespace, args.track, args.intent, value))
     print(
         f"Requested {args.intent} of {namespace}/{args.track} ({ANNOTATIONS[args.intent]}={value})"
     )
@@ -230,17 +319,28 @@ def cmd_request(args: argparse.Namespace, config: ControllerConfig) -> int:
         return ExitCode.UNAVAILABLE
     st = _status_of(obj)
     print_outcome(st)
-    return (
-        ExitCode.OK if carried_out(args.intent, st, getattr(args, "to", None)) else ExitCode.FAILED
-    )
+    done = carried_out(args.intent, st, getattr(args, "to", None), before, obj)
+    return ExitCode.OK if done else ExitCode.FAILED
 
 
-def carried_out(intent: str, st: ReleaseStatus, wanted: str | None = None) -> bool:
-    """Whether the controller's status shows the request done (the annotation is gone)."""
+def carried_out(
+    intent: str,
+    st: ReleaseStatus,
+    wanted: str | None = None,
+    before: ReleaseStatus | None = None,
+    obj: dict[str, Any] | None = None,
+) -> bool:
+    """Whether the controller's status shows the request done (the annotation is gone).
+
+    A suspended release keeps the phase Suspended after a rollback or an abort: the
+    live version moved (rollback), or the history records the version aborted."""
     if intent == "promote":
         return st.phase == Phase.LIVE
     if intent == "abort":
         ready = next((c for c in st.conditions if c.type == "Ready"), None)
-        return ready is not None and ready.reason == "Aborted"
-    live = st.live or {}
-    return st.phase == Phase.ROLLED_BACK or bool(wanted and live.get("version") == wanted)
+        version = ((obj or {}).get("spec") or {}).get("version")
+        aborted = any(h.version == version and h.outcome == "Aborted" for h in st.history)
+        return (ready is not None and ready.reason == "Aborted") or aborted
+    live = (st.live or {}).get("version")
+    moved = before is not None and live != (before.live or {}).get("version")
+    return st.phase == Phase.ROLLED_BACK or (live == wanted if wanted else moved)

@@ -46,6 +46,13 @@ FILENAME_HELP = (
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
+    """Every local command: the release files ones, then the verbs `--kube` also has."""
+    register_file_commands(sub)
+    register_verbs(sub)
+
+
+def register_file_commands(sub: argparse._SubParsersAction[Any]) -> None:
+    """apply, validate, run: release YAML files, no cluster (not in `kubectl embrel`)."""
     apply = sub.add_parser("apply", help="reconcile a release YAML to completion")
     apply.add_argument("-f", "--filename", type=spec_path, required=True, help=FILENAME_HELP)
     _add_metrics_options(apply)
@@ -64,6 +71,10 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     _add_metrics_options(run)
     run.set_defaults(handler=cmd_run)
 
+
+def register_verbs(sub: argparse._SubParsersAction[Any]) -> None:
+    """status, history, promote, abort, rollback: on the state folder, or with `--kube`
+    (controller.cli.kube) on the EmbeddingRelease."""
     for name, text in (
         ("status", "show a release's phase, live and candidate versions, checks"),
         ("history", "every version of a track: collection, when live, when retired"),

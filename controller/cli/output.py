@@ -21,6 +21,7 @@ import signal
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +54,7 @@ PHASE_EXIT = {
     Phase.AWAITING_PROMOTION: ExitCode.WAITING,
     Phase.ROLLED_BACK: ExitCode.WAITING,
     Phase.DEGRADED: ExitCode.FAILED,  # switched but not proven: a person should look
+    Phase.SUSPENDED: ExitCode.WAITING,  # spec.suspend: waits for a person to resume it
 }
 VALIDATION_EXIT = {"passed": ExitCode.OK, "accepted": ExitCode.OK, "inconclusive": ExitCode.WAITING}
 
@@ -152,6 +154,45 @@ def table(rows: Sequence[Sequence[object]]) -> str:
     return "\n".join(
         "  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows
     )
+
+
+NONE = "-"  # an empty cell in a table, as kubectl shows it
+RELEASE_HEADER = ("NAME", "ALIAS", "VERSION", "PHASE", "LIVE", "AGE")
+
+
+def format_release_table(
+    items: Sequence[Mapping[str, Any]], all_namespaces: bool, now: float
+) -> str:
+    """EmbeddingRelease objects as `kubectl embrel list` shows them (NAMESPACE first
+    with ``all_namespaces``, as kubectl does); ``now`` in seconds since the epoch."""
+    rows: list[Sequence[object]] = [(("NAMESPACE",) if all_namespaces else ()) + RELEASE_HEADER]
+    for obj in items:
+        meta, spec, status = obj["metadata"], obj.get("spec") or {}, obj.get("status") or {}
+        row = (
+            meta["name"],
+            spec.get("alias", NONE),
+            spec.get("version", NONE),
+            status.get("phase", NONE),
+            (status.get("live") or {}).get("version") or NONE,
+            age(meta.get("creationTimestamp"), now),
+        )
+        rows.append(((meta.get("namespace", ""),) if all_namespaces else ()) + row)
+    return table(rows)
+
+
+def age(timestamp: str | None, now: float) -> str:
+    """An RFC 3339 time as kubectl's AGE column: 45s, 7m, 5h, 3d (``-`` when unknown)."""
+    if not timestamp:
+        return NONE
+    try:
+        then = datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return NONE
+    seconds = max(0, int(now - then))
+    for unit, size, below in (("s", 1, 120), ("m", 60, 120 * 60), ("h", 3600, 48 * 3600)):
+        if seconds < below:
+            return f"{seconds // size}{unit}"
+    return f"{seconds // 86400}d"
 
 
 HISTORY_HEADER = ("VERSION", "COLLECTION", "LIVE SINCE", "RETIRED", "OUTCOME")

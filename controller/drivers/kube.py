@@ -49,6 +49,7 @@ from controller.engine import Intents, Observation, ReconcileResult, utc_now
 from controller.errors import (
     EmbrelError,
     KubeConflict,
+    KubeGone,
     KubeNotFound,
     PermanentError,
     SpecError,
@@ -386,7 +387,8 @@ class KubeController:
         self.kube = kube
         self.config = config
         self.options = options
-        self.engines = wiring.EngineFactory(config, telemetry)
+        # Reports are linked as /reports/... paths, served on the metrics port.
+        self.engines = wiring.EngineFactory(config, telemetry, report_urls=True)
         self.telemetry: Telemetry = self.engines.telemetry
         self.stop = threading.Event()
         self.queue = WorkQueue(options.backoff_base, options.backoff_max)
@@ -767,3 +769,31 @@ def wait_for_intent(
             return obj
         time.sleep(0.5)
     return None
+
+
+def release_changes(
+    kube: KubeGateway, namespace: str, name: str, watch_timeout: int = 60
+) -> Iterator[dict[str, Any] | None]:
+    """The release now, then again after each change to it (the watch API, resumed from
+    the last resourceVersion seen; relisted when that expired); None once it is deleted."""
+    obj = kube.get_release(namespace, name)
+    yield obj
+    version = str(obj["metadata"].get("resourceVersion", ""))
+    while True:
+        try:
+            for event in kube.watch_releases(namespace, version, watch_timeout, name=name):
+                version = event.resource_version or version
+                if event.type == "BOOKMARK" or event.object["metadata"].get("name") != name:
+                    continue
+                if event.type == "DELETED":
+                    yield None
+                    return
+                yield event.object
+        except KubeGone:  # too old to resume: read it again
+            try:
+                obj = kube.get_release(namespace, name)
+            except KubeNotFound:
+                yield None
+                return
+            version = str(obj["metadata"].get("resourceVersion", ""))
+            yield obj

@@ -99,11 +99,13 @@ class EngineFactory:
         config: ControllerConfig,
         telemetry: Telemetry | None = None,
         embedders: EmbedderFactory | None = None,
+        report_urls: bool = False,
     ) -> None:
         self.config = config
         self.telemetry: Telemetry = telemetry or NullTelemetry()
         self.settings = engine_settings(config)
-        self.reports = ReportFolder(config.state_dir / "reports")
+        # status.validation.report: a file path, or (report_urls) the path served over HTTP
+        self.reports = ReportFolder(config.state_dir / "reports", urls=report_urls)
         self.references = ReferenceFolder(config.state_dir / "references")
         self._embedders = embedders  # tests and benchmarks count what is embedded
         self._lock = threading.Lock()  # guards the dictionaries and the cache below

@@ -139,7 +139,22 @@ def history(
         else:
             latest[c.name] = (_when(entry, c) or when, entry)
     ordered = sorted(latest.values(), key=lambda pair: pair[0])  # stable: ties keep order
-    return [entry for _, entry in ordered]
+    entries = [entry for _, entry in ordered]
+    return bounded_history(entries, release.spec.history_limit, obs.alias_target)
+
+
+def bounded_history(
+    entries: list[HistoryEntry], limit: int, live: str | None
+) -> list[HistoryEntry]:
+    """The newest ``limit`` entries (spec.historyLimit), oldest dropped first; the entry
+    of what is live stays, in its place, even when it is older than the rest."""
+    if len(entries) <= limit:
+        return entries
+    serving = [i for i, h in enumerate(entries) if h.collection == live and h.outcome == "Live"]
+    keep = set(range(len(entries) - limit, len(entries)))
+    if serving and serving[-1] not in keep:
+        keep = {serving[-1], *range(len(entries) - limit + 1, len(entries))}
+    return [h for i, h in enumerate(entries) if i in keep]
 
 
 def _entry(c: CollectionState, obs: Observation) -> HistoryEntry | None:

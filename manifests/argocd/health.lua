@@ -4,6 +4,7 @@
 --   Ready=True (for the current generation)            -> Healthy
 --   phase Failed or Degraded, or Stalled=True          -> Degraded
 --   phase AwaitingPromotion (waits for a person)       -> Suspended
+--   phase Suspended (spec.suspend: true)               -> Suspended
 --   anything else: no status yet, generation not yet
 --   observed, building, indexing, validating, promoting -> Progressing
 local hs = {}
@@ -60,6 +61,12 @@ end
 if phase == "AwaitingPromotion" then
   hs.status = "Suspended"
   hs.message = describe(status, "Waiting for promotion")
+  return hs
+end
+
+if phase == "Suspended" then
+  hs.status = "Suspended"
+  hs.message = describe(status, "Suspended (spec.suspend)")
   return hs
 end
 

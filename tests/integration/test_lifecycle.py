@@ -110,3 +110,26 @@ def test_retention_drops_beyond_keep_previous(
     names = sorted(backend.collections())
     assert names == [f"{backend.alias}__v2", f"{backend.alias}__v3"]
     assert loaded(backend, f"{backend.alias}__v2")
+
+
+def test_a_suspended_release_builds_nothing_until_resumed_and_still_rolls_back(
+    tmp_path: Path, backend: Backend, corpus: Corpus
+) -> None:
+    state = ("--state-dir", str(tmp_path / "state"))
+    c = lambda v: f"{backend.alias}__{v}"  # noqa: E731
+    assert apply(tmp_path, backend, corpus, "v1", "v1").returncode == 0
+    assert apply(tmp_path, backend, corpus, "v2", "v2").returncode == 0
+
+    r = apply(tmp_path, backend, corpus, "v3", "v3", suspend=True)
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "Suspended" in r.stdout and "nothing is built" in r.stdout
+    assert c("v3") not in backend.collections(), "a suspended release builds nothing"
+    r = embrel(*state, "promote", "products", cwd=tmp_path)
+    assert r.returncode != 0 and "spec.suspend" in r.stdout + r.stderr
+    r = embrel(*state, "rollback", "products", cwd=tmp_path)
+    assert r.returncode == 0 and "Rolled back" in r.stdout, r.stdout + r.stderr
+    assert backend.alias_target() == c("v1"), "a person's rollback acts while suspended"
+
+    r = apply(tmp_path, backend, corpus, "v3", "v3")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert backend.alias_target() == c("v3")

@@ -41,6 +41,7 @@ from controller.metrics import PrometheusTelemetry
 from controller.ports import NullTelemetry
 from controller.spec import release_from_dict
 from controller.status import Phase, ReleaseStatus
+from tests.conftest import Corpus, fake_backend, release_yaml
 from tests.support.kube_api import EMBREL, EVENTS, KubeApiServer
 
 G, V, P = "embrel.dev", "v1alpha1", "embeddingreleases"
@@ -462,3 +463,65 @@ def test_retain_deletion_leaves_milvus_and_removes_the_finalizer(
         ctl.shutdown()
     reasons = [e["reason"] for e in kube_api.objects(EVENTS, "test")]
     assert "Deleting" in reasons
+
+
+# -- the state folder across restarts ---------------------------------------------------
+
+
+def _run_until(controller: KubeController, done: Any, timeout: float = 60.0) -> Any:
+    controller.start()
+    try:
+        return wait_for(done, timeout)
+    finally:
+        controller.shutdown()
+
+
+def _warnings(kube: KubeGateway) -> list[str]:
+    return [e["message"] for e in kube.list_events("test") if e["type"] == "Warning"]
+
+
+def test_a_restarted_controller_keeps_its_drift_reference_and_serves_reports(
+    api: client.ApiClient,
+    kube: KubeGateway,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    corpus: Corpus,
+) -> None:
+    """Same state folder (a PersistentVolumeClaim): the reference is there, no Warning.
+    An empty one (an emptyDir after a restart): captured again, with a Warning Event."""
+    backend = fake_backend(monkeypatch, "products")
+    doc = release_yaml(
+        backend, "v1", corpus.path("v1"), monitoring={"enabled": True, "interval": "1s"}
+    )
+    spec_ = doc["spec"]
+    assert isinstance(spec_, dict)
+    body = {**doc, "metadata": {"name": "products", "namespace": "test"}, "spec": spec_}
+    client.CustomObjectsApi(api).create_namespaced_custom_object(G, V, "test", P, body)
+    config = ControllerConfig.model_validate({"stateDir": str(tmp_path / "state")})
+    options = KubeOptions(leader_elect=False, base_dir=tmp_path, workers=1)
+
+    def status() -> dict[str, Any]:
+        return kube.get_release("test", "products").get("status") or {}
+
+    def drift_measured() -> bool:
+        return bool((status().get("drift") or {}).get("values"))
+
+    first = KubeController(kube, config, options, telemetry=NullTelemetry())
+    _run_until(first, lambda: status().get("phase") == "Live" and status().get("drift"))
+    report = status()["validation"]["report"]
+    assert report == "/reports/test/products/v1.html"
+    document = first.engines.reports.document(report)
+    assert document is not None and document.content_type.startswith("text/html")
+    references = list((tmp_path / "state" / "references").rglob("*.npz"))
+    assert len(references) == 1
+    time.sleep(1.1)  # the drift measurement is due
+
+    kept = KubeController(kube, config, options, telemetry=NullTelemetry())
+    _run_until(kept, drift_measured)
+    assert not any("no drift reference" in w for w in _warnings(kube)), _warnings(kube)
+
+    references[0].unlink()  # the state folder is new: an emptyDir after a restart
+    time.sleep(1.1)
+    fresh = KubeController(kube, config, options, telemetry=NullTelemetry())
+    _run_until(fresh, lambda: any("no drift reference" in w for w in _warnings(kube)))
+    assert references[0].exists(), "captured again from what is live"

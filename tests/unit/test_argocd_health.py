@@ -45,6 +45,7 @@ EXPECTED = {
     Phase.ROLLED_BACK: "Degraded",
     Phase.DEGRADED: "Degraded",
     Phase.AWAITING_PROMOTION: "Suspended",
+    Phase.SUSPENDED: "Suspended",
 }
 
 

@@ -50,6 +50,15 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "serviceMonitor": {"enabled": True},
         "prometheusRule": {"enabled": True},
     },
+    # The state folder on a PersistentVolumeClaim: the chart's, or one of your own.
+    "persistence": {"replicaCount": 1, "persistence": {"enabled": True}},
+    "persistence-existing-claim": {
+        "replicaCount": 1,
+        "persistence": {"enabled": True, "existingClaim": "embrel-state-mine"},
+    },
+    "persistence-shared": {
+        "persistence": {"enabled": True, "accessMode": "ReadWriteMany", "storageClass": "nfs"}
+    },
 }
 MONITORING = SCENARIOS["monitoring"]
 
@@ -157,6 +166,56 @@ def test_single_replica_without_leader_election(chart: helm.Chart) -> None:
         render(chart, {"replicaCount": 2, "leaderElection": {"enabled": False}})
 
 
+def _state_volume(objs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    (deployment,) = objs["Deployment"]
+    volumes = deployment["spec"]["template"]["spec"]["volumes"]
+    (state,) = [v for v in volumes if v["name"] == "state"]
+    return dict(state)
+
+
+def test_without_persistence_the_state_is_an_emptydir(chart: helm.Chart) -> None:
+    objs = by_kind(render(chart, {}))
+    assert _state_volume(objs) == {"name": "state", "emptyDir": {"sizeLimit": "4Gi"}}
+    assert "PersistentVolumeClaim" not in objs
+    assert "strategy" not in objs["Deployment"][0]["spec"], "a rolling update, as before"
+
+
+def test_persistence_puts_the_state_on_a_claim_mounted_by_one_pod(chart: helm.Chart) -> None:
+    values = {"replicaCount": 1, "persistence": {"enabled": True, "storageClass": "fast"}}
+    objs = by_kind(render(chart, values))
+    (claim,) = objs["PersistentVolumeClaim"]
+    assert claim["metadata"]["name"] == "embrel-state"
+    assert claim["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    assert claim["spec"] == {
+        "accessModes": ["ReadWriteOnce"],
+        "storageClassName": "fast",
+        "resources": {"requests": {"storage": "8Gi"}},
+    }
+    assert _state_volume(objs) == {
+        "name": "state",
+        "persistentVolumeClaim": {"claimName": "embrel-state"},
+    }
+    assert objs["Deployment"][0]["spec"]["strategy"] == {"type": "Recreate"}
+    mounts = objs["Deployment"][0]["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+    assert {"name": "state", "mountPath": "/var/lib/embrel"} in mounts
+
+
+def test_persistence_with_an_existing_or_a_shared_claim(chart: helm.Chart) -> None:
+    objs = by_kind(render(chart, SCENARIOS["persistence-existing-claim"]))
+    assert "PersistentVolumeClaim" not in objs
+    assert _state_volume(objs)["persistentVolumeClaim"] == {"claimName": "embrel-state-mine"}
+    assert objs["Deployment"][0]["spec"]["strategy"] == {"type": "Recreate"}
+    objs = by_kind(render(chart, SCENARIOS["persistence-shared"]))
+    assert objs["PersistentVolumeClaim"][0]["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert objs["Deployment"][0]["spec"]["replicas"] == 2
+    assert "strategy" not in objs["Deployment"][0]["spec"]
+
+
+def test_a_single_pod_volume_with_two_replicas_is_refused(chart: helm.Chart) -> None:
+    with pytest.raises(helm.HelmRenderError, match=r"persistence\.accessMode ReadWriteOnce"):
+        render(chart, {"persistence": {"enabled": True}})  # replicaCount 2 by default
+
+
 @pytest.mark.parametrize(
     ("values", "error"),
     [
@@ -166,6 +225,11 @@ def test_single_replica_without_leader_election(chart: helm.Chart) -> None:
         ({"config": {"build": {"batchSize": 0}}}, "/config/build/batchSize"),
         ({"config": {"log": {"level": "LOUD"}}}, "/config/log/level"),
         ({"metrics": {"enabled": True, "port": 70000}}, "/metrics/port"),
+        ({"persistence": {"enabled": "yes"}}, "/persistence/enabled"),
+        ({"persistence": {"enabled": True, "size": "lots"}}, "/persistence/size"),
+        ({"persistence": {"enabled": True, "accessMode": "RWO"}}, "/persistence/accessMode"),
+        ({"persistence": {"enabled": True, "existingClaim": "My_Claim"}}, "existingClaim"),
+        ({"persistence": {"enabled": True, "sizeLimit": "1Gi"}}, "sizeLimit"),
     ],
 )
 def test_bad_values_are_refused_by_the_schema(
@@ -254,6 +318,7 @@ BUILT_IN = {
     "Secret": ("", "v1", "secrets", True),
     "Service": ("", "v1", "services", True),
     "Deployment": ("apps", "v1", "deployments", True),
+    "PersistentVolumeClaim": ("", "v1", "persistentvolumeclaims", True),
     "ClusterRole": ("rbac.authorization.k8s.io", "v1", "clusterroles", False),
     "ClusterRoleBinding": ("rbac.authorization.k8s.io", "v1", "clusterrolebindings", False),
     "Role": ("rbac.authorization.k8s.io", "v1", "roles", True),
@@ -390,7 +455,7 @@ def test_kustomize_install_is_accepted_then_a_first_release(
     assert identities(objs) | identities(first_release()) <= target.stored()
 
 
-@pytest.mark.parametrize("scenario", ["defaults", "monitoring"])
+@pytest.mark.parametrize("scenario", ["defaults", "monitoring", "persistence"])
 def test_helm_install_is_accepted_then_a_first_release(
     cluster: KubeApiServer, chart: helm.Chart, scenario: str
 ) -> None:

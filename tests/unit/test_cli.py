@@ -81,6 +81,7 @@ def test_python_dash_m_runs_the_cli() -> None:
         (Phase.DEGRADED, ExitCode.FAILED),
         (Phase.AWAITING_PROMOTION, ExitCode.WAITING),
         (Phase.ROLLED_BACK, ExitCode.WAITING),
+        (Phase.SUSPENDED, ExitCode.WAITING),
         (Phase.BUILDING, ExitCode.UNAVAILABLE),  # stopped mid-way: Milvus stayed unavailable
     ],
 )

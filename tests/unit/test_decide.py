@@ -307,3 +307,37 @@ def test_validate_only_holds_before_the_flip() -> None:
     obs = snapshot("products__v1", coll("v1", promoted="t1"), coll("v2"))
     step = decide(release("v2"), obs, Intents(hold=True))
     assert step.terminal and step.reason == Reason.VALIDATED
+
+
+def suspended(version: str = "v2", mode: str = "auto") -> EmbeddingRelease:
+    r = release(version, mode)
+    return r.model_copy(update={"spec": r.spec.model_copy(update={"suspend": True})})
+
+
+def test_a_suspended_release_builds_validates_and_flips_nothing() -> None:
+    live = coll("v1", promoted="t1")
+    for obs in (
+        snapshot("products__v1", live),  # would build
+        snapshot("products__v1", live, coll("v2", validation="")),  # would validate
+        snapshot("products__v1", live, coll("v2")),  # would flip
+        snapshot("products__v1", coll("v1", promoted="t1", loaded=False)),  # would re-load
+    ):
+        step = decide(suspended(), obs, Intents())
+        assert (step.name, step.phase, step.reason) == ("done", Phase.SUSPENDED, Reason.SUSPENDED)
+        assert step.terminal and "v1 serves" in step.message
+    assert decide(release("v2"), snapshot("products__v1", live, coll("v2")), Intents()).name == (
+        "flip"
+    ), "the same snapshot without spec.suspend flips"
+
+
+def test_a_suspended_release_still_rolls_back_and_aborts_but_refuses_promote() -> None:
+    obs = snapshot(
+        "products__v2", coll("v1", promoted="t1", retired="t2"), coll("v2", promoted="t2")
+    )
+    step = decide(suspended("v2"), obs, Intents(rollback=True))
+    assert (step.name, step.target, step.rollback) == ("flip", "products__v1", True)
+    building = snapshot("products__v1", coll("v1", promoted="t1"), coll("v2", complete=False))
+    assert decide(suspended("v2"), building, Intents(abort=True)).name == "abort"
+    waiting = snapshot("products__v1", coll("v1", promoted="t1"), coll("v2"))
+    step = decide(suspended("v2", "manual"), waiting, Intents(promote=True))
+    assert step.refused == "promote" and "spec.suspend" in step.message

@@ -173,3 +173,31 @@ def test_history_has_one_entry_per_version_with_its_latest_outcome_in_time_order
         ("v4", "Aborted"),
         ("v1", "Live"),
     ]
+
+
+def test_history_keeps_history_limit_entries_but_never_drops_the_live_one() -> None:
+    entries = [HistoryEntry(f"v{i}", f"products__v{i}", "Retired", f"t{i}") for i in range(5)]
+    newest3 = history_of(entries, 3, live=None)
+    assert [h.version for h in newest3] == ["v2", "v3", "v4"], "the oldest go first"
+    entries[1] = replace(entries[1], outcome="Live")  # rolled back to v1: it serves
+    assert [h.version for h in history_of(entries, 3, "products__v1")] == ["v1", "v3", "v4"]
+    assert [h.version for h in history_of(entries, 1, "products__v1")] == ["v1"]
+    assert history_of(entries, 5, "products__v1") == entries
+
+
+def history_of(entries: list[HistoryEntry], limit: int, live: str | None) -> list[HistoryEntry]:
+    from controller.engine.status_view import bounded_history
+
+    return bounded_history(entries, limit, live)
+
+
+def test_history_limit_bounds_the_status_history() -> None:
+    limited = parse_release(SPEC.format(version="v3", mode="auto") + "  historyLimit: 2\n")
+    obs = snapshot(
+        "products__v3",
+        coll("v1", promoted=T1, retired=T2),
+        coll("v2", promoted=T2, retired=T3),
+        coll("v3", promoted=T3),
+    )
+    assert [h.version for h in history(limited, obs, [])] == ["v2", "v3"]
+    assert [h.version for h in history(release("v3"), obs, [])] == ["v1", "v2", "v3"]

@@ -111,6 +111,14 @@ CASES = [
         ("done", Reason.VERSION_CONFLICT),
     ),
     Case(
+        rules.suspended,
+        snapshot("products__v1", coll("v1", promoted=LONG_AGO)),
+        ("done", Reason.SUSPENDED),
+        spec=release("v2").model_copy(
+            update={"spec": release("v2").spec.model_copy(update={"suspend": True})}
+        ),
+    ),
+    Case(
         rules.reload_live,
         snapshot("products__v1", coll("v1", promoted=LONG_AGO, loaded=False)),
         ("load", Reason.LOADING),

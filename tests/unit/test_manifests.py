@@ -266,7 +266,8 @@ def pod_problems(deployment: dict[str, Any]) -> list[str]:
         "readiness /readyz on metrics": c.get("readinessProbe", {}).get("httpGet")
         == {"path": "/readyz", "port": "metrics"},
         "metrics port": "metrics" in ports,
-        "state on an emptyDir": "emptyDir" in volumes.get(mounts.get("/var/lib/embrel", ""), {}),
+        "state on an emptyDir or a claim": {"emptyDir", "persistentVolumeClaim"}
+        & set(volumes.get(mounts.get("/var/lib/embrel", ""), {})),
         "/tmp on an emptyDir": "emptyDir" in volumes.get(mounts.get("/tmp", ""), {}),
         "POD_NAMESPACE from the downward API": env.get("POD_NAMESPACE", {})
         .get("valueFrom", {})

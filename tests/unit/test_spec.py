@@ -119,3 +119,19 @@ def test_build_hash_ignores_operational_fields() -> None:
     assert base.build_hash() == manual.build_hash()
     assert base.spec_hash() != manual.spec_hash()
     assert base.build_hash() != other_data.build_hash()
+
+
+def test_suspend_and_history_limit_are_not_part_of_the_spec_identity() -> None:
+    base = parse_release(MINIMAL)
+    operated = parse_release(MINIMAL + "  suspend: true\n  historyLimit: 3\n")
+    assert (operated.spec.suspend, operated.spec.history_limit) == (True, 3)
+    assert (base.spec.suspend, base.spec.history_limit) == (False, 10)
+    assert base.spec_hash() == operated.spec_hash()
+    assert base.build_hash() == operated.build_hash()
+
+
+@pytest.mark.parametrize("limit", ["0", "-1", "1001", "ten"])
+def test_a_bad_history_limit_names_the_field(limit: str) -> None:
+    with pytest.raises(SpecError) as exc:
+        parse_release(MINIMAL + f"  historyLimit: {limit}\n")
+    assert "spec.historyLimit" in str(exc.value)

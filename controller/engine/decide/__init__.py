@@ -39,6 +39,7 @@ RULES: tuple[Rule, ...] = (
     rules.alias_held_by_a_foreign_collection,
     rules.version_built_differently,
     rules.collection_not_ours,
+    rules.suspended,
     rules.reload_live,
     rules.rollback_request,
     rules.unproven_flip,

@@ -113,6 +113,33 @@ def collection_not_ours(s: Situation) -> Step | None:
     )
 
 
+# -- a suspended release -------------------------------------------------------------
+
+
+def suspended(s: Situation) -> Step | None:
+    """spec.suspend: nothing is built, validated, flipped, retained or measured. A
+    person's rollback and abort still act (the ways out); promote waits for a resume."""
+    if not s.release.spec.suspend:
+        return None
+    if s.intents.rollback and (step := rollback_request(s)) is not None:
+        return step
+    if s.intents.abort and s.obs.alias_target != s.desired and not already_aborted(s):
+        return abort_request(s)
+    if s.intents.promote:
+        return refuse(
+            "promote",
+            Reason.SUSPENDED,
+            f"{s.name} is suspended (spec.suspend: true); set it to false to promote. "
+            "Nothing was changed",
+        )
+    serving = f"{s.live.version or s.live.name} serves" if s.live else "the alias serves nothing"
+    return done(
+        Phase.SUSPENDED,
+        Reason.SUSPENDED,
+        f"suspended (spec.suspend: true): nothing is built, validated or promoted; {serving}",
+    )
+
+
 # -- what is live comes first ------------------------------------------------------
 
 
