@@ -27,9 +27,11 @@ from typing import Any
 
 import pytest
 import yaml
+from pymilvus import MilvusClient
 
 from controller import manifests
 from tests.support.kube_api import EMBREL, LEASES, KubeApiServer
+from tests.support.milvus_server import MilvusServer, drop_alias_collections
 
 pytestmark = pytest.mark.heavy
 
@@ -199,14 +201,15 @@ def test_embed_image_embeds_offline_on_a_read_only_root(embed_image: Image) -> N
     assert "embedded (2, 384)" in out, out[-3000:]
 
 
-def first_release(data: str) -> dict[str, Any]:
+def first_release(data: str, milvus_uri: str, alias: str) -> dict[str, Any]:
     """The demo's v1 release in namespace test, its files mounted at ``data``."""
     doc: dict[str, Any] = yaml.safe_load(
         (ROOT / "examples/demo/releases/products-v1.yaml").read_text()
     )
     doc["metadata"]["namespace"] = "test"
     spec = doc["spec"]
-    spec["milvus"]["uri"] = "/var/lib/embrel/milvus.db"  # Milvus Lite on the state emptyDir
+    spec["milvus"]["uri"] = milvus_uri
+    spec["alias"] = alias
     spec["source"]["files"]["uri"] = f"{data}/v1.parquet"
     spec["validation"]["goldenSet"]["uri"] = f"{data}/golden.parquet"
     return doc
@@ -221,9 +224,13 @@ def wait_for(check: Any, timeout: float, what: str) -> Any:
     raise AssertionError(f"not within {timeout}s: {what}")
 
 
-def test_controller_in_the_image_releases_through_the_api(image: Image, tmp_path: Path) -> None:
-    """`embrel controller` in the container against the API emulator on the host network:
-    it takes the Lease, reports ready, and brings the demo's v1 release to Live."""
+def test_controller_in_the_image_releases_through_the_api(
+    image: Image, tmp_path: Path, milvus_server: MilvusServer
+) -> None:
+    """`embrel controller` in the container against the API emulator and the real Milvus
+    server, both on the host network: it takes the Lease, reports ready, and brings the
+    demo's v1 release to Live in that server."""
+    alias = f"img{uuid.uuid4().hex[:8]}"
     data = tmp_path / "data"
     subprocess.run([sys.executable, ROOT / "examples/demo/generate.py", data], check=True)
     server = KubeApiServer(bookmark_interval=0.3).start()
@@ -255,7 +262,7 @@ def test_controller_in_the_image_releases_through_the_api(image: Image, tmp_path
         assert server.objects(LEASES, "test"), "no Lease taken"
         request = urllib.request.Request(
             f"{server.url}/apis/embrel.dev/v1alpha1/namespaces/test/embeddingreleases",
-            data=json.dumps(first_release("/data")).encode(),
+            data=json.dumps(first_release("/data", milvus_server.uri, alias)).encode(),
             headers={"Content-Type": "application/json"},
             method="POST",
         )
@@ -270,9 +277,11 @@ def test_controller_in_the_image_releases_through_the_api(image: Image, tmp_path
         obj = wait_for(live, 300, f"a settled phase\n{logs()[-3000:]}")
         assert obj["status"]["phase"] == "Live", json.dumps(obj["status"])[:3000]
         assert obj["status"]["live"]["version"] == "v1"
+        assert alias in MilvusClient(milvus_server.uri).list_aliases(f"{alias}__v1")["aliases"]
     finally:
         image.podman("rm", "--force", "--time", "10", name, check=False, timeout=60)
         server.stop()
+        drop_alias_collections(milvus_server.uri, alias)
 
 
 def readyz(port: int) -> int:
