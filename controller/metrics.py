@@ -242,6 +242,11 @@ class PrometheusTelemetry:
         )
         self.cache_hits = counter("embedding_cache_hits", "Embedding cache hits", r)
         self.cache_misses = counter("embedding_cache_misses", "Embedding cache misses", r)
+        self.notifications_failed = counter(
+            "notifications_failed",
+            "Notifications (spec.notifications) not delivered after their retries",
+            [*r, "notification"],
+        )
         self.reconcile_errors = counter(
             "reconcile_errors", "Reconcile passes that ended in an error", [*r, "reason"]
         )
@@ -332,6 +337,12 @@ class PrometheusTelemetry:
             t = self._track(track)
             self._count(t, self.cache_hits, t.key, hits)
             self._count(t, self.cache_misses, t.key, misses)
+
+    def notification_failed(self, track: str, notification: str) -> None:
+        """One notification given up on; ``notification`` is its spec name (bounded)."""
+        with self._lock:
+            t = self._track(track)
+            self._count(t, self.notifications_failed, (*t.key, bounded(notification)))
 
     # -- what drivers report ------------------------------------------------------
 

@@ -616,12 +616,124 @@ class PostPromotionSpec(_Model):
     rollback_on_failure: bool = False
 
 
+HookPhase = Literal["preBuild", "prePromotion", "postPromotion"]
+HOOK_PHASES: tuple[HookPhase, ...] = ("preBuild", "prePromotion", "postPromotion")
+_HOOK_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+_SECRET_NAME = Annotated[str, Field(min_length=1, max_length=253, pattern=_K8S_NAME.pattern)]
+
+
+def _http_url(url: str, field_name: str) -> str:
+    """An http(s) URL with a host; credentials in it are allowed and always redacted."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(
+            f"{field_name} must be an http:// or https:// URL with a host, "
+            f"got {excerpt(redact_uri(url))}"
+        )
+    return url
+
+
+def _env_name(name: str | None, field_name: str) -> str | None:
+    if name is not None and not _ENV_NAME.match(name):
+        # Not echoed: a secret pasted here by mistake must not reach a log.
+        raise ValueError(
+            f"{field_name} must be the NAME of an environment variable (letters, digits and "
+            "underscores, not starting with a digit), not the secret itself"
+        )
+    return name
+
+
+class _SignedHook(_Model):
+    """Where a webhook posts, and where the HMAC secret that signs its body comes from."""
+
+    name: Annotated[str, Field(min_length=1, max_length=63, pattern=_HOOK_NAME)]
+    url: Annotated[str, Field(min_length=1, max_length=2048)]
+    timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 10.0
+    # Further attempts after a connection error, a timeout, a 5xx or a 429 (never a 4xx).
+    retries: Annotated[int, Field(ge=0, le=10)] = 2
+    secret_env: Annotated[str | None, Field(max_length=256)] = None
+    secret_ref: _SECRET_NAME | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, url: str) -> str:
+        return _http_url(url, "url")
+
+    @field_validator("secret_env")
+    @classmethod
+    def _secret_env(cls, name: str | None) -> str | None:
+        return _env_name(name, "secretEnv")
+
+    @model_validator(mode="after")
+    def _one_secret_source(self) -> _SignedHook:
+        if self.secret_env is not None and self.secret_ref is not None:
+            raise ValueError(
+                "give at most one of secretEnv (an environment variable of the controller) "
+                "or secretRef (a Kubernetes Secret, key secret)"
+            )
+        return self
+
+
+class WebhookSpec(_SignedHook):
+    """An external check: 2xx within ``timeoutSeconds`` passes, anything else fails the
+    release or, with ``onFailure: pause``, waits for `embrel promote` or `embrel abort`."""
+
+    phase: HookPhase = "prePromotion"
+    on_failure: Literal["fail", "pause"] = "fail"
+
+    @model_validator(mode="after")
+    def _pause_needs_a_candidate(self) -> WebhookSpec:
+        if self.on_failure == "pause" and self.phase != "prePromotion":
+            raise ValueError(
+                f"onFailure pause is for phase prePromotion only: at {self.phase} there is "
+                "no validated candidate to hold for a person (use onFailure fail)"
+            )
+        return self
+
+
+NotifyPhase = Literal["Validating", "AwaitingPromotion", "Live", "Failed", "RolledBack", "Degraded"]
+NOTIFY_PHASES: tuple[NotifyPhase, ...] = (
+    "Validating",
+    "AwaitingPromotion",
+    "Live",
+    "Failed",
+    "RolledBack",
+    "Degraded",
+)
+
+
+class NotificationSpec(_SignedHook):
+    """Where phase changes are posted: ``slack`` ({"text", "blocks"}) or plain ``json``."""
+
+    template: Literal["slack", "json"] = "json"
+    phases: list[NotifyPhase] = list(NOTIFY_PHASES)
+
+
+def _unique_names(hooks: list[Any], field_name: str) -> None:
+    names = [h.name for h in hooks]
+    doubled = sorted({n for n in names if names.count(n) > 1})
+    if doubled:
+        raise ValueError(f"{field_name} names must be unique, got {', '.join(doubled)} twice")
+
+
 class PromotionSpec(_Model):
     mode: Literal["auto", "manual"] = "auto"
     # After a verified flip the previous collection stays loaded this long, for
     # clients on proxies that still resolve the alias to it, before retention acts.
     drain_seconds: Annotated[int, Field(ge=0, le=86_400)] = 30
     post_promotion: PostPromotionSpec = PostPromotionSpec()
+    # External checks posted the release: before the build, before the flip, after it.
+    webhooks: list[WebhookSpec] = []
+
+    @field_validator("webhooks")
+    @classmethod
+    def _unique_webhooks(cls, hooks: list[WebhookSpec]) -> list[WebhookSpec]:
+        _unique_names(hooks, "webhooks")
+        return hooks
+
+    def hooks(self, phase: HookPhase) -> list[WebhookSpec]:
+        """The webhooks of one phase, in the order the spec lists them."""
+        return [h for h in self.webhooks if h.phase == phase]
 
 
 class RetentionSpec(_Model):
@@ -656,6 +768,8 @@ class ReleaseSpec(_Model):
     retention: RetentionSpec = RetentionSpec()
     monitoring: MonitoringSpec = MonitoringSpec()
     embedder: EmbedderSpec | None = None
+    # Phase changes posted to chat or any HTTP endpoint; never blocks the release.
+    notifications: list[NotificationSpec] = []
     # What deleting the release object (Kubernetes) does to Milvus: Retain leaves the
     # alias and collections serving; Delete drops the collections embrel created.
     deletion_policy: Literal["Retain", "Delete"] = "Retain"
@@ -685,6 +799,12 @@ class ReleaseSpec(_Model):
                 "the query texts)"
             )
         return self
+
+    @field_validator("notifications")
+    @classmethod
+    def _unique_notifications(cls, hooks: list[NotificationSpec]) -> list[NotificationSpec]:
+        _unique_names(hooks, "notifications")
+        return hooks
 
     @field_validator("alias")
     @classmethod
@@ -728,8 +848,14 @@ class EmbeddingRelease(_Model):
         return _digest(self.spec.model_dump(mode="json", by_alias=True))
 
     def validation_hash(self) -> str:
-        """Identity of what validation checks: changed thresholds mean validating again."""
-        return _digest(self.spec.validation.model_dump(mode="json", by_alias=True))
+        """Identity of what validation checks: changed thresholds (or prePromotion
+        webhooks, which are gates) mean validating again."""
+        validation = self.spec.validation.model_dump(mode="json", by_alias=True)
+        hooks = self.spec.promotion.hooks("prePromotion")
+        if not hooks:  # as recorded before webhooks existed
+            return _digest(validation)
+        judged = [h.model_dump(mode="json", by_alias=True) for h in hooks]
+        return _digest({"validation": validation, "webhooks": judged})
 
     # What the source's files hold (``DataPort.source_identity``), attached by the engine
     # for each pass: not part of the spec, so never in spec_hash or the YAML.

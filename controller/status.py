@@ -61,6 +61,7 @@ class Reason(StrEnum):
     MONITORING = "Monitoring"
     DRIFT_DETECTED = "DriftDetected"
     AUTO_ROLLED_BACK = "AutoRolledBack"
+    WEBHOOK_FAILED = "WebhookFailed"  # a webhook gate said no (spec.promotion.webhooks)
     # The Kubernetes driver.
     INVALID_SPEC = "InvalidSpec"
     SECRET_UNAVAILABLE = "SecretUnavailable"

@@ -35,6 +35,7 @@ from controller.ports import (
 from controller.sources import LocalFiles
 from controller.spec import EmbedderSpec, MilvusRef
 from controller.status import Phase, ReleaseStatus, with_phase
+from controller.webhooks import Notifier, SecretSource, WebhookClient, env_secrets
 
 MilvusObserver = Callable[[str, float, str | None], None]
 StatusHook = Callable[[ReleaseStatus], None]
@@ -99,9 +100,14 @@ class EngineFactory:
         config: ControllerConfig,
         telemetry: Telemetry | None = None,
         embedders: EmbedderFactory | None = None,
+        hook_secrets: SecretSource | None = None,
     ) -> None:
         self.config = config
         self.telemetry: Telemetry = telemetry or NullTelemetry()
+        # Webhook gates and notifications: one HTTP client, one delivery thread, shared
+        # by every release; secrets from the driver (the environment, or Secrets).
+        self.webhooks = WebhookClient(hook_secrets or env_secrets())
+        self.notifier = Notifier(self.webhooks, self.telemetry)
         self.settings = engine_settings(config)
         self.reports = ReportFolder(config.state_dir / "reports")
         self.references = ReferenceFolder(config.state_dir / "references")
@@ -131,6 +137,8 @@ class EngineFactory:
             embedders=self.embedder_factory(base_dir),
             cache=self.embedding_cache(),
             on_status=on_status,
+            webhooks=self.webhooks,
+            notifier=self.notifier,
         )
 
     def observer(self, milvus: MilvusPort, base_dir: Path, reporter: Reporter) -> Engine:
@@ -177,6 +185,8 @@ class EngineFactory:
             return self._cache
 
     def close(self) -> None:
+        self.notifier.close()  # what is queued is delivered (or counted) first
+        self.webhooks.close()
         with self._lock:
             gateways, self._gateways = list(self._gateways.values()), {}
             cache, self._cache = self._cache, None

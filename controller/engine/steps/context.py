@@ -14,12 +14,14 @@ from controller.ports import (
     EmbedderFactory,
     EmbeddingCachePort,
     MilvusPort,
+    NotifierPort,
     NullCache,
     NullTelemetry,
     ReferenceStore,
     Reporter,
     ReportSink,
     Telemetry,
+    WebhookPort,
 )
 from controller.spec import EmbeddingRelease
 
@@ -53,6 +55,8 @@ class StepContext:
     references: ReferenceStore | None = None
     embedders: EmbedderFactory | None = None  # source.documents: one per spec.embedder
     cache: EmbeddingCachePort = field(default_factory=NullCache)
+    webhooks: WebhookPort | None = None  # spec.promotion.webhooks: the gates' HTTP calls
+    notifier: NotifierPort | None = None  # spec.notifications: phase changes
 
     def progress(self, track: str) -> Progress:
         """The reporter's progress bar, mirrored into telemetry (build progress gauges)."""
