@@ -164,6 +164,13 @@ class NotifierPort(Protocol):
     ) -> None: ...
 
 
+class MetricQueryPort(Protocol):
+    """Asks Prometheus (``controller.prometheus``): one instant query -> one number.
+    Raises ``controller.analysis.QueryFailed`` when there is none."""
+
+    def query(self, address: str, promql: str, timeout: float) -> float: ...
+
+
 Advance = Callable[[int], None]
 
 

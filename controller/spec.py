@@ -736,6 +736,66 @@ class PromotionSpec(_Model):
         return [h for h in self.webhooks if h.phase == phase]
 
 
+AnalysisPhase = Literal["prePromotion", "postPromotion"]
+
+
+class AnalysisMetric(_Model):
+    """One PromQL query judged by conditions over ``count`` measurements."""
+
+    name: Annotated[str, Field(min_length=1, max_length=63, pattern=_HOOK_NAME)]
+    # PromQL; {{alias}}, {{version}}, {{candidate}}, ... are filled in per release.
+    query: Annotated[str, Field(min_length=1, max_length=4096)]
+    success_condition: Annotated[str | None, Field(max_length=256)] = None
+    failure_condition: Annotated[str | None, Field(max_length=256)] = None
+    phase: AnalysisPhase = "prePromotion"
+    interval: Duration = "10s"
+    count: Annotated[int, Field(ge=1, le=1000)] = 1
+    failure_limit: Annotated[int, Field(ge=0, le=1000)] = 0
+    inconclusive_limit: Annotated[int, Field(ge=0, le=1000)] = 0
+    consecutive_error_limit: Annotated[int, Field(ge=0, le=1000)] = 4
+    dry_run: bool = False
+
+    @model_validator(mode="after")
+    def _conditions_and_variables(self) -> AnalysisMetric:
+        from controller.analysis import VARIABLES, parse_condition, template_variables
+
+        if self.success_condition is None and self.failure_condition is None:
+            raise ValueError("give successCondition, failureCondition or both")
+        for text in (self.success_condition, self.failure_condition):
+            if text is not None:
+                parse_condition(text)
+        unknown = template_variables(self.query)
+        if unknown:
+            raise ValueError(
+                f"query names {', '.join('{{' + v + '}}' for v in unknown)}; known: "
+                f"{', '.join('{{' + v + '}}' for v in VARIABLES)}"
+            )
+        return self
+
+
+class AnalysisSpec(_Model):
+    """Metrics from Prometheus judged before the flip (a validation gate) and after it
+    (inside postPromotion.watchSeconds; a failure rolls back)."""
+
+    address: Annotated[str, Field(min_length=1, max_length=2048)]
+    timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 10.0
+    metrics: Annotated[list[AnalysisMetric], Field(min_length=1)]
+
+    @field_validator("address")
+    @classmethod
+    def _url(cls, url: str) -> str:
+        return _http_url(url, "address").rstrip("/")
+
+    @field_validator("metrics")
+    @classmethod
+    def _unique_metrics(cls, metrics: list[AnalysisMetric]) -> list[AnalysisMetric]:
+        _unique_names(metrics, "metrics")
+        return metrics
+
+    def of(self, phase: AnalysisPhase) -> list[AnalysisMetric]:
+        return [m for m in self.metrics if m.phase == phase]
+
+
 class RetentionSpec(_Model):
     keep_previous: Annotated[int, Field(ge=0, le=100)] = 2
     keep_loaded: Annotated[int, Field(ge=0, le=100)] = 1
@@ -770,6 +830,7 @@ class ReleaseSpec(_Model):
     embedder: EmbedderSpec | None = None
     # Phase changes posted to chat or any HTTP endpoint; never blocks the release.
     notifications: list[NotificationSpec] = []
+    analysis: AnalysisSpec | None = None
     # What deleting the release object (Kubernetes) does to Milvus: Retain leaves the
     # alias and collections serving; Delete drops the collections embrel created.
     deletion_policy: Literal["Retain", "Delete"] = "Retain"
@@ -797,6 +858,16 @@ class ReleaseSpec(_Model):
             raise ValueError(
                 "validation.goldenSet.texts needs spec.embedder (how the candidate embeds "
                 "the query texts)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _post_promotion_analysis_needs_a_window(self) -> ReleaseSpec:
+        post = self.analysis.of("postPromotion") if self.analysis else []
+        if post and self.promotion.post_promotion.watch_seconds == 0:
+            raise ValueError(
+                f"analysis metric {post[0].name} has phase postPromotion, which measures "
+                "inside promotion.postPromotion.watchSeconds: set it above 0"
             )
         return self
 
@@ -849,13 +920,18 @@ class EmbeddingRelease(_Model):
 
     def validation_hash(self) -> str:
         """Identity of what validation checks: changed thresholds (or prePromotion
-        webhooks, which are gates) mean validating again."""
+        webhooks and analysis, which are gates) mean validating again."""
         validation = self.spec.validation.model_dump(mode="json", by_alias=True)
         hooks = self.spec.promotion.hooks("prePromotion")
-        if not hooks:  # as recorded before webhooks existed
+        metrics = self.spec.analysis.of("prePromotion") if self.spec.analysis else []
+        if not hooks and not metrics:  # as recorded before webhooks and analysis existed
             return _digest(validation)
-        judged = [h.model_dump(mode="json", by_alias=True) for h in hooks]
-        return _digest({"validation": validation, "webhooks": judged})
+        judged: dict[str, Any] = {"validation": validation}
+        if hooks:
+            judged["webhooks"] = [h.model_dump(mode="json", by_alias=True) for h in hooks]
+        if metrics:
+            judged["analysis"] = [m.model_dump(mode="json", by_alias=True) for m in metrics]
+        return _digest(judged)
 
     # What the source's files hold (``DataPort.source_identity``), attached by the engine
     # for each pass: not part of the spec, so never in spec_hash or the YAML.

@@ -32,6 +32,7 @@ from controller.ports import (
     Reporter,
     Telemetry,
 )
+from controller.prometheus import PrometheusQuery
 from controller.sources import LocalFiles
 from controller.spec import EmbedderSpec, MilvusRef
 from controller.status import Phase, ReleaseStatus, with_phase
@@ -108,6 +109,7 @@ class EngineFactory:
         # by every release; secrets from the driver (the environment, or Secrets).
         self.webhooks = WebhookClient(hook_secrets or env_secrets())
         self.notifier = Notifier(self.webhooks, self.telemetry)
+        self.prometheus = PrometheusQuery()  # spec.analysis
         self.settings = engine_settings(config)
         self.reports = ReportFolder(config.state_dir / "reports")
         self.references = ReferenceFolder(config.state_dir / "references")
@@ -139,6 +141,7 @@ class EngineFactory:
             on_status=on_status,
             webhooks=self.webhooks,
             notifier=self.notifier,
+            metric_query=self.prometheus,
         )
 
     def observer(self, milvus: MilvusPort, base_dir: Path, reporter: Reporter) -> Engine:
@@ -187,6 +190,7 @@ class EngineFactory:
     def close(self) -> None:
         self.notifier.close()  # what is queued is delivered (or counted) first
         self.webhooks.close()
+        self.prometheus.close()
         with self._lock:
             gateways, self._gateways = list(self._gateways.values()), {}
             cache, self._cache = self._cache, None

@@ -89,6 +89,7 @@ from controller.ports import (
     DataPort,
     EmbedderFactory,
     EmbeddingCachePort,
+    MetricQueryPort,
     MilvusPort,
     NotifierPort,
     NullCache,
@@ -149,6 +150,7 @@ class Engine:
         on_status: Callable[[ReleaseStatus], None] | None = None,
         webhooks: WebhookPort | None = None,
         notifier: NotifierPort | None = None,
+        metric_query: MetricQueryPort | None = None,
     ) -> None:
         # Told the status of every step decided, before it runs: the Kubernetes driver
         # writes it, so a long pass shows Building -> Indexing -> Validating as it goes.
@@ -166,6 +168,7 @@ class Engine:
             cache=cache or NullCache(),
             webhooks=webhooks,
             notifier=notifier,
+            metric_query=metric_query,
         )
 
     @property

@@ -193,7 +193,7 @@ def test_a_failing_post_promotion_webhook_rolls_back_with_a_verified_flip(
     assert code == 3, output
     assert status["phase"] == Phase.ROLLED_BACK, status["message"]
     assert status["conditions"][0]["reason"] == "AutoRolledBack"
-    assert "postPromotion webhook failed" in status["message"]
+    assert "post-promotion check failed: webhook/approve" in status["message"]
     assert backend.alias_target() == f"{backend.alias}__v1"
     assert status["cutover"]["verified"] and status["cutover"]["rollback"]
     (req,) = r.requests

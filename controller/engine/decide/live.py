@@ -24,6 +24,7 @@ from controller.engine.step import Step, StepName, done
 from controller.hooks import failure_text
 from controller.spec import EmbeddingRelease, duration_seconds
 from controller.status import Phase, Reason
+from controller.validation.results import Outcome
 
 
 def settle_live(release: EmbeddingRelease, obs: Observation, live: CollectionState) -> Step:
@@ -129,10 +130,12 @@ def _guarding(release: EmbeddingRelease, obs: Observation, live: CollectionState
 def post_promotion(
     release: EmbeddingRelease, obs: Observation, live: CollectionState
 ) -> Step | None:
-    """After a proven promotion: call the postPromotion webhooks once per live period;
-    a failure rolls back with the guard's verified flip (or, with nothing to roll back
-    to, stays Live and says so). None when there is nothing to do or say."""
-    if not release.spec.promotion.hooks("postPromotion") or not _promoted(live):
+    """After a proven promotion: the postPromotion analysis and webhooks, once per live
+    period. A failed check rolls back with the guard's verified flip (with nothing to
+    roll back to, the release stays Live and says so); an inconclusive one does not.
+    None when there is nothing to do or say."""
+    measured = release.spec.analysis.of("postPromotion") if release.spec.analysis else []
+    if not (release.spec.promotion.hooks("postPromotion") or measured) or not _promoted(live):
         return None
     checks = live.post_promotion_checks()
     if checks is None:
@@ -143,12 +146,12 @@ def post_promotion(
             live.name,
             Phase.LIVE,
             Reason.PROMOTED,
-            "calling the postPromotion webhooks",
+            "post-promotion analysis and webhooks",
         )
-    failed = failure_text(checks)
-    if not failed:
+    failed = failure_text([c for c in checks if c.outcome == Outcome.FAILED])
+    if not failed:  # inconclusive ones are shown in status.validation.checks only
         return None
-    why = f"postPromotion webhook failed: {failed}"
+    why = f"post-promotion check failed: {failed}"
     return rollback_flip(release, obs, why) or done(
         Phase.LIVE,
         Reason.WEBHOOK_FAILED,

@@ -15,10 +15,12 @@ How an answer is judged is ``controller.hooks``' rule (``hook_check``).
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 
-from controller.engine.state import P_POST_PROMOTION, P_PROMOTED_AT, Observation
+from controller.engine.state import P_POST_PROMOTION, P_PROMOTED_AT, Observation, epoch
 from controller.engine.step import Step
+from controller.engine.steps import analysis
 from controller.engine.steps.context import StepContext
 from controller.errors import PermanentError, WebhookFailed
 from controller.hooks import CHECK_PREFIX, failure_text, hook_check, release_payload
@@ -92,8 +94,12 @@ def pre_promotion(
 def post_promotion(
     ctx: StepContext, release: EmbeddingRelease, step: Step, obs: Observation
 ) -> None:
-    """Call the postPromotion hooks for this live period and record their checks."""
+    """Measure the postPromotion analysis (inside the watch window), then call the
+    postPromotion hooks (told the analysis' checks), once per live period; record both."""
     live = obs.collections[step.target]
-    checks = call_hooks(ctx, release, "postPromotion", obs, live.name)
+    watch = release.spec.promotion.post_promotion.watch_seconds
+    left = (epoch(live.get(P_PROMOTED_AT)) or time.time()) + watch - time.time()
+    checks = analysis.run_analysis(ctx, release, "postPromotion", obs, live.name, left)
+    checks += call_hooks(ctx, release, "postPromotion", obs, live.name, checks)
     record = {"at": live.get(P_PROMOTED_AT), "checks": [c.to_dict() for c in checks]}
     ctx.milvus.set_properties(live.name, {P_POST_PROMOTION: json.dumps(record)})
