@@ -48,7 +48,7 @@ ROLLBACK_KIND = {"rollback": "manual", "auto_rollback": "auto"}
 STEP_BUCKETS = (0.01, 0.05, 0.25, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600)
 CUTOVER_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 MILVUS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
-_ENUM = re.compile(r"^[A-Za-z][A-Za-z0-9_@.-]{0,63}$")
+_ENUM = re.compile(r"^[A-Za-z][A-Za-z0-9_@./-]{0,63}$")
 
 
 def bounded(value: str, fallback: str = "other") -> str:

@@ -252,3 +252,21 @@ def test_spec_errors_name_the_field() -> None:
     assert "http:// or https://" in scheme and "pw1234" not in scheme
     env = _errors({"webhooks": [{"name": "a", "url": url, "secretEnv": "sk-live value"}]})
     assert "NAME of an environment variable" in env and "sk-live" not in env
+
+
+def test_webhook_and_analysis_checks_are_gates_in_the_validation_metrics() -> None:
+    from controller.status import ReleaseStatus
+    from tests.unit.test_decide import release
+
+    registry = CollectorRegistry()
+    checks = [
+        {"name": "webhook/approve", "value": None, "threshold": None, "passed": False},
+        {"name": "analysis/errors", "value": 0.2, "threshold": None, "passed": True},
+    ]
+    status = ReleaseStatus(validation={"checks": checks})
+    PrometheusTelemetry(registry).observe_status(release(), status)
+    labels = {"namespace": "search", "release": "products", "version": "v2"}
+    get = registry.get_sample_value
+    assert get("embrel_validation_passed", labels | {"gate": "webhook/approve"}) == 0.0
+    assert get("embrel_validation_passed", labels | {"gate": "analysis/errors"}) == 1.0
+    assert get("embrel_validation_value", labels | {"gate": "analysis/errors"}) == 0.2
