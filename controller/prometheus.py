@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 
 from controller.analysis import QueryFailed
-from controller.spec import redact_uri
+from controller.spec import redact_uri, uri_secret_values
 
 _EXCERPT = 200
 
@@ -35,21 +35,29 @@ class PrometheusQuery:
         except httpx.TimeoutException:
             raise QueryFailed(f"Prometheus {where} did not answer within {timeout:g}s") from None
         except httpx.HTTPError as exc:
-            text = str(exc).replace(address, where)
-            raise QueryFailed(f"Prometheus {where}: {type(exc).__name__}: {text}") from None
+            raise QueryFailed(
+                f"Prometheus {where}: {type(exc).__name__}: {_scrub(str(exc), address)}"
+            ) from None
         try:
             body = response.json()
         except ValueError:
             body = None
         if response.status_code != 200 or not isinstance(body, dict):
             said = body.get("error", "") if isinstance(body, dict) else response.text
-            raise QueryFailed(
-                f"Prometheus {where} answered HTTP {response.status_code}: {str(said)[:_EXCERPT]}"
-            )
+            said = _scrub(str(said), address)[:_EXCERPT]
+            raise QueryFailed(f"Prometheus {where} answered HTTP {response.status_code}: {said}")
         return _number(body.get("data"))
 
     def close(self) -> None:
         self._client.close()
+
+
+def _scrub(text: str, address: str) -> str:
+    """``text`` without the address' credentials, however it quotes them."""
+    text = text.replace(address, redact_uri(address))
+    for secret in uri_secret_values(address):
+        text = text.replace(secret, "***")
+    return text
 
 
 def _number(data: Any) -> float:

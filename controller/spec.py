@@ -100,6 +100,19 @@ def redact_uri(uri: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
+def uri_secret_values(uri: str) -> list[str]:
+    """The credential values in ``uri`` (user, password, credential query parameters),
+    so that text quoting the URL in another form can be scrubbed of them too."""
+    parts = urlsplit(uri)
+    found = [v for v in (parts.username, parts.password) if v]
+    found += [
+        v
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+        if k.lower() in _URI_CREDENTIAL_PARAMS and v
+    ]
+    return sorted(set(found), key=len, reverse=True)
+
+
 class MilvusRef(_Model):
     """Where Milvus is. Credentials never live here: see ``controller.config``."""
 

@@ -30,7 +30,7 @@ from tenacity.wait import wait_exponential, wait_random
 from controller.embedding.openai import MAX_BACKOFF_SECONDS, retry_after_seconds
 from controller.hooks import EVENT_HEADER, HookAnswer, body_bytes, signed_headers
 from controller.ports import NullTelemetry, Telemetry
-from controller.spec import NotificationSpec, WebhookSpec, redact_uri
+from controller.spec import NotificationSpec, WebhookSpec, redact_uri, uri_secret_values
 
 log = logging.getLogger(__name__)
 
@@ -188,8 +188,11 @@ def _log_retry(hook: Hook, state: RetryCallState) -> None:
 
 def _clean(text: str, hook: Hook) -> str:
     """A receiver's text or an httpx message, short, with the URL's credentials redacted
-    (httpx names the URL it failed on)."""
-    text = " ".join(text.replace(hook.url, redact_uri(hook.url)).split())
+    (httpx names the URL it failed on, in whatever form it parsed it)."""
+    text = text.replace(hook.url, redact_uri(hook.url))
+    for secret in uri_secret_values(hook.url):
+        text = text.replace(secret, "***")
+    text = " ".join(text.split())
     return text if len(text) <= _EXCERPT else text[:_EXCERPT] + "..."
 
 

@@ -150,3 +150,17 @@ def test_spec_errors_name_the_field() -> None:
         }
     )
     assert "watchSeconds" in window
+
+
+def test_an_unreachable_prometheus_is_a_query_error_without_credentials() -> None:
+    import socket
+
+    from controller.prometheus import PrometheusQuery
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    address = f"http://reader:pr0mpass@127.0.0.1:{port}"
+    with pytest.raises(QueryFailed) as exc:
+        PrometheusQuery().query(address, "up", timeout=2)
+    assert "pr0mpass" not in str(exc.value) and "***@127.0.0.1" in str(exc.value)

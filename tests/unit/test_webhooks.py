@@ -270,3 +270,11 @@ def test_webhook_and_analysis_checks_are_gates_in_the_validation_metrics() -> No
     assert get("embrel_validation_passed", labels | {"gate": "webhook/approve"}) == 0.0
     assert get("embrel_validation_passed", labels | {"gate": "analysis/errors"}) == 1.0
     assert get("embrel_validation_value", labels | {"gate": "analysis/errors"}) == 0.2
+
+
+def test_a_receiver_echoing_the_url_credentials_has_them_scrubbed() -> None:
+    with receiver(default=Reply(400, body="bad token tok3nvalue for user admin")) as r:
+        url = r.url.replace("http://", "http://admin:hunter2pass@") + "?token=tok3nvalue"
+        answer = client().call(TRACK, hook(url), PAYLOAD)
+    assert not answer.ok and "tok3nvalue" not in answer.detail, answer.detail
+    assert "bad token *** for user ***" in answer.detail
