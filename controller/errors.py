@@ -9,8 +9,9 @@
     │   ├── ConflictError       the request contradicts what Milvus holds (e.g. reused version)
     │   ├── MilvusRejected      Milvus refused a call for a reason a retry will not fix
     │   │   └── NotFound        the named collection or alias does not exist
-    │   └── KubeRejected        the Kubernetes API refused a request (403, 404, 422, ...)
-    │       └── KubeNotFound    the object or resource does not exist
+    │   ├── KubeRejected        the Kubernetes API refused a request (403, 404, 422, ...)
+    │   │   └── KubeNotFound    the object or resource does not exist
+    │   └── WebhookFailed       a webhook gate did not pass (spec.promotion.webhooks)
     └── TemporaryError          worth retrying after ``delay`` seconds
         ├── MilvusUnavailable   Milvus could not be reached or timed out
         ├── BuildIncomplete     the candidate holds fewer rows than were written; rebuilt
@@ -87,6 +88,12 @@ class MilvusRejected(PermanentError):
     """Milvus refused a call for a reason that a retry will not fix."""
 
     reason = Reason.MILVUS_REJECTED
+
+
+class WebhookFailed(PermanentError):
+    """A webhook gate (``spec.promotion.webhooks``) did not pass: the release stops."""
+
+    reason = Reason.WEBHOOK_FAILED
 
 
 class TemporaryError(EmbrelError):

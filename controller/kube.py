@@ -317,6 +317,22 @@ class KubeGateway:
             )
         return Credentials(token, user, password)
 
+    def read_secret_value(self, namespace: str, name: str, key: str, field: str) -> str:
+        """One key of a Secret (``field`` names the spec field that refers to it, for the
+        message). The value never appears in an error message or a log line."""
+        where = f"Secret {namespace}/{name} ({field})"
+        try:
+            with _translated(f"reading {where}"):
+                secret = self._core.read_namespaced_secret(name, namespace)
+        except KubeNotFound as exc:
+            raise KubeNotFound(f"{where} does not exist; create it with the key {key}") from exc
+        data = secret.data or {}
+        if key not in data:
+            raise KubeRejected(
+                f"{where} has no key {key} (it has: {', '.join(sorted(data)) or 'no keys'})"
+            )
+        return _decode(where, key, data[key])
+
 
 def _decode(where: str, key: str, value: str) -> str:
     try:

@@ -48,7 +48,7 @@ ROLLBACK_KIND = {"rollback": "manual", "auto_rollback": "auto"}
 STEP_BUCKETS = (0.01, 0.05, 0.25, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600)
 CUTOVER_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 MILVUS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
-_ENUM = re.compile(r"^[A-Za-z][A-Za-z0-9_@.-]{0,63}$")
+_ENUM = re.compile(r"^[A-Za-z][A-Za-z0-9_@./-]{0,63}$")
 
 
 def bounded(value: str, fallback: str = "other") -> str:
@@ -283,6 +283,11 @@ class PrometheusTelemetry:
         )
         self.cache_hits = counter("embedding_cache_hits", "Embedding cache hits", r)
         self.cache_misses = counter("embedding_cache_misses", "Embedding cache misses", r)
+        self.notifications_failed = counter(
+            "notifications_failed",
+            "Notifications (spec.notifications) not delivered after their retries",
+            [*r, "notification"],
+        )
         self.reconcile_errors = counter(
             "reconcile_errors", "Reconcile passes that ended in an error", [*r, "reason"]
         )
@@ -373,6 +378,12 @@ class PrometheusTelemetry:
             t = self._track(track)
             self._count(t, self.cache_hits, t.key, hits)
             self._count(t, self.cache_misses, t.key, misses)
+
+    def notification_failed(self, track: str, notification: str) -> None:
+        """One notification given up on; ``notification`` is its spec name (bounded)."""
+        with self._lock:
+            t = self._track(track)
+            self._count(t, self.notifications_failed, (*t.key, bounded(notification)))
 
     # -- what drivers report ------------------------------------------------------
 

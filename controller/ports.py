@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from controller.hooks import HookAnswer
 from controller.sources.base import GoldenSet, VectorBatch, VectorSource
 from controller.sources.documents import DocumentSource
 from controller.sources.labelled_queries import LabelledQueries
@@ -23,7 +24,9 @@ from controller.spec import (
     FieldSpec,
     FilesSource,
     LabelledTextsSpec,
+    NotificationSpec,
     SourceSpec,
+    WebhookSpec,
 )
 from controller.status import ReleaseStatus
 
@@ -146,6 +149,28 @@ class ReportSink(Protocol):
     def write_report(self, track: str, version: str, files: dict[str, bytes]) -> str: ...
 
 
+class WebhookPort(Protocol):
+    """Calls a webhook gate (``controller.webhooks``): posts the signed payload with
+    bounded retries and says how it ended; never raises for what the receiver did."""
+
+    def call(self, track: str, hook: WebhookSpec, payload: Mapping[str, Any]) -> HookAnswer: ...
+
+
+class NotifierPort(Protocol):
+    """Posts a notification in the background; never blocks or fails the release."""
+
+    def notify(
+        self, track: str, notification: NotificationSpec, body: Mapping[str, Any]
+    ) -> None: ...
+
+
+class MetricQueryPort(Protocol):
+    """Asks Prometheus (``controller.prometheus``): one instant query -> one number.
+    Raises ``controller.analysis.QueryFailed`` when there is none."""
+
+    def query(self, address: str, promql: str, timeout: float) -> float: ...
+
+
 Advance = Callable[[int], None]
 
 
@@ -172,6 +197,7 @@ class Telemetry(Protocol):
     ) -> None: ...  # kind: "promote" | "rollback" | "auto_rollback"
     def drift(self, track: str, values: Mapping[str, float]) -> None: ...
     def cache(self, track: str, hits: int, misses: int) -> None: ...
+    def notification_failed(self, track: str, notification: str) -> None: ...
 
     # -- the drivers
     def observe_status(self, release: EmbeddingRelease, status: ReleaseStatus) -> None: ...
@@ -197,6 +223,9 @@ class NullTelemetry:
         pass
 
     def cache(self, track: str, hits: int, misses: int) -> None:
+        pass
+
+    def notification_failed(self, track: str, notification: str) -> None:
         pass
 
     def observe_status(self, release: EmbeddingRelease, status: ReleaseStatus) -> None:

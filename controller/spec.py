@@ -106,6 +106,19 @@ def redact_uri(uri: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
+def uri_secret_values(uri: str) -> list[str]:
+    """The credential values in ``uri`` (user, password, credential query parameters),
+    so that text quoting the URL in another form can be scrubbed of them too."""
+    parts = urlsplit(uri)
+    found = [v for v in (parts.username, parts.password) if v]
+    found += [
+        v
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+        if k.lower() in _URI_CREDENTIAL_PARAMS and v
+    ]
+    return sorted(set(found), key=len, reverse=True)
+
+
 class MilvusRef(_Model):
     """Where Milvus is. Credentials never live here: see ``controller.config``."""
 
@@ -622,12 +635,184 @@ class PostPromotionSpec(_Model):
     rollback_on_failure: bool = False
 
 
+HookPhase = Literal["preBuild", "prePromotion", "postPromotion"]
+HOOK_PHASES: tuple[HookPhase, ...] = ("preBuild", "prePromotion", "postPromotion")
+_HOOK_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+_SECRET_NAME = Annotated[str, Field(min_length=1, max_length=253, pattern=_K8S_NAME.pattern)]
+
+
+def _http_url(url: str, field_name: str) -> str:
+    """An http(s) URL with a host; credentials in it are allowed and always redacted."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(
+            f"{field_name} must be an http:// or https:// URL with a host, "
+            f"got {excerpt(redact_uri(url))}"
+        )
+    return url
+
+
+def _env_name(name: str | None, field_name: str) -> str | None:
+    if name is not None and not _ENV_NAME.match(name):
+        # Not echoed: a secret pasted here by mistake must not reach a log.
+        raise ValueError(
+            f"{field_name} must be the NAME of an environment variable (letters, digits and "
+            "underscores, not starting with a digit), not the secret itself"
+        )
+    return name
+
+
+class _SignedHook(_Model):
+    """Where a webhook posts, and where the HMAC secret that signs its body comes from."""
+
+    name: Annotated[str, Field(min_length=1, max_length=63, pattern=_HOOK_NAME)]
+    url: Annotated[str, Field(min_length=1, max_length=2048)]
+    timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 10.0
+    # Further attempts after a connection error, a timeout, a 5xx or a 429 (never a 4xx).
+    retries: Annotated[int, Field(ge=0, le=10)] = 2
+    secret_env: Annotated[str | None, Field(max_length=256)] = None
+    secret_ref: _SECRET_NAME | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, url: str) -> str:
+        return _http_url(url, "url")
+
+    @field_validator("secret_env")
+    @classmethod
+    def _secret_env(cls, name: str | None) -> str | None:
+        return _env_name(name, "secretEnv")
+
+    @model_validator(mode="after")
+    def _one_secret_source(self) -> _SignedHook:
+        if self.secret_env is not None and self.secret_ref is not None:
+            raise ValueError(
+                "give at most one of secretEnv (an environment variable of the controller) "
+                "or secretRef (a Kubernetes Secret, key secret)"
+            )
+        return self
+
+
+class WebhookSpec(_SignedHook):
+    """An external check: 2xx within ``timeoutSeconds`` passes, anything else fails the
+    release or, with ``onFailure: pause``, waits for `embrel promote` or `embrel abort`."""
+
+    phase: HookPhase = "prePromotion"
+    on_failure: Literal["fail", "pause"] = "fail"
+
+    @model_validator(mode="after")
+    def _pause_needs_a_candidate(self) -> WebhookSpec:
+        if self.on_failure == "pause" and self.phase != "prePromotion":
+            raise ValueError(
+                f"onFailure pause is for phase prePromotion only: at {self.phase} there is "
+                "no validated candidate to hold for a person (use onFailure fail)"
+            )
+        return self
+
+
+NotifyPhase = Literal["Validating", "AwaitingPromotion", "Live", "Failed", "RolledBack", "Degraded"]
+NOTIFY_PHASES: tuple[NotifyPhase, ...] = (
+    "Validating",
+    "AwaitingPromotion",
+    "Live",
+    "Failed",
+    "RolledBack",
+    "Degraded",
+)
+
+
+class NotificationSpec(_SignedHook):
+    """Where phase changes are posted: ``slack`` ({"text", "blocks"}) or plain ``json``."""
+
+    template: Literal["slack", "json"] = "json"
+    phases: list[NotifyPhase] = list(NOTIFY_PHASES)
+
+
+def _unique_names(hooks: list[Any], field_name: str) -> None:
+    names = [h.name for h in hooks]
+    doubled = sorted({n for n in names if names.count(n) > 1})
+    if doubled:
+        raise ValueError(f"{field_name} names must be unique, got {', '.join(doubled)} twice")
+
+
 class PromotionSpec(_Model):
     mode: Literal["auto", "manual"] = "auto"
     # After a verified flip the previous collection stays loaded this long, for
     # clients on proxies that still resolve the alias to it, before retention acts.
     drain_seconds: Annotated[int, Field(ge=0, le=86_400)] = 30
     post_promotion: PostPromotionSpec = PostPromotionSpec()
+    # External checks posted the release: before the build, before the flip, after it.
+    webhooks: list[WebhookSpec] = []
+
+    @field_validator("webhooks")
+    @classmethod
+    def _unique_webhooks(cls, hooks: list[WebhookSpec]) -> list[WebhookSpec]:
+        _unique_names(hooks, "webhooks")
+        return hooks
+
+    def hooks(self, phase: HookPhase) -> list[WebhookSpec]:
+        """The webhooks of one phase, in the order the spec lists them."""
+        return [h for h in self.webhooks if h.phase == phase]
+
+
+AnalysisPhase = Literal["prePromotion", "postPromotion"]
+
+
+class AnalysisMetric(_Model):
+    """One PromQL query judged by conditions over ``count`` measurements."""
+
+    name: Annotated[str, Field(min_length=1, max_length=63, pattern=_HOOK_NAME)]
+    # PromQL; {{alias}}, {{version}}, {{candidate}}, ... are filled in per release.
+    query: Annotated[str, Field(min_length=1, max_length=4096)]
+    success_condition: Annotated[str | None, Field(max_length=256)] = None
+    failure_condition: Annotated[str | None, Field(max_length=256)] = None
+    phase: AnalysisPhase = "prePromotion"
+    interval: Duration = "10s"
+    count: Annotated[int, Field(ge=1, le=1000)] = 1
+    failure_limit: Annotated[int, Field(ge=0, le=1000)] = 0
+    inconclusive_limit: Annotated[int, Field(ge=0, le=1000)] = 0
+    consecutive_error_limit: Annotated[int, Field(ge=0, le=1000)] = 4
+    dry_run: bool = False
+
+    @model_validator(mode="after")
+    def _conditions_and_variables(self) -> AnalysisMetric:
+        from controller.analysis import VARIABLES, parse_condition, template_variables
+
+        if self.success_condition is None and self.failure_condition is None:
+            raise ValueError("give successCondition, failureCondition or both")
+        for text in (self.success_condition, self.failure_condition):
+            if text is not None:
+                parse_condition(text)
+        unknown = template_variables(self.query)
+        if unknown:
+            raise ValueError(
+                f"query names {', '.join('{{' + v + '}}' for v in unknown)}; known: "
+                f"{', '.join('{{' + v + '}}' for v in VARIABLES)}"
+            )
+        return self
+
+
+class AnalysisSpec(_Model):
+    """Metrics from Prometheus judged before the flip (a validation gate) and after it
+    (inside postPromotion.watchSeconds; a failure rolls back)."""
+
+    address: Annotated[str, Field(min_length=1, max_length=2048)]
+    timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 10.0
+    metrics: Annotated[list[AnalysisMetric], Field(min_length=1)]
+
+    @field_validator("address")
+    @classmethod
+    def _url(cls, url: str) -> str:
+        return _http_url(url, "address").rstrip("/")
+
+    @field_validator("metrics")
+    @classmethod
+    def _unique_metrics(cls, metrics: list[AnalysisMetric]) -> list[AnalysisMetric]:
+        _unique_names(metrics, "metrics")
+        return metrics
+
+    def of(self, phase: AnalysisPhase) -> list[AnalysisMetric]:
+        return [m for m in self.metrics if m.phase == phase]
 
 
 class RetentionSpec(_Model):
@@ -662,6 +847,9 @@ class ReleaseSpec(_Model):
     retention: RetentionSpec = RetentionSpec()
     monitoring: MonitoringSpec = MonitoringSpec()
     embedder: EmbedderSpec | None = None
+    # Phase changes posted to chat or any HTTP endpoint; never blocks the release.
+    notifications: list[NotificationSpec] = []
+    analysis: AnalysisSpec | None = None
     # What deleting the release object (Kubernetes) does to Milvus: Retain leaves the
     # alias and collections serving; Delete drops the collections embrel created.
     deletion_policy: Literal["Retain", "Delete"] = "Retain"
@@ -696,6 +884,22 @@ class ReleaseSpec(_Model):
                 "the query texts)"
             )
         return self
+
+    @model_validator(mode="after")
+    def _post_promotion_analysis_needs_a_window(self) -> ReleaseSpec:
+        post = self.analysis.of("postPromotion") if self.analysis else []
+        if post and self.promotion.post_promotion.watch_seconds == 0:
+            raise ValueError(
+                f"analysis metric {post[0].name} has phase postPromotion, which measures "
+                "inside promotion.postPromotion.watchSeconds: set it above 0"
+            )
+        return self
+
+    @field_validator("notifications")
+    @classmethod
+    def _unique_notifications(cls, hooks: list[NotificationSpec]) -> list[NotificationSpec]:
+        _unique_names(hooks, "notifications")
+        return hooks
 
     @field_validator("alias")
     @classmethod
@@ -742,8 +946,19 @@ class EmbeddingRelease(_Model):
         )
 
     def validation_hash(self) -> str:
-        """Identity of what validation checks: changed thresholds mean validating again."""
-        return _digest(self.spec.validation.model_dump(mode="json", by_alias=True))
+        """Identity of what validation checks: changed thresholds (or prePromotion
+        webhooks and analysis, which are gates) mean validating again."""
+        validation = self.spec.validation.model_dump(mode="json", by_alias=True)
+        hooks = self.spec.promotion.hooks("prePromotion")
+        metrics = self.spec.analysis.of("prePromotion") if self.spec.analysis else []
+        if not hooks and not metrics:  # as recorded before webhooks and analysis existed
+            return _digest(validation)
+        judged: dict[str, Any] = {"validation": validation}
+        if hooks:
+            judged["webhooks"] = [h.model_dump(mode="json", by_alias=True) for h in hooks]
+        if metrics:
+            judged["analysis"] = [m.model_dump(mode="json", by_alias=True) for m in metrics]
+        return _digest(judged)
 
     # What the source's files hold (``DataPort.source_identity``), attached by the engine
     # for each pass: not part of the spec, so never in spec_hash or the YAML.

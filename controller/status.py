@@ -64,6 +64,7 @@ class Reason(StrEnum):
     DRIFT_DETECTED = "DriftDetected"
     AUTO_ROLLED_BACK = "AutoRolledBack"
     SUSPENDED = "Suspended"
+    WEBHOOK_FAILED = "WebhookFailed"  # a webhook gate said no (spec.promotion.webhooks)
     # The Kubernetes driver.
     INVALID_SPEC = "InvalidSpec"
     SECRET_UNAVAILABLE = "SecretUnavailable"

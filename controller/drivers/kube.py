@@ -58,8 +58,9 @@ from controller.errors import (
 from controller.kube import KubeGateway
 from controller.metrics import error_reason
 from controller.ports import Advance, MilvusPort, Telemetry
-from controller.spec import EmbeddingRelease, release_from_dict
+from controller.spec import EmbeddingRelease, NotificationSpec, WebhookSpec, release_from_dict
 from controller.status import Phase, Reason, ReleaseStatus, with_phase
+from controller.webhooks import MissingSecret, env_secrets
 
 log = logging.getLogger(__name__)
 
@@ -388,7 +389,9 @@ class KubeController:
         self.config = config
         self.options = options
         # Reports are linked as /reports/... paths, served on the metrics port.
-        self.engines = wiring.EngineFactory(config, telemetry, report_urls=True)
+        self.engines = wiring.EngineFactory(
+            config, telemetry, report_urls=True, hook_secrets=self._hook_secret
+        )
         self.telemetry: Telemetry = self.engines.telemetry
         self.stop = threading.Event()
         self.queue = WorkQueue(options.backoff_base, options.backoff_max)
@@ -604,6 +607,20 @@ class KubeController:
             creds = credentials_from_env()
             self.redact.add(creds.values())
         return self.engines.gateway(ref, self.options.base_dir, creds)
+
+    def _hook_secret(self, hook: WebhookSpec | NotificationSpec, namespace: str) -> str | None:
+        """A webhook's HMAC secret: key ``secret`` of the Secret in ``secretRef`` (in the
+        release's namespace), else ``secretEnv`` from the environment."""
+        if hook.secret_ref is None:
+            return env_secrets()(hook, namespace)
+        try:
+            value = self.kube.read_secret_value(
+                namespace, hook.secret_ref, "secret", f"secretRef of webhook {hook.name}"
+            )
+        except EmbrelError as exc:
+            raise MissingSecret(str(exc)) from exc
+        self.redact.add([value])
+        return value
 
     def _credentials(self, namespace: str, name: str) -> Credentials:
         try:

@@ -32,9 +32,11 @@ from controller.ports import (
     Reporter,
     Telemetry,
 )
+from controller.prometheus import PrometheusQuery
 from controller.sources import LocalFiles
 from controller.spec import EmbedderSpec, MilvusRef
 from controller.status import Phase, ReleaseStatus, with_phase
+from controller.webhooks import Notifier, SecretSource, WebhookClient, env_secrets
 
 MilvusObserver = Callable[[str, float, str | None], None]
 StatusHook = Callable[[ReleaseStatus], None]
@@ -100,9 +102,15 @@ class EngineFactory:
         telemetry: Telemetry | None = None,
         embedders: EmbedderFactory | None = None,
         report_urls: bool = False,
+        hook_secrets: SecretSource | None = None,
     ) -> None:
         self.config = config
         self.telemetry: Telemetry = telemetry or NullTelemetry()
+        # Webhook gates and notifications: one HTTP client, one delivery thread, shared
+        # by every release; secrets from the driver (the environment, or Secrets).
+        self.webhooks = WebhookClient(hook_secrets or env_secrets())
+        self.notifier = Notifier(self.webhooks, self.telemetry)
+        self.prometheus = PrometheusQuery()  # spec.analysis
         self.settings = engine_settings(config)
         # status.validation.report: a file path, or (report_urls) the path served over HTTP
         self.reports = ReportFolder(config.state_dir / "reports", urls=report_urls)
@@ -133,6 +141,9 @@ class EngineFactory:
             embedders=self.embedder_factory(base_dir),
             cache=self.embedding_cache(),
             on_status=on_status,
+            webhooks=self.webhooks,
+            notifier=self.notifier,
+            metric_query=self.prometheus,
         )
 
     def observer(self, milvus: MilvusPort, base_dir: Path, reporter: Reporter) -> Engine:
@@ -179,6 +190,9 @@ class EngineFactory:
             return self._cache
 
     def close(self) -> None:
+        self.notifier.close()  # what is queued is delivered (or counted) first
+        self.webhooks.close()
+        self.prometheus.close()
         with self._lock:
             gateways, self._gateways = list(self._gateways.values()), {}
             cache, self._cache = self._cache, None

@@ -206,7 +206,7 @@ class OpenAIEncoder:
             ) from None
         status = response.status_code
         if status in _RETRY_STATUSES:
-            raise _Transient(self._status_text(response), _retry_after(response))
+            raise _Transient(self._status_text(response), retry_after_seconds(response))
         if not 200 <= status < 300:
             raise self._permanent(self._status_text(response) + self._hint(status))
         try:
@@ -323,7 +323,7 @@ def _server_message(response: httpx.Response) -> str:
     return str(body)
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def retry_after_seconds(response: httpx.Response) -> float | None:
     """``Retry-After`` in seconds: a number, or an HTTP date; None when absent or unreadable."""
     value = response.headers.get("Retry-After")
     if value is None:

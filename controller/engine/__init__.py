@@ -84,17 +84,21 @@ from controller.errors import (
     SourceError,
     TemporaryError,
 )
+from controller.hooks import notify_phase, phase_event, render
 from controller.ports import (
     DataPort,
     EmbedderFactory,
     EmbeddingCachePort,
+    MetricQueryPort,
     MilvusPort,
+    NotifierPort,
     NullCache,
     NullTelemetry,
     ReferenceStore,
     Reporter,
     ReportSink,
     Telemetry,
+    WebhookPort,
 )
 from controller.spec import EmbeddingRelease
 from controller.status import Phase, ReleaseStatus, with_phase
@@ -108,6 +112,7 @@ AFTER_THE_FLIP = frozenset(
         StepName.RETAIN,
         StepName.RELEASE,
         StepName.CLEAR_ROLLBACK,
+        StepName.POST_PROMOTION,
     }
 )
 NO_REQUESTS = Intents()
@@ -143,6 +148,9 @@ class Engine:
         embedders: EmbedderFactory | None = None,
         cache: EmbeddingCachePort | None = None,
         on_status: Callable[[ReleaseStatus], None] | None = None,
+        webhooks: WebhookPort | None = None,
+        notifier: NotifierPort | None = None,
+        metric_query: MetricQueryPort | None = None,
     ) -> None:
         # Told the status of every step decided, before it runs: the Kubernetes driver
         # writes it, so a long pass shows Building -> Indexing -> Validating as it goes.
@@ -158,6 +166,9 @@ class Engine:
             references=references,
             embedders=embedders,
             cache=cache or NullCache(),
+            webhooks=webhooks,
+            notifier=notifier,
+            metric_query=metric_query,
         )
 
     @property
@@ -246,6 +257,7 @@ class Engine:
             status = with_phase(run.status, Phase.FAILED, exc.reason, str(exc), self.clock())
             status = self._as_observed(release, status)
             self.reporter.event(exc.reason, str(exc), warning=True)
+            run.announce(status)
             return ReconcileResult(status, True, exc, None, frozenset(run.applied))
 
     def identified(self, release: EmbeddingRelease) -> EmbeddingRelease:
@@ -310,6 +322,7 @@ class _Pass:
         self.applied: set[str] = set()
         self.done: set[str] = set()
         self.failed: dict[tuple[str, str], str] = {}  # post-flip steps that failed
+        self.announced = status.phase  # the phase last notified (or found at the start)
 
     def until_settled(self) -> ReconcileResult:
         previous_step: tuple[str, str] | None = None
@@ -319,6 +332,7 @@ class _Pass:
             obs = self.engine.observe(self.release, frozenset(self.done), self.failed)
             step = decide(self.release, obs, wanted)
             self.status = status_of(self.release, obs, step, self.status, self.engine.clock())
+            self.announce(self.status)
             if step.terminal and step.refused:
                 return self._refused(step, before)
             if step.terminal:
@@ -356,6 +370,24 @@ class _Pass:
 
     def _intents(self) -> Intents:
         return self.intents() if callable(self.intents) else self.intents
+
+    def announce(self, status: ReleaseStatus) -> None:
+        """Post a phase change to ``spec.notifications`` (queued: never waits on them)."""
+        before, self.announced = self.announced, status.phase
+        notifier = self.engine.context.notifier
+        if notifier is None:
+            return
+        for notification in self.release.spec.notifications:
+            if notify_phase(before, status.phase, notification.phases):
+                event = phase_event(
+                    self.release,
+                    status.phase,
+                    before,
+                    status.message,
+                    status.live,
+                    self.engine.clock(),
+                )
+                notifier.notify(self.release.track, notification, render(notification, event))
 
 
 def _without(intents: Intents, applied: set[str]) -> Intents:

@@ -56,6 +56,9 @@ P_ENCODER = "embrel.encoder"  # descriptor JSON of the encoder (controller.embed
 # On the live collection while a candidate is validated, until the flip (or abort):
 # JSON {"version", "collection", "encoder": descriptor or null}, so clients can preload it.
 P_NEXT = "embrel.next"
+# Webhooks: the postPromotion webhooks' checks for a live period, JSON
+# {"at": its promotedAt, "checks": [Check]}; the prePromotion ones are in embrel.checks.
+P_POST_PROMOTION = "embrel.postPromotion"
 # Properties cannot be deleted portably (2.3.5), so "unset" is the empty string.
 UNSET = ""
 PASSED, FAILED, INCONCLUSIVE, ACCEPTED = "passed", "failed", "inconclusive", "accepted"
@@ -99,6 +102,15 @@ class CollectionState:
         """The validation checks recorded on this collection (none before validation)."""
         raw = self.get(P_CHECKS)
         return [Check.from_dict(d) for d in json.loads(raw)] if raw else []
+
+    def post_promotion_checks(self) -> list[Check] | None:
+        """The postPromotion webhooks' checks of the current live period; None until
+        they ran in it (each live period calls them once)."""
+        raw = self.get(P_POST_PROMOTION)
+        record = json.loads(raw) if raw else {}
+        if not isinstance(record, dict) or record.get("at") != self.get(P_PROMOTED_AT):
+            return None
+        return [Check.from_dict(d) for d in record.get("checks", [])]
 
 
 @dataclass(frozen=True)

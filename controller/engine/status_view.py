@@ -103,7 +103,7 @@ def drift(live: CollectionState | None) -> dict[str, Any] | None:
 def validation(c: CollectionState | None) -> dict[str, Any] | None:
     if c is None or c.get(P_VALIDATION) == UNSET:
         return None
-    checks = c.checks()
+    checks = c.checks() + (c.post_promotion_checks() or [])  # webhooks' checks too
     recall = next((x.value for x in checks if x.name.startswith("recall@")), None)
     if recall is None:
         recall = next((x.value for x in checks if x.name == "minAnnRecall"), None)

@@ -29,6 +29,7 @@ class StepName(StrEnum):
     CLEAR_ROLLBACK = "clear_rollback"
     CAPTURE_REFERENCE = "capture_reference"
     MONITOR = "monitor"
+    POST_PROMOTION = "post_promotion"  # the postPromotion webhooks of a new live period
     DONE = "done"  # terminal: nothing to run, the pass has settled
 
 

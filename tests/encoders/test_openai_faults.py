@@ -17,7 +17,7 @@ from controller.embedding.openai import (
     MAX_BACKOFF_SECONDS,
     EncoderUnreachable,
     OpenAIEncoder,
-    _retry_after,
+    retry_after_seconds,
 )
 from controller.errors import PermanentError, TemporaryError
 from controller.spec import EmbedderSpec
@@ -186,7 +186,7 @@ def test_a_wrong_dimension_after_the_first_answer_is_refused(fault_server: Any) 
 
 def test_retry_after_reads_seconds_and_http_dates() -> None:
     def after(value: str) -> float | None:
-        return _retry_after(httpx.Response(429, headers={"Retry-After": value}))
+        return retry_after_seconds(httpx.Response(429, headers={"Retry-After": value}))
 
     assert after("3") == 3.0
     assert after("-4") == 0.0
@@ -195,7 +195,7 @@ def test_retry_after_reads_seconds_and_http_dates() -> None:
     assert seconds is not None and 3.9 <= seconds <= 5.0
     assert after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
     assert after("soon") is None
-    assert _retry_after(httpx.Response(429)) is None
+    assert retry_after_seconds(httpx.Response(429)) is None
 
 
 def test_a_long_retry_after_is_capped(fault_server: Any) -> None:

@@ -368,6 +368,28 @@ def controller(kube: KubeGateway, tmp_path: Path) -> KubeController:
     )
 
 
+def test_webhook_secret_ref_is_read_from_the_release_namespace_and_redacted(
+    api: client.ApiClient, kube: KubeGateway, tmp_path: Path
+) -> None:
+    from controller.spec import WebhookSpec
+    from controller.webhooks import MissingSecret
+
+    core = client.CoreV1Api(api)
+    value = base64.b64encode(b"hmac-hook-s3cr3t").decode()
+    core.create_namespaced_secret(
+        "test", {"metadata": {"name": "hooks"}, "data": {"secret": value}}
+    )
+    core.create_namespaced_secret("test", {"metadata": {"name": "other"}, "data": {"key": value}})
+    ctl = controller(kube, tmp_path)
+    hook = WebhookSpec(name="approve", url="http://h.test/", secretRef="hooks")
+    assert ctl._hook_secret(hook, "test") == "hmac-hook-s3cr3t"
+    assert ctl.redact("said hmac-hook-s3cr3t") == "said <redacted>"
+    for name, namespace in (("other", "test"), ("hooks", "elsewhere")):
+        with pytest.raises(MissingSecret) as exc:
+            ctl._hook_secret(hook.model_copy(update={"secret_ref": name}), namespace)
+        assert "s3cr3t" not in str(exc.value) and "secret" in str(exc.value)
+
+
 def test_invalid_spec_fails_with_field_paths_and_a_warning(
     api: client.ApiClient, kube: KubeGateway, kube_api: KubeApiServer, tmp_path: Path
 ) -> None:

@@ -64,6 +64,7 @@ def test_step_names_keep_the_labels_events_and_metrics_use() -> None:
         "clear_rollback",
         "capture_reference",
         "monitor",
+        "post_promotion",
         "done",
     }
 

@@ -8,6 +8,7 @@ from dataclasses import replace
 
 from controller.engine.decide.targets import drain_left, retention_plan, rollback_targets
 from controller.engine.state import (
+    P_CUTOVER,
     P_DRIFT,
     P_DRIFT_AT,
     P_FLIP_UNVERIFIED,
@@ -20,12 +21,17 @@ from controller.engine.state import (
     epoch,
 )
 from controller.engine.step import Step, StepName, done
+from controller.hooks import failure_text
 from controller.spec import EmbeddingRelease, duration_seconds
 from controller.status import Phase, Reason
+from controller.validation.results import Outcome
 
 
 def settle_live(release: EmbeddingRelease, obs: Observation, live: CollectionState) -> Step:
-    """Invariant 3 and 4: retention after the drain, then monitoring; else settle Live."""
+    """The postPromotion webhooks first (while the previous version is surely kept), then
+    invariant 3 and 4: retention after the drain, then monitoring; else settle Live."""
+    if hooks := post_promotion(release, obs, live):
+        return hooks
     tried = obs.failed_steps  # failed in this pass: warned about, tried again next pass
     actions = [
         (n, v)
@@ -121,12 +127,58 @@ def _guarding(release: EmbeddingRelease, obs: Observation, live: CollectionState
     return obs.now - promoted < release.spec.promotion.post_promotion.watch_seconds
 
 
+def post_promotion(
+    release: EmbeddingRelease, obs: Observation, live: CollectionState
+) -> Step | None:
+    """After a proven promotion: the postPromotion analysis and webhooks, once per live
+    period. A failed check rolls back with the guard's verified flip (with nothing to
+    roll back to, the release stays Live and says so); an inconclusive one does not.
+    None when there is nothing to do or say."""
+    measured = release.spec.analysis.of("postPromotion") if release.spec.analysis else []
+    if not (release.spec.promotion.hooks("postPromotion") or measured) or not _promoted(live):
+        return None
+    checks = live.post_promotion_checks()
+    if checks is None:
+        if (StepName.POST_PROMOTION, live.name) in obs.failed_steps:
+            return None  # warned about; tried again on the next pass
+        return Step(
+            StepName.POST_PROMOTION,
+            live.name,
+            Phase.LIVE,
+            Reason.PROMOTED,
+            "post-promotion analysis and webhooks",
+        )
+    failed = failure_text([c for c in checks if c.outcome == Outcome.FAILED])
+    if not failed:  # inconclusive ones are shown in status.validation.checks only
+        return None
+    why = f"post-promotion check failed: {failed}"
+    return rollback_flip(release, obs, why) or done(
+        Phase.LIVE,
+        Reason.WEBHOOK_FAILED,
+        f"{release.spec.version} is live as {live.name}; {why}; no retained, loaded "
+        "version to roll back to",
+    )
+
+
+def _promoted(live: CollectionState) -> bool:
+    """The live period began with a proven flip that was not a rollback."""
+    raw = live.get(P_CUTOVER)
+    cutover = json.loads(raw) if raw else {}
+    return live.was_live and isinstance(cutover, dict) and not cutover.get("rollback", False)
+
+
 def _guard_rollback(
     release: EmbeddingRelease, obs: Observation, breaches: list[str]
 ) -> Step | None:
     """Invariant 4: the guard rolls back with one flip, to a version still loaded."""
     if not release.spec.promotion.post_promotion.rollback_on_failure:
         return None
+    return rollback_flip(release, obs, "; ".join(breaches))
+
+
+def rollback_flip(release: EmbeddingRelease, obs: Observation, why: str) -> Step | None:
+    """One verified flip back to the most recent retained, loaded version, recorded as
+    the guard's (``AutoRolledBack`` with ``why``); None when there is none."""
     targets = [c for c in rollback_targets(release, obs) if c.loaded]
     if not targets:
         return None
@@ -135,9 +187,9 @@ def _guard_rollback(
         targets[0].name,
         Phase.PROMOTING,
         Reason.AUTO_ROLLED_BACK,
-        f"post-promotion guard: {'; '.join(breaches)}; rolling back to {targets[0].version}",
+        f"post-promotion guard: {why}; rolling back to {targets[0].version}",
         rollback=True,
-        auto="; ".join(breaches),
+        auto=why,
     )
 
 

@@ -371,6 +371,7 @@ NOT_WHILE_VALIDATING = frozenset(
         StepName.CLEAR_ROLLBACK,
         StepName.CAPTURE_REFERENCE,
         StepName.MONITOR,
+        StepName.POST_PROMOTION,
     }
 )
 

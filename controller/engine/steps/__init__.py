@@ -2,19 +2,21 @@
 
 Every step function takes the same typed inputs (``StepContext``, the release,
 the decided ``Step``, the snapshot it was decided on) and changes Milvus only
-through the context's ports. The five modules follow a release's life:
+through the context's ports. The modules follow a release's life:
 
 * ``build``: ``build``, ``discard_incomplete``, ``index``, ``load``
 * ``validate``: ``validate``, ``accept``, ``abort``
 * ``flip``: ``flip``, ``verify_flip``
 * ``retire``: ``release``, ``retain``, ``clear_rollback``
 * ``monitor``: ``capture_reference``, ``monitor``
+* ``webhooks``: ``post_promotion`` (and the preBuild and prePromotion gates that
+  ``build`` and ``validate`` call)
 """
 
 from __future__ import annotations
 
 from controller.engine.step import StepName
-from controller.engine.steps import build, flip, monitor, retire, validate
+from controller.engine.steps import build, flip, monitor, retire, validate, webhooks
 from controller.engine.steps.context import Progress, Settings, StepContext, StepFunction
 
 REGISTRY: dict[StepName, StepFunction] = {
@@ -32,6 +34,7 @@ REGISTRY: dict[StepName, StepFunction] = {
     StepName.CLEAR_ROLLBACK: retire.clear_rollback,
     StepName.CAPTURE_REFERENCE: monitor.capture_reference,
     StepName.MONITOR: monitor.monitor,
+    StepName.POST_PROMOTION: webhooks.post_promotion,
 }
 
 __all__ = ["REGISTRY", "Progress", "Settings", "StepContext", "StepFunction"]

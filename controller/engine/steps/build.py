@@ -35,6 +35,7 @@ from controller.engine.state import (
     Observation,
 )
 from controller.engine.step import Step
+from controller.engine.steps import webhooks
 from controller.engine.steps.context import StepContext
 from controller.errors import BuildIncomplete, SourceError, WaitTimedOut
 from controller.incremental import (
@@ -63,7 +64,9 @@ class PlannedBuild:
 
 
 def build(ctx: StepContext, release: EmbeddingRelease, step: Step, obs: Observation) -> None:
-    """Check the whole source, then create the collection and insert every row."""
+    """Ask the preBuild webhooks, check the whole source, then create the collection
+    and insert every row."""
+    webhooks.pre_build(ctx, release, obs, step.target)
     planned = plan_build(ctx, release, obs)
     planned.build.plan()  # reads and checks every input; Milvus untouched until here
     check_validation_inputs(release, ctx.data)  # golden and query sets, before hours of build

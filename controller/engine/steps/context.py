@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
@@ -13,13 +14,16 @@ from controller.ports import (
     DataPort,
     EmbedderFactory,
     EmbeddingCachePort,
+    MetricQueryPort,
     MilvusPort,
+    NotifierPort,
     NullCache,
     NullTelemetry,
     ReferenceStore,
     Reporter,
     ReportSink,
     Telemetry,
+    WebhookPort,
 )
 from controller.spec import EmbeddingRelease
 
@@ -53,6 +57,10 @@ class StepContext:
     references: ReferenceStore | None = None
     embedders: EmbedderFactory | None = None  # source.documents: one per spec.embedder
     cache: EmbeddingCachePort = field(default_factory=NullCache)
+    webhooks: WebhookPort | None = None  # spec.promotion.webhooks: the gates' HTTP calls
+    notifier: NotifierPort | None = None  # spec.notifications: phase changes
+    metric_query: MetricQueryPort | None = None  # spec.analysis: Prometheus queries
+    sleep: Callable[[float], None] = time.sleep  # between analysis measurements
 
     def progress(self, track: str) -> Progress:
         """The reporter's progress bar, mirrored into telemetry (build progress gauges)."""

@@ -40,6 +40,7 @@ from controller.engine.state import (
     summarise,
 )
 from controller.engine.step import Step
+from controller.engine.steps import analysis, webhooks
 from controller.engine.steps.build import create_collection
 from controller.engine.steps.context import StepContext
 from controller.engine.steps.flip import read_fingerprint
@@ -64,6 +65,8 @@ def validate(ctx: StepContext, release: EmbeddingRelease, step: Step, obs: Obser
     _announce(ctx, release, cand, obs)
     try:
         run = run_validation(_gate_context(ctx, release, cand, obs))
+        run.checks += analysis.pre_promotion(ctx, release, obs, cand.name, run.checks)
+        run.checks += webhooks.pre_promotion(ctx, release, obs, cand.name, run.checks)
     except PermanentError:  # this candidate will not be promoted as it is
         _withdraw(ctx, cand.name, obs)
         raise
