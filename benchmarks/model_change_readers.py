@@ -1,7 +1,7 @@
 """Readers through a model change: a naive application and ReleaseClient, side by side.
 
     python -m benchmarks.model_change_readers [--backend lite|server] [--docs 800]
-        [--queries 200] [--seconds 20] [--batch 4] [--max-drop 0.10]
+        [--queries 200] [--seconds 20] [--batch 4] [--max-drop 0.10] [--ef 64]
 
 A corpus of real text with labelled queries (standard-library docstring paragraphs: the
 first sentence is the query, the rest of the paragraph its one relevant document). v1 is
@@ -31,8 +31,11 @@ that embedded its query is not the one its serving collection records (``embrel.
 Live and candidate recall@10 are measured beforehand by exact (brute-force) search of
 each side's own query vectors over its own stored vectors. Target: ReleaseClient has 0
 mismatched answers, and in every second its recall@10 is at least min(live, candidate)
-recall on the queries it answered in that second, minus 0.02. Numbers are printed; no
-timed asserts.
+recall on the queries it answered in that second, minus 0.02. Each side is also
+searched through Milvus beforehand (by name, its own query vectors, the readers' search
+parameters), and the target is printed against that recall too: a shortfall of HNSW's
+approximate search is told apart from one of the client. Numbers are printed; no timed
+asserts.
 """
 
 from __future__ import annotations
@@ -85,7 +88,9 @@ MINILM = "all-MiniLM-L6-v2"
 # documents and queries alike: "e5-query" gives both "query: " (E5's advice for
 # symmetric use); no queryPrefix/documentPrefix, or the server would add a second one.
 E5 = "e5-query"
-SEARCH_PARAMS: dict[str, Any] = {"params": {"ef": 64}}  # both readers, both collections
+# Both readers and the per-side searches use these (main sets ef from --ef): what an
+# application would pass, and what makes HNSW's answers differ from exact search.
+SEARCH_PARAMS: dict[str, Any] = {"params": {"ef": 64}}
 
 
 # -- the corpus --------------------------------------------------------------------
@@ -654,10 +659,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="per phase (3 phases)")
     parser.add_argument("--batch", type=int, default=4, help="query texts per search call")
     parser.add_argument("--max-drop", type=float, default=0.10, help="maxDropVsLive max")
+    parser.add_argument("--ef", type=int, default=64, help="HNSW search ef, every search")
     args = parser.parse_args(argv)
+    SEARCH_PARAMS["params"]["ef"] = args.ef
     # The packaged MiniLM is on disk; without this, sentence-transformers asks the hub.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    print(f"model change readers on {machine()}; backend {args.backend}", flush=True)
+    print(f"model change readers on {machine()}; backend {args.backend}, ef {args.ef}", flush=True)
     run(args)
 
 
