@@ -107,9 +107,13 @@ def labelled_corpus(n_docs: int, n_queries: int) -> Corpus:
     the rest of it the document it should find."""
     docs: dict[int, str] = {}
     heads: dict[int, str] = {}
+    seen: set[str] = set()
     for paragraph in stdlib_paragraphs(6 * n_docs, min_chars=120):
         head, sep, body = paragraph.partition(". ")
-        if sep and len(head.split()) >= 5 and len(body.split()) >= 8:
+        # A body seen before (docstrings repeat "See ..." tails) would be a second copy of
+        # the same vector: an exact tie at rank K that makes "the relevant id" ambiguous.
+        if sep and len(head.split()) >= 5 and len(body.split()) >= 8 and body not in seen:
+            seen.add(body)
             heads[len(docs)], docs[len(docs)] = head, body
             if len(docs) == n_docs:
                 break
