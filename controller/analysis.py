@@ -7,7 +7,8 @@ measurement is Successful, Failed, Inconclusive (a failureCondition is given and
 neither condition holds) or an Error (the query failed or returned no number). The
 metric fails when its failed measurements exceed ``failureLimit`` or its consecutive
 errors exceed ``consecutiveErrorLimit``, is Inconclusive when its inconclusive ones
-exceed ``inconclusiveLimit``, and passes otherwise. A ``dryRun`` metric is measured
+exceed ``inconclusiveLimit`` or when every measurement was an error, and passes
+otherwise. A ``dryRun`` metric is measured
 and reported, and never decides anything.
 """
 
@@ -135,8 +136,16 @@ def consecutive_errors(measurements: Sequence[Measurement]) -> int:
 def summarise(
     name: str, measurements: Sequence[Measurement], limits: Limits, dry_run: bool
 ) -> Check:
-    """A metric's measurements as a gate check named ``analysis/<name>``."""
-    decided = verdict(measurements, limits) or Outcome.PASSED
+    """A metric's measurements as a gate check named ``analysis/<name>``.
+
+    Errors within ``consecutiveErrorLimit`` do not fail a metric (Prometheus may blink),
+    but a metric whose every measurement was an error measured nothing: Inconclusive,
+    never Passed (Argo Rollouts would pass it).
+    """
+    measured_nothing = all(m.outcome == Measured.ERROR for m in measurements)
+    decided = verdict(measurements, limits) or (
+        Outcome.INCONCLUSIVE if measured_nothing else Outcome.PASSED
+    )
     counts = {k: float(sum(m.outcome == k for m in measurements)) for k in Measured}
     values = [m.value for m in measurements if m.value is not None]
     shown = ", ".join(_shown(m) for m in measurements)

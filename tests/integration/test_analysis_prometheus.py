@@ -1,5 +1,6 @@
-"""spec.analysis against a real Prometheus (Debian package `prometheus`) that scrapes a
-tiny exporter on 127.0.0.1 whose values the test sets per collection."""
+"""spec.analysis against a real Prometheus (Debian package `prometheus`) that scrapes, on
+127.0.0.1, a tiny exporter whose values the test sets per collection, and the search
+metrics of examples/analysis (an application's answers counted per serving version)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,17 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from controller.status import Phase
+from examples.analysis.search_metrics import SearchMetrics
 from tests.conftest import Backend, embrel, release_yaml, unit_vectors, write_release, write_vectors
 from tests.support.prometheus import PrometheusServer
 
@@ -23,10 +27,13 @@ QUERY = 'max(search_error_ratio{collection="{{candidate}}"})'
 
 
 class Exporter:
-    """Serves ``search_error_ratio{collection=...}`` with the values in ``values``."""
+    """Serves ``search_error_ratio{collection=...}`` with the values in ``values``, and
+    the application's search metrics (``app``, examples/analysis/search_metrics.py)."""
 
     def __init__(self) -> None:
         self.values: dict[str, float] = {}
+        self.registry = CollectorRegistry()
+        self.app = SearchMetrics(self.registry, min_score=0.5)
         exporter = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -35,7 +42,7 @@ class Exporter:
                     f'search_error_ratio{{collection="{c}"}} {v}'
                     for c, v in sorted(exporter.values.items())
                 ]
-                body = ("\n".join(lines) + "\n").encode()
+                body = ("\n".join(lines) + "\n").encode() + generate_latest(exporter.registry)
                 self.send_response(200)
                 self.send_header("Content-Type", "text/plain; version=0.0.4")
                 self.send_header("Content-Length", str(len(body)))
@@ -169,3 +176,150 @@ def test_a_failing_post_promotion_analysis_rolls_back(track: Any, backend: Backe
     assert "post-promotion check failed: analysis/errors" in status["message"]
     assert backend.alias_target() == f"{backend.alias}__v1"
     assert status["cutover"]["verified"] and status["cutover"]["rollback"]
+
+
+# -- the application's metrics (examples/analysis/search_metrics.py) ---------------------
+
+ZERO_RESULT_RATE = (
+    'sum(rate(search_zero_results_total{alias="{{alias}}", version="{{version}}"}[5s]))'
+    ' / sum(rate(search_requests_total{alias="{{alias}}", version="{{version}}"}[5s]))'
+)
+
+
+@dataclass
+class _Answer:
+    hits: list[dict[str, Any]]
+    version: str | None
+
+
+class Traffic:
+    """The application: answers served by ``version`` of ``alias``, ``zero_share`` of
+    them with no hit above the relevance score, 40 a second, counted by SearchMetrics."""
+
+    def __init__(self, app: SearchMetrics, alias: str) -> None:
+        self.app, self.alias = app, alias
+        self.zero_share: dict[str, float] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        tick = 0
+        while not self.stop.wait(0.025):
+            tick += 1
+            for version, share in list(self.zero_share.items()):
+                empty = (tick % 20) < round(share * 20)
+                hits = [{"id": 1, "distance": 0.1 if empty else 0.9}]
+                self.app.observe(self.alias, [_Answer(hits, version)], 0.004)
+
+
+@pytest.fixture
+def traffic(backend: Backend, prometheus: Any) -> Iterator[Traffic]:
+    _, exporter = prometheus
+    flow = Traffic(exporter.app, backend.alias)
+    try:
+        yield flow
+    finally:
+        flow.stop.set()
+        flow.thread.join(timeout=5)
+
+
+def serving(server: PrometheusServer, traffic: Traffic, version: str, share: float) -> None:
+    """Start ``version``'s answers and wait until Prometheus' zero-result rate shows them."""
+    traffic.zero_share[version] = share
+    expr = ZERO_RESULT_RATE.replace("{{alias}}", traffic.alias).replace("{{version}}", version)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        result = server.query(expr)
+        if result and abs(float(result[0]["value"][1]) - share) < 0.1:
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"Prometheus never showed {expr} near {share}")
+
+
+def zero_results(url: str, **metric: object) -> dict[str, object]:
+    spec = {"name": "zero-results", "query": ZERO_RESULT_RATE, "interval": "1s", "count": 2}
+    return {"analysis": {"address": url, "metrics": [spec | metric]}}
+
+
+def named(status: dict[str, Any], name: str = "analysis/zero-results") -> dict[str, Any]:
+    found: dict[str, Any] = next(c for c in status["validation"]["checks"] if c["name"] == name)
+    return found
+
+
+AFTER_THE_FLIP = {"phase": "postPromotion", "failureCondition": "result > 0.5"}
+WATCH = {"postPromotion": {"watchSeconds": 60}}
+
+
+def test_the_application_metrics_roll_back_a_version_that_answers_empty(
+    track: Any, backend: Backend, traffic: Traffic, prometheus: Any
+) -> None:
+    apply, url = track
+    assert apply("v1")[0] == 0
+    serving(prometheus[0], traffic, "v2", 0.8)
+    code, output, status = apply("v2", promotion=WATCH, **zero_results(url, **AFTER_THE_FLIP))
+    assert code == 3, output
+    assert status["phase"] == Phase.ROLLED_BACK, status["message"]
+    assert "analysis/zero-results" in status["message"]
+    assert backend.alias_target() == f"{backend.alias}__v1"
+    assert status["cutover"]["verified"] and status["cutover"]["rollback"]
+
+
+def test_the_application_metrics_keep_a_version_that_answers(
+    track: Any, backend: Backend, traffic: Traffic, prometheus: Any
+) -> None:
+    apply, url = track
+    assert apply("v1")[0] == 0
+    serving(prometheus[0], traffic, "v2", 0.0)
+    code, output, status = apply("v2", promotion=WATCH, **zero_results(url, **AFTER_THE_FLIP))
+    assert code == 0, output
+    assert status["phase"] == Phase.LIVE, status["message"]
+    assert backend.alias_target() == f"{backend.alias}__v2"
+
+
+def test_a_dry_run_metric_is_reported_and_never_decides(
+    track: Any, backend: Backend, traffic: Traffic, prometheus: Any
+) -> None:
+    apply, url = track
+    serving(prometheus[0], traffic, "v1", 0.8)
+    spec = zero_results(url, successCondition="result < 0.1", dryRun=True)
+    code, output, status = apply("v1", **spec)
+    assert code == 0, output
+    assert backend.alias_target() == f"{backend.alias}__v1"
+    check = named(status)
+    assert check["outcome"] == "Reported" and "would be Failed" in check["detail"], check
+
+
+def test_an_inconclusive_metric_waits_for_a_person(
+    tmp_path: Path, track: Any, backend: Backend, traffic: Traffic, prometheus: Any
+) -> None:
+    """0.3 is neither a success (< 0.1) nor a failure (> 0.5): Inconclusive beyond
+    inconclusiveLimit, so the release waits; `embrel promote` then flips."""
+    apply, url = track
+    assert apply("v1")[0] == 0
+    serving(prometheus[0], traffic, "v2", 0.3)
+    spec = zero_results(url, successCondition="result < 0.1", failureCondition="result > 0.5")
+    code, output, status = apply("v2", **spec)
+    assert code == 3, output
+    assert status["phase"] == Phase.AWAITING_PROMOTION, status["message"]
+    assert named(status)["outcome"] == "Inconclusive"
+    assert backend.alias_target() == f"{backend.alias}__v1"
+    state = ("--state-dir", str(tmp_path / "state"))
+    promoted = embrel(*state, "promote", "products", cwd=tmp_path)
+    assert promoted.returncode == 0, promoted.stdout + promoted.stderr
+    assert backend.alias_target() == f"{backend.alias}__v2"
+
+
+def test_an_unreachable_prometheus_counts_as_errors_not_failures(
+    track: Any, backend: Backend
+) -> None:
+    """Errors within consecutiveErrorLimit fail nothing; a metric that measured nothing
+    cannot pass either: Inconclusive, the alias untouched until a person decides."""
+    apply, _ = track
+    spec = zero_results("http://127.0.0.1:1", successCondition="result < 0.1")
+    code, output, status = apply("v1", **spec)
+    assert code == 3, output
+    check = named(status)
+    assert check["outcome"] == "Inconclusive", check
+    assert check["metrics"]["error"] == 2 and check["metrics"]["failed"] == 0, check
+    assert backend.alias_target() is None

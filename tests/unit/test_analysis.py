@@ -80,6 +80,9 @@ def test_summary_and_dry_run() -> None:
     dry = summarise("errors", [OK, BAD], limits, dry_run=True)
     assert dry.outcome == Outcome.REPORTED and "would be Failed" in dry.detail
     assert summarise("errors", [OK, OK], limits, dry_run=False).outcome == Outcome.PASSED
+    # Errors within the limit do not fail; only errors measured nothing: never a pass.
+    assert summarise("errors", [ERR, OK], limits, dry_run=False).outcome == Outcome.PASSED
+    assert summarise("errors", [ERR], limits, dry_run=False).outcome == Outcome.INCONCLUSIVE
 
 
 def test_templates_are_filled_per_release() -> None:
