@@ -18,6 +18,7 @@ from controller.sources.base import GoldenSet, VectorBatch, VectorSource
 from controller.sources.documents import DocumentSource
 from controller.sources.labelled_queries import LabelledQueries
 from controller.spec import (
+    AnalysisSpec,
     DocumentsSource,
     EmbedderSpec,
     EmbeddingRelease,
@@ -168,7 +169,7 @@ class MetricQueryPort(Protocol):
     """Asks Prometheus (``controller.prometheus``): one instant query -> one number.
     Raises ``controller.analysis.QueryFailed`` when there is none."""
 
-    def query(self, address: str, promql: str, timeout: float) -> float: ...
+    def query(self, analysis: AnalysisSpec, namespace: str, promql: str) -> float: ...
 
 
 Advance = Callable[[int], None]

@@ -4,7 +4,9 @@
 series, is the number; anything else (an error answer, no series, several series,
 no answer) is ``QueryFailed`` with the reason, which the analysis counts as an
 Error measurement. No retries here: the analysis' ``consecutiveErrorLimit`` is the
-retry budget, as in Argo Rollouts. The address is shown with credentials redacted.
+retry budget, as in Argo Rollouts. The address is shown with credentials redacted;
+a secret named by ``analysis.secretEnv``/``secretRef`` is sent as a bearer token and
+never shown.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from typing import Any
 import httpx
 
 from controller.analysis import QueryFailed
-from controller.spec import redact_uri, uri_secret_values
+from controller.secrets import MissingSecret, SecretSource, env_secrets
+from controller.spec import AnalysisSpec, redact_uri, uri_secret_values
 
 _EXCERPT = 200
 
@@ -22,15 +25,27 @@ _EXCERPT = 200
 class PrometheusQuery:
     """``MetricQueryPort`` over Prometheus' HTTP API."""
 
-    def __init__(self, transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self, secrets: SecretSource | None = None, transport: httpx.BaseTransport | None = None
+    ) -> None:
+        self._secrets = secrets or env_secrets()
         self._client = httpx.Client(transport=transport, follow_redirects=False)
 
-    def query(self, address: str, promql: str, timeout: float) -> float:
+    def query(self, analysis: AnalysisSpec, namespace: str, promql: str) -> float:
         """The query's one number; QueryFailed saying why there is none."""
+        address, timeout = analysis.address, analysis.timeout_seconds
         where = redact_uri(address)
         try:
+            token = self._secrets(analysis, namespace)
+        except MissingSecret as exc:
+            raise QueryFailed(f"Prometheus {where}: {exc}") from None
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        try:
             response = self._client.get(
-                f"{address}/api/v1/query", params={"query": promql}, timeout=timeout
+                f"{address}/api/v1/query",
+                params={"query": promql},
+                headers=headers,
+                timeout=timeout,
             )
         except httpx.TimeoutException:
             raise QueryFailed(f"Prometheus {where} did not answer within {timeout:g}s") from None

@@ -662,21 +662,13 @@ def _env_name(name: str | None, field_name: str) -> str | None:
     return name
 
 
-class _SignedHook(_Model):
-    """Where a webhook posts, and where the HMAC secret that signs its body comes from."""
+class _SecretSource(_Model):
+    """Where a secret comes from: an environment variable of the controller
+    (``secretEnv``) or key ``secret`` of a Kubernetes Secret in the release's namespace
+    (``secretRef``, read by the Kubernetes driver). Never the secret itself."""
 
-    name: Annotated[str, Field(min_length=1, max_length=63, pattern=_HOOK_NAME)]
-    url: Annotated[str, Field(min_length=1, max_length=2048)]
-    timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 10.0
-    # Further attempts after a connection error, a timeout, a 5xx or a 429 (never a 4xx).
-    retries: Annotated[int, Field(ge=0, le=10)] = 2
     secret_env: Annotated[str | None, Field(max_length=256)] = None
     secret_ref: _SECRET_NAME | None = None
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, url: str) -> str:
-        return _http_url(url, "url")
 
     @field_validator("secret_env")
     @classmethod
@@ -684,13 +676,28 @@ class _SignedHook(_Model):
         return _env_name(name, "secretEnv")
 
     @model_validator(mode="after")
-    def _one_secret_source(self) -> _SignedHook:
+    def _one_secret_source(self) -> _SecretSource:
         if self.secret_env is not None and self.secret_ref is not None:
             raise ValueError(
                 "give at most one of secretEnv (an environment variable of the controller) "
                 "or secretRef (a Kubernetes Secret, key secret)"
             )
         return self
+
+
+class _SignedHook(_SecretSource):
+    """Where a webhook posts; its secret signs the body (HMAC)."""
+
+    name: Annotated[str, Field(min_length=1, max_length=63, pattern=_HOOK_NAME)]
+    url: Annotated[str, Field(min_length=1, max_length=2048)]
+    timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 10.0
+    # Further attempts after a connection error, a timeout, a 5xx or a 429 (never a 4xx).
+    retries: Annotated[int, Field(ge=0, le=10)] = 2
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, url: str) -> str:
+        return _http_url(url, "url")
 
 
 class WebhookSpec(_SignedHook):
@@ -792,9 +799,10 @@ class AnalysisMetric(_Model):
         return self
 
 
-class AnalysisSpec(_Model):
+class AnalysisSpec(_SecretSource):
     """Metrics from Prometheus judged before the flip (a validation gate) and after it
-    (inside postPromotion.watchSeconds; a failure rolls back)."""
+    (inside postPromotion.watchSeconds; a failure rolls back). The secret, when one is
+    named, is sent as ``Authorization: Bearer``."""
 
     address: Annotated[str, Field(min_length=1, max_length=2048)]
     timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 10.0
@@ -813,6 +821,11 @@ class AnalysisSpec(_Model):
 
     def of(self, phase: AnalysisPhase) -> list[AnalysisMetric]:
         return [m for m in self.metrics if m.phase == phase]
+
+    @property
+    def name(self) -> str:
+        """How messages about its secret name it, as a webhook's name names the hook."""
+        return "analysis"
 
 
 class RetentionSpec(_Model):

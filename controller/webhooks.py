@@ -16,7 +16,6 @@ credentials redacted (``redact_uri``), never a secret.
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 import time
@@ -30,6 +29,9 @@ from tenacity.wait import wait_exponential, wait_random
 from controller.embedding.openai import MAX_BACKOFF_SECONDS, retry_after_seconds
 from controller.hooks import EVENT_HEADER, HookAnswer, body_bytes, signed_headers
 from controller.ports import NullTelemetry, Telemetry
+from controller.secrets import MissingSecret as MissingSecret  # re-exported
+from controller.secrets import SecretSource as SecretSource  # re-exported
+from controller.secrets import env_secrets as env_secrets  # re-exported
 from controller.spec import NotificationSpec, WebhookSpec, redact_uri, uri_secret_values
 
 log = logging.getLogger(__name__)
@@ -43,36 +45,6 @@ _EXCERPT = 200  # characters of a receiver's answer kept in a detail
 QUEUE_SIZE = 256  # notifications waiting; beyond it they are dropped and counted
 
 Hook = WebhookSpec | NotificationSpec
-# The HMAC secret of a hook for a release in a namespace; None when it names none.
-SecretSource = Callable[[Hook, str], str | None]
-
-
-class MissingSecret(Exception):
-    """The hook names a secret that is not there: nothing is sent unsigned."""
-
-
-def env_secrets(environ: Mapping[str, str] | None = None) -> SecretSource:
-    """Secrets from the controller's environment (``secretEnv``); the local driver's.
-
-    ``secretRef`` is a Kubernetes Secret: the local driver cannot read it and refuses
-    to send the hook unsigned.
-    """
-
-    def secret(hook: Hook, namespace: str) -> str | None:
-        env = os.environ if environ is None else environ
-        if hook.secret_ref is not None:
-            raise MissingSecret(
-                f"secretRef {hook.secret_ref!r} is read by the Kubernetes driver only; "
-                "use secretEnv with the local driver"
-            )
-        if hook.secret_env is None:
-            return None
-        value = env.get(hook.secret_env)
-        if not value:
-            raise MissingSecret(f"secretEnv {hook.secret_env} is not set")
-        return value
-
-    return secret
 
 
 class _Transient(Exception):

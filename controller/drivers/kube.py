@@ -58,9 +58,9 @@ from controller.errors import (
 from controller.kube import KubeGateway
 from controller.metrics import error_reason
 from controller.ports import Advance, MilvusPort, Telemetry
-from controller.spec import EmbeddingRelease, NotificationSpec, WebhookSpec, release_from_dict
+from controller.secrets import MissingSecret, SecretHolder, env_secrets
+from controller.spec import EmbeddingRelease, release_from_dict
 from controller.status import Phase, Reason, ReleaseStatus, with_phase
-from controller.webhooks import MissingSecret, env_secrets
 
 log = logging.getLogger(__name__)
 
@@ -608,14 +608,15 @@ class KubeController:
             self.redact.add(creds.values())
         return self.engines.gateway(ref, self.options.base_dir, creds)
 
-    def _hook_secret(self, hook: WebhookSpec | NotificationSpec, namespace: str) -> str | None:
-        """A webhook's HMAC secret: key ``secret`` of the Secret in ``secretRef`` (in the
-        release's namespace), else ``secretEnv`` from the environment."""
+    def _hook_secret(self, hook: SecretHolder, namespace: str) -> str | None:
+        """A webhook's HMAC secret or Prometheus' bearer token: key ``secret`` of the
+        Secret in ``secretRef`` (in the release's namespace), else ``secretEnv`` from the
+        environment."""
         if hook.secret_ref is None:
             return env_secrets()(hook, namespace)
         try:
             value = self.kube.read_secret_value(
-                namespace, hook.secret_ref, "secret", f"secretRef of webhook {hook.name}"
+                namespace, hook.secret_ref, "secret", f"secretRef of {hook.name}"
             )
         except EmbrelError as exc:
             raise MissingSecret(str(exc)) from exc

@@ -33,10 +33,11 @@ from controller.ports import (
     Telemetry,
 )
 from controller.prometheus import PrometheusQuery
+from controller.secrets import SecretSource, env_secrets
 from controller.sources import LocalFiles
 from controller.spec import EmbedderSpec, MilvusRef
 from controller.status import Phase, ReleaseStatus, with_phase
-from controller.webhooks import Notifier, SecretSource, WebhookClient, env_secrets
+from controller.webhooks import Notifier, WebhookClient
 
 MilvusObserver = Callable[[str, float, str | None], None]
 StatusHook = Callable[[ReleaseStatus], None]
@@ -108,9 +109,10 @@ class EngineFactory:
         self.telemetry: Telemetry = telemetry or NullTelemetry()
         # Webhook gates and notifications: one HTTP client, one delivery thread, shared
         # by every release; secrets from the driver (the environment, or Secrets).
-        self.webhooks = WebhookClient(hook_secrets or env_secrets())
+        secrets = hook_secrets or env_secrets()
+        self.webhooks = WebhookClient(secrets)
         self.notifier = Notifier(self.webhooks, self.telemetry)
-        self.prometheus = PrometheusQuery()  # spec.analysis
+        self.prometheus = PrometheusQuery(secrets)  # spec.analysis
         self.settings = engine_settings(config)
         # status.validation.report: a file path, or (report_urls) the path served over HTTP
         self.reports = ReportFolder(config.state_dir / "reports", urls=report_urls)

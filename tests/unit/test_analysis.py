@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import math
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from controller.analysis import (
     Limits,
@@ -19,8 +24,9 @@ from controller.analysis import (
     verdict,
 )
 from controller.errors import SpecError
-from controller.prometheus import _number
-from controller.spec import release_from_dict
+from controller.prometheus import PrometheusQuery, _number
+from controller.secrets import env_secrets
+from controller.spec import AnalysisSpec, release_from_dict
 from controller.validation.results import Outcome
 
 OK, BAD, UNSURE, ERR = (
@@ -155,15 +161,69 @@ def test_spec_errors_name_the_field() -> None:
     assert "watchSeconds" in window
 
 
+def _analysis(address: str, **secret: str) -> AnalysisSpec:
+    metric = {"name": "e", "query": "up", "successCondition": "result < 1"}
+    return AnalysisSpec.model_validate(
+        {"address": address, "timeoutSeconds": 2, "metrics": [metric], **secret}
+    )
+
+
 def test_an_unreachable_prometheus_is_a_query_error_without_credentials() -> None:
-    import socket
-
-    from controller.prometheus import PrometheusQuery
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     address = f"http://reader:pr0mpass@127.0.0.1:{port}"
     with pytest.raises(QueryFailed) as exc:
-        PrometheusQuery().query(address, "up", timeout=2)
+        PrometheusQuery().query(_analysis(address), "test", "up")
     assert "pr0mpass" not in str(exc.value) and "***@127.0.0.1" in str(exc.value)
+
+
+class _Prometheus(BaseHTTPRequestHandler):
+    """Answers ``up`` = 1 to a request with the bearer token, 401 without it."""
+
+    TOKEN = "pr0m-t0ken-value"
+
+    def do_GET(self) -> None:
+        if self.headers.get("Authorization") == f"Bearer {self.TOKEN}":
+            code, body = (
+                200,
+                {"status": "success", "data": {"resultType": "scalar", "result": [0, "1"]}},
+            )
+        else:
+            code, body = 401, {"status": "error", "error": "unauthorized"}
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_the_secret_is_sent_as_a_bearer_token_and_never_shown() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Prometheus)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    address = f"http://127.0.0.1:{server.server_address[1]}"
+    env = {"PROM_TOKEN": _Prometheus.TOKEN}
+    try:
+        query = PrometheusQuery(env_secrets(env))
+        assert query.query(_analysis(address, secretEnv="PROM_TOKEN"), "test", "up") == 1.0
+        with pytest.raises(QueryFailed, match="HTTP 401") as refused:
+            query.query(_analysis(address), "test", "up")  # no secret named: none sent
+        with pytest.raises(QueryFailed, match="secretEnv MISSING is not set") as missing:
+            query.query(_analysis(address, secretEnv="MISSING"), "test", "up")
+        with pytest.raises(QueryFailed, match="Kubernetes driver only"):
+            query.query(_analysis(address, secretRef="prom-token"), "test", "up")
+    finally:
+        server.shutdown()
+    for error in (refused.value, missing.value):
+        assert _Prometheus.TOKEN not in str(error)
+
+
+def test_one_secret_source_for_prometheus() -> None:
+    with pytest.raises(ValidationError, match="at most one of secretEnv"):
+        _analysis("http://p:9090", secretEnv="A", secretRef="b")
+    with pytest.raises(ValidationError, match="NAME of an environment variable"):
+        _analysis("http://p:9090", secretEnv="sk-not a name")

@@ -20,7 +20,13 @@ from controller.analysis import Limits, Measured, Measurement, QueryFailed
 from controller.engine.state import Observation
 from controller.engine.steps.context import StepContext
 from controller.errors import PermanentError
-from controller.spec import AnalysisMetric, AnalysisPhase, EmbeddingRelease, duration_seconds
+from controller.spec import (
+    AnalysisMetric,
+    AnalysisPhase,
+    AnalysisSpec,
+    EmbeddingRelease,
+    duration_seconds,
+)
 from controller.status import Reason
 from controller.validation.results import Check, Outcome
 
@@ -88,7 +94,7 @@ def run_analysis(
         if nxt.due - start > seconds_left:
             break  # the watch window is over
         ctx.sleep(max(0.0, nxt.due - time.monotonic()))
-        nxt.taken.append(_measure(ctx, spec.address, spec.timeout_seconds, nxt))
+        nxt.taken.append(_measure(ctx, spec, release.metadata.namespace, nxt))
         nxt.due += duration_seconds(nxt.metric.interval)
     checks = [_check(s) for s in plan]
     for c in checks:
@@ -115,10 +121,10 @@ def variables(release: EmbeddingRelease, obs: Observation, candidate: str) -> di
     }
 
 
-def _measure(ctx: StepContext, address: str, timeout: float, s: _Schedule) -> Measurement:
+def _measure(ctx: StepContext, spec: AnalysisSpec, namespace: str, s: _Schedule) -> Measurement:
     assert ctx.metric_query is not None
     try:
-        value = ctx.metric_query.query(address, s.query, timeout)
+        value = ctx.metric_query.query(spec, namespace, s.query)
     except QueryFailed as exc:
         return Measurement(None, Measured.ERROR, str(exc))
     m = s.metric
