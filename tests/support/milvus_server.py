@@ -26,13 +26,17 @@ this module does about them:
   ``grace`` seconds; flushed and inserted data survive that.
 * It binds 0.0.0.0 for everything except etcd: fine on a test machine, never expose it.
 
-One server at a time per machine (the embedded etcd ports are fixed). Linux only.
+One server at a time per machine (the embedded etcd ports are fixed): ``start()`` takes
+an exclusive ``flock`` on ``MACHINE_LOCK`` first, so a second test run or benchmark on the
+same machine waits for the first to stop its server instead of failing on the ports.
+Linux only.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import fcntl
 import os
 import re
 import signal
@@ -66,6 +70,7 @@ DEFAULT_PORTS: tuple[int, ...] = (
     DEFAULT_METRICS_PORT,
 )
 _LOG_NAME = "milvus-server.log"
+MACHINE_LOCK = Path(os.environ.get("EMBREL_MILVUS_SERVER_LOCK", "/tmp/embrel-milvus-server.lock"))
 _TCP_LISTEN = "0A"
 
 
@@ -181,6 +186,7 @@ class MilvusServer:
         self.stop_seconds: float | None = None
         self._wrapper: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        self._machine_lock: IO[bytes] | None = None
 
     # -- context manager ------------------------------------------------------------------
 
@@ -212,6 +218,7 @@ class MilvusServer:
         script = milvus_server_script()
         if not script.is_file():
             raise RuntimeError(f"{script} not found: pip install milvus==2.3.5 (see the Makefile)")
+        self._claim_machine()
         began = time.monotonic()
         deadline = began + timeout
         data_dir = Path(data_dir).resolve()
@@ -314,11 +321,36 @@ class MilvusServer:
 
     # -- stop -----------------------------------------------------------------------------
 
-    def stop(self, grace: float = 5.0, port_timeout: float = 30.0) -> None:
-        """Stop the server (SIGTERM, SIGKILL after ``grace`` s) and wait for its ports to close."""
-        wrapper = self._wrapper
-        if wrapper is None:
+    def _claim_machine(self) -> None:
+        """Hold the machine-wide server lock (kept across a restart by ``stop(release=False)``)."""
+        if self._machine_lock is not None:
             return
+        handle = MACHINE_LOCK.open("ab")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another Milvus server on this machine to stop ({MACHINE_LOCK})")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        self._machine_lock = handle
+
+    def _release_machine(self) -> None:
+        if self._machine_lock is not None:
+            self._machine_lock.close()  # closing the file releases the flock
+            self._machine_lock = None
+
+    def stop(self, grace: float = 5.0, port_timeout: float = 30.0, release: bool = True) -> None:
+        """Stop the server (SIGTERM, SIGKILL after ``grace`` s) and wait for its ports to close.
+
+        ``release=False`` keeps the machine lock, for a test that restarts the server.
+        """
+        if self._wrapper is not None:
+            self._stop_server(self._wrapper, grace, port_timeout)
+        if release:
+            self._release_machine()
+
+    def _stop_server(
+        self, wrapper: subprocess.Popen[bytes], grace: float, port_timeout: float
+    ) -> None:
         began = time.monotonic()
         atexit.unregister(self.stop)
         group = wrapper.pid
