@@ -9,7 +9,9 @@ driver, the engine and the metrics only when it runs, so `embrel --help` stays f
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
     from controller.status import ReleaseStatus
 
 HANDOFF_TIMEOUT = 600.0
+HANDOFF_POLL = 0.05  # reading the track's small JSON file: cheap
 FILENAME_HELP = (
     "the release YAML; a folder: every *.yaml and *.yml in it, in name order; "
     "-: read it from stdin (relative paths in it resolve against the current folder)"
@@ -139,7 +142,9 @@ def serving_metrics(args: argparse.Namespace) -> Iterator[PrometheusTelemetry | 
 
 @contextmanager
 def acting_controller(
-    config: ControllerConfig, telemetry: PrometheusTelemetry | None = None
+    config: ControllerConfig,
+    telemetry: PrometheusTelemetry | None = None,
+    wakeable: bool = False,
 ) -> Iterator[LocalController]:
     """A LocalController holding the state folder's lock: this process acts on it."""
     from controller.drivers.local import ControllerBusy, LocalController, controller_lock
@@ -148,7 +153,7 @@ def acting_controller(
         controller = LocalController(config, ConsoleReporter(), telemetry)
         stack.callback(controller.close)
         try:
-            stack.enter_context(controller_lock(config.state_dir))
+            stack.enter_context(controller_lock(config.state_dir, wakeable))
         except ControllerBusy as busy:
             raise EmbrelError(f"{busy}; stop it or let it pick up the file") from busy
         if telemetry is not None:
@@ -235,13 +240,23 @@ def _apply_folder(args: argparse.Namespace, config: ControllerConfig, folder: Pa
 
 
 def cmd_run(args: argparse.Namespace, config: ControllerConfig) -> int:
+    from controller.drivers.store import WAKE_SIGNAL
     from controller.drivers.watch import watch_folder
 
     stop_on_sigterm()  # between passes, with the lock released
     if not args.watch.is_dir():
         raise UsageError(f"--watch {args.watch}: not a folder")
-    with serving_metrics(args) as telemetry, acting_controller(config, telemetry) as controller:
-        watch_folder(controller, args.watch, config.reconcile, once=args.once)
+    wakeup = threading.Event()  # a verb left a request: act now, not at the next poll
+    # Signal handlers belong to the main thread (an embedding application may run the
+    # CLI in another); without one the watcher says so and is polled instead.
+    wakeable = threading.current_thread() is threading.main_thread()
+    if wakeable:
+        signal.signal(WAKE_SIGNAL, lambda _signum, _frame: wakeup.set())
+    with (
+        serving_metrics(args) as telemetry,
+        acting_controller(config, telemetry, wakeable) as controller,
+    ):
+        watch_folder(controller, args.watch, config.reconcile, args.once, wakeup)
     return ExitCode.OK
 
 
@@ -264,30 +279,26 @@ def cmd_status(args: argparse.Namespace, config: ControllerConfig) -> int:
 
 
 def cmd_request(args: argparse.Namespace, config: ControllerConfig) -> int:
-    """promote / abort / rollback: leave the request, then act on it or let the running controller."""
-    from controller.drivers.local import (
-        ControllerBusy,
-        LocalController,
-        StateStore,
-        controller_lock,
-    )
+    """promote / abort / rollback: leave the request, then act on it or let the running controller.
+
+    A running `embrel run --watch` is woken to act at once; this process then only
+    watches the state folder, importing neither the engine nor pymilvus.
+    """
+    from controller.drivers.store import ControllerBusy, StateStore, controller_lock
 
     store = StateStore(config.state_dir)
     track = find_track(store, args.track)
     value: object = {"to": args.to} if args.intent == "rollback" else True
     store.update_intents(track, lambda intents: intents.__setitem__(args.intent, value))
-    controller = LocalController(config, ConsoleReporter())
     error: EmbrelError | None = None
     try:
         with controller_lock(config.state_dir):
-            result = controller.reconcile_track(track)
-        status, applied, error = result.status, set(result.applied), result.error
+            status, applied, error = _act_on_requests(config, track)
     except ControllerBusy as busy:
         print(f"Handed to the running controller (pid {busy.pid}); waiting for it to act...")
+        busy.wake()
         status, handed = _wait_for_handoff(store, track, args.intent)
         applied = set(handed)
-    finally:
-        controller.close()
     if args.intent == "promote":
         return report_outcome(status, error)
     live = status.live or {}
@@ -299,6 +310,20 @@ def cmd_request(args: argparse.Namespace, config: ControllerConfig) -> int:
     return ExitCode.FAILED
 
 
+def _act_on_requests(
+    config: ControllerConfig, track: str
+) -> tuple[ReleaseStatus, set[str], EmbrelError | None]:
+    """Reconcile the track in this process (the caller holds the state folder's lock)."""
+    from controller.drivers.local import LocalController
+
+    controller = LocalController(config, ConsoleReporter())
+    try:
+        result = controller.reconcile_track(track)
+    finally:
+        controller.close()
+    return result.status, set(result.applied), result.error
+
+
 def _wait_for_handoff(
     store: StateStore, track: str, intent: str
 ) -> tuple[ReleaseStatus, list[str]]:
@@ -308,7 +333,7 @@ def _wait_for_handoff(
         assert record is not None
         if intent not in record.intents:
             return record.status, record.applied
-        time.sleep(0.5)
+        time.sleep(HANDOFF_POLL)
     raise TemporaryError(
         f"the running controller did not act on {intent} within {HANDOFF_TIMEOUT:.0f}s"
     )

@@ -11,10 +11,12 @@ A module of its own, importing neither the engine nor the Milvus gateway, so tha
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
 import os
+import signal
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -159,17 +161,37 @@ def _open_lock(path: Path, blocking: bool = True) -> Iterator[IO[str]]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+WAKE_SIGNAL = signal.SIGUSR1
+_WAKEABLE = "wakes-on-SIGUSR1"
+
+
 class ControllerBusy(EmbrelError):
     """Another controller process holds the state folder."""
 
-    def __init__(self, pid: str) -> None:
+    def __init__(self, holder: str) -> None:
+        pid, _, mark = holder.partition(" ")
         super().__init__(f"another embrel controller (pid {pid or 'unknown'}) is acting")
         self.pid = pid
+        self.wakeable = mark == _WAKEABLE and pid.isdigit()
+
+    def wake(self) -> None:
+        """Ask the holder to look at the state folder now rather than at its next poll.
+
+        Only a holder that said it handles WAKE_SIGNAL (`embrel run --watch`) is sent it:
+        the signal's default action would end any other process.
+        """
+        if self.wakeable and int(self.pid) != os.getpid():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(self.pid), WAKE_SIGNAL)
 
 
 @contextmanager
-def controller_lock(root: Path) -> Iterator[None]:
-    """Exclusive right to act on this state folder; ControllerBusy when taken."""
+def controller_lock(root: Path, wakeable: bool = False) -> Iterator[None]:
+    """Exclusive right to act on this state folder; ControllerBusy when taken.
+
+    ``wakeable``: the holder handles WAKE_SIGNAL, so a verb that leaves it a request can
+    have it acted on at once.
+    """
     root.mkdir(parents=True, exist_ok=True)
     path = root / "controller.lock"
     with path.open("a+") as fh:
@@ -180,7 +202,7 @@ def controller_lock(root: Path) -> Iterator[None]:
             raise ControllerBusy(fh.read().strip()) from None
         fh.seek(0)
         fh.truncate()
-        fh.write(str(os.getpid()))
+        fh.write(f"{os.getpid()} {_WAKEABLE}" if wakeable else str(os.getpid()))
         fh.flush()
         try:
             yield

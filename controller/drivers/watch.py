@@ -4,12 +4,14 @@ A changed file is a new generation and starts a new release; a file reverted to 
 version whose collection is retained becomes an instant rollback (the engine sees
 the retained collection). A removed file leaves Milvus as it is (like Kubernetes'
 deletionPolicy Retain). Requests left by `embrel promote|abort|rollback` are picked
-up on the next poll.
+up on the next poll, or at once when the verb wakes the watcher (``wakeup``, set by the
+state folder's WAKE_SIGNAL: see controller.drivers.store).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +36,13 @@ class _Seen:
 
 
 def watch_folder(
-    controller: LocalController, folder: Path, options: ReconcileOptions, once: bool = False
+    controller: LocalController,
+    folder: Path,
+    options: ReconcileOptions,
+    once: bool = False,
+    wakeup: threading.Event | None = None,
 ) -> None:
+    wakeup = wakeup or threading.Event()
     seen: dict[Path, _Seen] = {}
     print(
         f"Watching {folder} for release YAMLs (every {options.watch_interval_seconds:g}s)",
@@ -50,7 +57,8 @@ def watch_folder(
             del seen[gone]
         if once:
             return
-        time.sleep(options.watch_interval_seconds)
+        wakeup.wait(options.watch_interval_seconds)
+        wakeup.clear()
 
 
 def _visit(

@@ -11,7 +11,15 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Backend, Corpus, embrel, embrel_watch, release_yaml, write_release
+from tests.conftest import (
+    REAL_ONLY,
+    Backend,
+    Corpus,
+    embrel,
+    embrel_watch,
+    release_yaml,
+    write_release,
+)
 
 
 @pytest.fixture
@@ -108,3 +116,35 @@ def test_invalid_file_is_reported_and_others_keep_working(
     assert out.count("broken.yaml: error") == 1, (
         "an unchanged bad file is reported once, not every poll"
     )
+
+
+# A watcher process is woken by a signal; the fake backend runs the watcher as a thread.
+@REAL_ONLY
+def test_a_request_wakes_the_watcher_instead_of_waiting_for_its_poll(
+    tmp_path: Path, backend: Backend, corpus: Corpus, gitops: Path
+) -> None:
+    state = str(tmp_path / "state")
+    golden = corpus.dir / "golden.parquet"
+    for version in ("v1", "v2"):
+        spec = write_release(
+            tmp_path / f"{version}.yaml",
+            release_yaml(backend, version, corpus.path(version), golden),
+        )
+        embrel("--state-dir", state, "apply", "-f", str(spec), cwd=tmp_path, check=True)
+    (gitops / "products.yaml").write_text((tmp_path / "v2.yaml").read_text())
+    config = tmp_path / "config.yaml"
+    # Polls an hour apart: only the wake-up can make the watcher act on the request in time.
+    config.write_text(f"stateDir: {state}\nreconcile: {{watchIntervalSeconds: 3600}}\n")
+    watcher = embrel_watch(backend, "--config", str(config), "run", "--watch", str(gitops))
+    try:
+        assert watcher.stdout is not None
+        while "Watching" not in (line := watcher.stdout.readline()):  # it holds the lock now
+            assert line, "the watcher exited before watching"
+        r = embrel("--state-dir", state, "rollback", "products", cwd=tmp_path, timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "Handed to the running controller" in r.stdout
+        assert "Rolled back: alias -> " in r.stdout and "(version v1)" in r.stdout
+    finally:
+        watcher.send_signal(signal.SIGTERM)
+        watcher.wait(timeout=60)
+    assert backend.alias_target() == f"{backend.alias}__v1"  # Lite: once the watcher let go

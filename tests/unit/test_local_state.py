@@ -5,6 +5,8 @@ errors. None of these needs Milvus: each is refused before a connection is made.
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pytest
 
 from controller.config import ControllerConfig, ReconcileOptions
 from controller.drivers.local import LocalController, StateStore, read_spec
+from controller.drivers.store import WAKE_SIGNAL, ControllerBusy, controller_lock
 from controller.drivers.watch import watch_folder
 from controller.errors import SpecError, UsageError
 from controller.ports import Advance
@@ -93,3 +96,38 @@ def test_unknown_tracks_are_usage_errors(tmp_path: Path) -> None:
         store.find("nope")
     with pytest.raises(UsageError, match="no release has been applied"):
         store.update_intents("shop/nope", lambda intents: None)
+
+
+def _holder(tmp_path: Path, wakeable: bool) -> subprocess.Popen[bytes]:
+    """A process holding the state folder's lock, as `embrel run --watch` or a verb does."""
+    code = (
+        "import sys, time; from pathlib import Path; "
+        "from controller.drivers.store import controller_lock\n"
+        f"with controller_lock(Path(sys.argv[1]), wakeable={wakeable}):\n"
+        "    print('held', flush=True); time.sleep(60)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline() == b"held\n"
+    return proc
+
+
+@pytest.mark.parametrize("wakeable", [True, False])
+def test_only_a_holder_that_handles_the_wake_signal_is_sent_it(
+    tmp_path: Path, wakeable: bool
+) -> None:
+    holder = _holder(tmp_path, wakeable)
+    try:
+        with pytest.raises(ControllerBusy) as busy, controller_lock(tmp_path):
+            pass
+        assert busy.value.pid == str(holder.pid) and busy.value.wakeable is wakeable
+        busy.value.wake()
+        # This holder installed no handler, so the signal's default action ends it: proof
+        # that it was sent, and the reason it must never reach a holder that is not wakeable.
+        try:
+            code = holder.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            code = None
+        assert code == (-WAKE_SIGNAL if wakeable else None)
+    finally:
+        holder.kill()
+        holder.wait()
