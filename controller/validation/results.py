@@ -8,6 +8,7 @@ Imports no numpy at module level: the CLI's formatters use ``format_number`` and
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -88,6 +89,16 @@ class Check:
             comparison=d.get("comparison", ">="),
             metrics=dict(d.get("metrics", {})),
         )
+
+
+def any_failed(checks: Sequence[Check]) -> bool:
+    return any(c.outcome == Outcome.FAILED for c in checks)
+
+
+def not_run(names: Sequence[str], why: str) -> list[Check]:
+    """Gates that were not measured or asked (a gate before them failed): one
+    NotApplicable check each, so that status still lists every gate the spec names."""
+    return [Check(name, None, None, Outcome.NOT_APPLICABLE, why, "") for name in names]
 
 
 def judge(

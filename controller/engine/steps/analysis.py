@@ -28,9 +28,7 @@ from controller.spec import (
     duration_seconds,
 )
 from controller.status import Reason
-from controller.validation.results import Check, Outcome
-
-_SKIPPED = "not measured: a gate failed"
+from controller.validation.results import Check, Outcome, any_failed, not_run
 
 
 @dataclass
@@ -59,12 +57,11 @@ def pre_promotion(
     checks: Sequence[Check],
 ) -> list[Check]:
     """The prePromotion metrics as gate checks; not measured for a failed candidate."""
-    metrics = release.spec.analysis.of("prePromotion") if release.spec.analysis else []
-    if any(c.outcome == Outcome.FAILED for c in checks):
-        return [
-            Check(rules.CHECK_PREFIX + m.name, None, None, Outcome.NOT_APPLICABLE, _SKIPPED, "")
-            for m in metrics
-        ]
+    if any_failed(checks):
+        metrics = release.spec.analysis.of("prePromotion") if release.spec.analysis else []
+        return not_run(
+            [rules.CHECK_PREFIX + m.name for m in metrics], "not measured: a gate failed"
+        )
     return run_analysis(ctx, release, "prePromotion", obs, candidate)
 
 

@@ -26,9 +26,7 @@ from controller.errors import PermanentError, WebhookFailed
 from controller.hooks import CHECK_PREFIX, failure_text, hook_check, release_payload
 from controller.spec import EmbeddingRelease, HookPhase
 from controller.status import Reason
-from controller.validation.results import Check, Outcome
-
-_SKIPPED = "not called: a gate failed"
+from controller.validation.results import Check, any_failed, not_run
 
 
 def call_hooks(
@@ -83,11 +81,9 @@ def pre_promotion(
 ) -> list[Check]:
     """The prePromotion gates, after the metric gates; not called for a candidate
     that already failed (a receiver never approves what cannot go live)."""
-    if any(c.outcome == Outcome.FAILED for c in checks):
-        return [
-            Check(CHECK_PREFIX + h.name, None, None, Outcome.NOT_APPLICABLE, _SKIPPED, "")
-            for h in release.spec.promotion.hooks("prePromotion")
-        ]
+    if any_failed(checks):
+        hooks = release.spec.promotion.hooks("prePromotion")
+        return not_run([CHECK_PREFIX + h.name for h in hooks], "not called: a gate failed")
     return call_hooks(ctx, release, "prePromotion", obs, candidate, checks)
 
 
