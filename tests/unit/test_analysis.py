@@ -23,11 +23,11 @@ from controller.analysis import (
     summarise,
     verdict,
 )
-from controller.errors import SpecError
 from controller.prometheus import PrometheusQuery, _number
 from controller.secrets import env_secrets
-from controller.spec import AnalysisSpec, release_from_dict
+from controller.spec import AnalysisSpec
 from controller.validation.results import Outcome
+from tests.support.specs import minimal_release, spec_error
 
 OK, BAD, UNSURE, ERR = (
     Measurement(0.01, Measured.SUCCESSFUL),
@@ -110,24 +110,7 @@ def test_prometheus_answers_become_one_number_or_an_error() -> None:
 
 
 def _spec_error(analysis: dict[str, Any], promotion: dict[str, Any] | None = None) -> str:
-    doc = {
-        "apiVersion": "embrel.dev/v1alpha1",
-        "kind": "EmbeddingRelease",
-        "metadata": {"name": "products"},
-        "spec": {
-            "alias": "products",
-            "version": "v1",
-            "model": {"name": "m"},
-            "milvus": {"uri": "http://milvus:19530"},
-            "collection": {"dimension": 8},
-            "source": {"files": {"uri": "v1.parquet"}},
-            "analysis": analysis,
-            "promotion": promotion or {},
-        },
-    }
-    with pytest.raises(SpecError) as exc:
-        release_from_dict(doc)
-    return str(exc.value)
+    return str(spec_error(minimal_release(analysis=analysis, promotion=promotion or {})))
 
 
 def test_spec_errors_name_the_field() -> None:

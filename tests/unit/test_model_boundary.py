@@ -9,7 +9,7 @@ import pytest
 
 from controller.embedding.descriptor import ENCODER_PROPERTY, encoder_descriptor
 from controller.engine.state import P_ENCODER, P_NEXT
-from controller.errors import MilvusRejected, SpecError
+from controller.errors import MilvusRejected
 from controller.spec import EmbedderSpec, release_from_dict
 from controller.validation.gates import GateContext, model_boundary, same_space_as_live
 from controller.validation.space import (
@@ -18,6 +18,7 @@ from controller.validation.space import (
     in_same_space,
     release_space,
 )
+from tests.support.specs import minimal_release, spec_error
 
 MINILM = encoder_descriptor(EmbedderSpec(), 384)
 E5 = encoder_descriptor(
@@ -29,26 +30,16 @@ E5 = encoder_descriptor(
 
 
 def doc(**spec: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "alias": "products",
+    base = {
         "version": "v2",
-        "model": {"name": "m"},
-        "milvus": {"uri": "http://milvus:19530"},
         "collection": {"dimension": 384},
         "source": {"files": {"uri": "v2.parquet"}},
     }
-    return {
-        "apiVersion": "embrel.dev/v1alpha1",
-        "kind": "EmbeddingRelease",
-        "metadata": {"name": "p"},
-        "spec": body | spec,
-    }
+    return minimal_release("p", **(base | spec))
 
 
 def problems(data: dict[str, Any]) -> list[tuple[str, str]]:
-    with pytest.raises(SpecError) as err:
-        release_from_dict(data)
-    return err.value.problems
+    return spec_error(data).problems
 
 
 def test_the_property_keys_have_one_owner() -> None:

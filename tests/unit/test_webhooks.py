@@ -25,6 +25,7 @@ from controller.spec import NotificationSpec, WebhookSpec
 from controller.validation.results import Outcome
 from controller.webhooks import Notifier, WebhookClient, env_secrets
 from tests.support.hook_receiver import Reply, receiver
+from tests.support.specs import minimal_release, spec_error
 
 SECRET = "s3cr3t-hmac-key-value"
 ENV = {"HOOK_SECRET": SECRET, "WRONG_SECRET": "not-the-receivers-key"}
@@ -216,26 +217,7 @@ def test_an_undelivered_notification_is_counted_after_bounded_retries() -> None:
 
 
 def _errors(promotion: dict[str, Any]) -> str:
-    from controller.errors import SpecError
-    from controller.spec import release_from_dict
-
-    doc = {
-        "apiVersion": "embrel.dev/v1alpha1",
-        "kind": "EmbeddingRelease",
-        "metadata": {"name": "products"},
-        "spec": {
-            "alias": "products",
-            "version": "v1",
-            "model": {"name": "m"},
-            "milvus": {"uri": "http://milvus:19530"},
-            "collection": {"dimension": 8},
-            "source": {"files": {"uri": "v1.parquet"}},
-            "promotion": promotion,
-        },
-    }
-    with pytest.raises(SpecError) as exc:
-        release_from_dict(doc)
-    return str(exc.value)
+    return str(spec_error(minimal_release(promotion=promotion)))
 
 
 def test_spec_errors_name_the_field() -> None:
