@@ -211,6 +211,13 @@ class _ParquetSource(_FilesSource):
 # reader's life, so a 1M-row build held the whole file (904 MB peak, docs/benchmarks.md
 # §2); a bounded read buffer also streams files written as a single row group.
 READ_BUFFER_BYTES = 1 << 20
+# From object storage every buffer refill is one ranged GET, whose latency dominates at
+# 1 MiB. An object whose row groups are small enough is read a row group at a time,
+# pre-buffered: one coalesced GET for the columns of a row group, the previous row
+# group's buffers released (pyarrow keeps one pre-buffer cache per call). Larger row
+# groups stream through an 8 MiB buffer per column (memory stays bounded either way).
+REMOTE_READ_BUFFER_BYTES = 8 << 20
+PREBUFFER_MAX_ROW_GROUP_BYTES = 64 << 20
 
 
 @contextmanager
@@ -222,7 +229,8 @@ def _open_parquet(path: SourceFile) -> Iterator[Any]:
 
     source = path.local if path.local is not None else path.open_random()
     try:
-        with pq.ParquetFile(source, pre_buffer=False, buffer_size=READ_BUFFER_BYTES) as parquet:
+        buffer = READ_BUFFER_BYTES if path.local is not None else REMOTE_READ_BUFFER_BYTES
+        with pq.ParquetFile(source, pre_buffer=False, buffer_size=buffer) as parquet:
             yield parquet
     except (OSError, pa.ArrowException) as exc:
         raise read_failure(path, f"cannot read {path} as parquet", exc) from exc
@@ -252,7 +260,7 @@ def _record_batches(
 
     partition = {k: v for k, v in path.partition if k not in parquet.schema_arrow.names}
     stored = [c for c in columns if c not in partition]
-    batches = parquet.iter_batches(batch_size=batch_size, columns=stored)
+    batches = _stored_batches(path, parquet, batch_size, stored)
     while True:
         try:
             record_batch = next(batches)
@@ -263,6 +271,37 @@ def _record_batches(
         if partition:
             record_batch = _with_partition(record_batch, columns, partition)
         yield record_batch
+
+
+def _stored_batches(
+    path: SourceFile, parquet: Any, batch_size: int, columns: list[str]
+) -> Iterator[Any]:
+    """The columns' record batches: an object with small row groups one pre-buffered
+    row group at a time, everything else through the bounded read buffer."""
+    if path.local is not None or not _small_row_groups(parquet, columns):
+        yield from parquet.iter_batches(batch_size=batch_size, columns=columns)
+        return
+    import pyarrow.parquet as pq
+
+    with (
+        path.open_random() as source,
+        pq.ParquetFile(source, pre_buffer=True, metadata=parquet.metadata) as buffered,
+    ):
+        for group in range(parquet.num_row_groups):
+            yield from buffered.iter_batches(
+                batch_size=batch_size, row_groups=[group], columns=columns
+            )
+
+
+def _small_row_groups(parquet: Any, columns: list[str]) -> bool:
+    meta = parquet.metadata
+    wanted = {
+        i for i in range(meta.num_columns) if meta.schema.column(i).path.split(".")[0] in columns
+    }
+    return all(
+        sum(group.column(i).total_compressed_size for i in wanted) <= PREBUFFER_MAX_ROW_GROUP_BYTES
+        for group in (meta.row_group(g) for g in range(meta.num_row_groups))
+    )
 
 
 def _with_partition(record_batch: Any, columns: list[str], partition: dict[str, Any]) -> Any:
