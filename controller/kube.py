@@ -320,7 +320,7 @@ class KubeGateway:
     def read_secret_value(self, namespace: str, name: str, key: str, field: str) -> str:
         """One key of a Secret (``field`` names the spec field that refers to it, for the
         message). The value never appears in an error message or a log line."""
-        data = self.read_secret_data(namespace, name, field, needs=key)
+        data = self.read_secret_data(namespace, name, field, needs=f"the key {key}")
         if key not in data:
             raise KubeRejected(
                 f"Secret {namespace}/{name} ({field}) has no key {key} "
