@@ -28,6 +28,7 @@ from controller.sources.location import (
     SourceFile,
     StorageSettings,
     match_files,
+    read_ahead,
     read_failure,
     shown,
     storage_errors,
@@ -218,6 +219,7 @@ READ_BUFFER_BYTES = 1 << 20
 # groups stream through an 8 MiB buffer per column (memory stays bounded either way).
 REMOTE_READ_BUFFER_BYTES = 8 << 20
 PREBUFFER_MAX_ROW_GROUP_BYTES = 64 << 20
+READ_AHEAD_BATCHES = 2
 
 
 @contextmanager
@@ -283,14 +285,19 @@ def _stored_batches(
         return
     import pyarrow.parquet as pq
 
-    with (
-        path.open_random() as source,
-        pq.ParquetFile(source, pre_buffer=True, metadata=parquet.metadata) as buffered,
-    ):
-        for group in range(parquet.num_row_groups):
-            yield from buffered.iter_batches(
-                batch_size=batch_size, row_groups=[group], columns=columns
-            )
+    def groups() -> Iterator[Any]:
+        with (
+            path.open_random() as source,
+            pq.ParquetFile(source, pre_buffer=True, metadata=parquet.metadata) as buffered,
+        ):
+            for group in range(parquet.num_row_groups):
+                yield from buffered.iter_batches(
+                    batch_size=batch_size, row_groups=[group], columns=columns
+                )
+
+    # The next row group is fetched while the caller converts this one: a GET's latency
+    # would otherwise add to every row group's decoding.
+    yield from read_ahead(groups(), READ_AHEAD_BATCHES)
 
 
 def _small_row_groups(parquet: Any, columns: list[str]) -> bool:

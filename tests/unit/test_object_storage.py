@@ -5,7 +5,10 @@ format and input kind, the source identity, and each failure with its cause.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +20,7 @@ from controller.errors import SourceError, TemporaryError
 from controller.secrets import storage_settings
 from controller.sources import LocalFiles, open_files_source
 from controller.sources.base import VectorBatch
-from controller.sources.location import StorageSettings
+from controller.sources.location import StorageSettings, read_ahead
 from controller.spec import DocumentsSource, FilesSource, SourceSpec, release_from_dict
 from tests.support.s3_server import S3Bucket, free_port
 
@@ -200,3 +203,31 @@ def test_a_storage_secret_ref_wins_over_the_environment(tmp_path: Path) -> None:
     assert settings.secret == {"AWS_SECRET_ACCESS_KEY": "from-secret"}
     assert settings.secret_values() == ["from-secret"]
     assert storage_settings(release, None).secret == {}
+
+
+def test_read_ahead_keeps_order_raises_in_place_and_stops_with_its_reader() -> None:
+    closed = threading.Event()
+
+    def items() -> Iterator[int]:
+        try:
+            yield from range(3)
+            raise OSError("the store went away")
+        finally:
+            closed.set()
+
+    got: list[int] = []
+    with pytest.raises(OSError, match="went away"):
+        got.extend(read_ahead(items(), depth=1))
+    assert got == [0, 1, 2]
+
+    def endless() -> Iterator[int]:
+        try:
+            yield from itertools.count()
+        finally:
+            closed.set()
+
+    closed.clear()
+    reader = read_ahead(endless(), depth=2)
+    assert [next(reader), next(reader)] == [0, 1]
+    reader.close()  # the caller stops early: the thread stops and closes its source
+    assert closed.wait(2)
