@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
-from controller.errors import EmbrelError, SourceError, TemporaryError
+from controller.errors import EmbrelError, SourceError, SourceUnavailable
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 # scheme://user:secret@bucket/key. Parsed by hand, not by urlsplit: a secret key may
@@ -89,18 +89,20 @@ _TRANSIENT = re.compile(
 )
 # What the store says about a permanent failure, in words a person acts on.
 _PERMANENT = (
-    (re.compile(r"ACCESS_DENIED|AccessDenied|Forbidden|403", re.I), "access denied"),
     (
-        re.compile(r"INVALID_ACCESS_KEY_ID|InvalidAccessKeyId|SIGNATURE_DOES_NOT_MATCH", re.I),
+        re.compile(r"ACCESS_DENIED|AccessDenied|PERMISSION_DENIED|AuthorizationPermission", re.I),
+        "access denied",
+    ),
+    (
+        re.compile(r"INVALID_ACCESS_KEY_ID|SIGNATURE_DOES_NOT_MATCH|UNAUTHENTICATED", re.I),
         "the credentials were refused",
     ),
-    (re.compile(r"NO_SUCH_BUCKET|NoSuchBucket|Bucket '[^']*' not found", re.I), "no such bucket"),
-    (re.compile(r"NO_SUCH_KEY|NoSuchKey|RESOURCE_NOT_FOUND|404", re.I), "no such object"),
+    (
+        re.compile(r"NO_SUCH_BUCKET|ContainerNotFound|Bucket '[^']*' not found", re.I),
+        "no such bucket",
+    ),
+    (re.compile(r"NO_SUCH_KEY|RESOURCE_NOT_FOUND|BlobNotFound|NOT_FOUND", re.I), "no such object"),
 )
-
-
-class SourceUnavailable(TemporaryError):
-    """Object storage could not be reached, timed out or was throttled: read again later."""
 
 
 @dataclass(frozen=True)
@@ -214,13 +216,14 @@ class SourceFile:
         if self.local is not None:
             return None
         with self.open_random() as fh, storage_errors(f"cannot look up {self}", self.secrets):
-            meta = {k.lower(): v for k, v in fh.metadata().items()}
+            meta = {_text(k).lower(): _text(v) for k, v in fh.metadata().items()}
             size = fh.size()
-        tag = meta.get(b"etag") or meta.get("etag") or meta.get(b"last-modified")
-        if tag is None:
-            tag = str(self._info().mtime_ns)
-        text = tag.decode() if isinstance(tag, bytes) else str(tag)
-        return f"{size}:{text}"
+        tag = meta.get("etag") or str(self._info().mtime_ns)
+        return f"{size}:{tag}"
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _file_type() -> Any:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import (
     ON_LITE_TOO,
     Backend,
@@ -15,7 +17,7 @@ from tests.conftest import (
     write_release,
     write_vectors,
 )
-from tests.support.s3_server import S3Bucket
+from tests.support.s3_server import S3Bucket, free_port
 
 
 def s3_release(
@@ -41,7 +43,11 @@ def upload_corpus(tmp_path: Path, s3: S3Bucket, corpus: Corpus) -> str:
 
 @ON_LITE_TOO  # object storage on the embedded default, proven in the default suite
 def test_a_release_from_s3_goes_live(
-    tmp_path: Path, backend: Backend, corpus: Corpus, s3: S3Bucket
+    tmp_path: Path,
+    backend: Backend,
+    corpus: Corpus,
+    s3: S3Bucket,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     golden = upload_corpus(tmp_path, s3, corpus)
     spec = s3_release(tmp_path, backend, s3, "v1", s3.uri("emb/v1/*.parquet"), golden)
@@ -54,6 +60,11 @@ def test_a_release_from_s3_goes_live(
     # The same objects again: the build hash (from their ETags) is unchanged, no rebuild.
     r = embrel(*state, "apply", "-f", str(spec), cwd=tmp_path)
     assert r.returncode == 0 and "building" not in r.stdout, r.stdout + r.stderr
+    # The store unreachable: what serves stands, nothing is rebuilt or failed.
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    r = embrel(*state, "apply", "-f", str(spec), cwd=tmp_path)
+    assert r.returncode == 0 and "building" not in r.stdout, r.stdout + r.stderr
+    assert backend.alias_target() == f"{backend.alias}__v1"
 
 
 def test_a_missing_object_fails_before_milvus_is_touched(
