@@ -75,7 +75,8 @@ _SECRET_SETTINGS = frozenset(
 REDACTED = "<redacted>"
 
 # Timeouts and attempts of one storage call: a source is read again on the next pass
-# after a TemporaryError, so a call fails fast rather than holding the pass.
+# after a TemporaryError, so a call fails fast rather than holding the pass. (The AWS
+# SDK applies the request timeout on Windows and macOS only.)
 CONNECT_TIMEOUT_S = 5.0
 REQUEST_TIMEOUT_S = 30.0
 S3_ATTEMPTS = 3
