@@ -263,7 +263,9 @@ class CollectionSpec(_Model):
 
 
 class FilesSource(_Model):
-    """Vectors in local Parquet, .npy or JSON Lines files; ``uri`` may be a glob."""
+    """Vectors in Parquet, .npy or JSON Lines files; ``uri`` may be a glob or a folder (a
+    hive-partitioned Parquet dataset), local or in object storage (``s3://``, ``gs://``,
+    ``az://``; docs/sources.md)."""
 
     uri: Annotated[str, Field(min_length=1)]
     id_field: str = "id"
