@@ -14,6 +14,7 @@
     │   └── WebhookFailed       a webhook gate did not pass (spec.promotion.webhooks)
     └── TemporaryError          worth retrying after ``delay`` seconds
         ├── MilvusUnavailable   Milvus could not be reached or timed out
+        ├── SourceUnavailable   object storage could not be reached, timed out or throttled
         ├── BuildIncomplete     the candidate holds fewer rows than were written; rebuilt
         ├── WaitTimedOut        an index build or a load did not finish in its time limit
         ├── NotSettled          a step did not take effect, or a pass did not settle
@@ -110,6 +111,10 @@ class MilvusUnavailable(TemporaryError):
     """Milvus could not be reached, or a call timed out."""
 
     reason = Reason.MILVUS_UNAVAILABLE
+
+
+class SourceUnavailable(TemporaryError):
+    """Object storage could not be reached, timed out or was throttled: read again later."""
 
 
 class BuildIncomplete(TemporaryError):

@@ -320,18 +320,25 @@ class KubeGateway:
     def read_secret_value(self, namespace: str, name: str, key: str, field: str) -> str:
         """One key of a Secret (``field`` names the spec field that refers to it, for the
         message). The value never appears in an error message or a log line."""
+        data = self.read_secret_data(namespace, name, field, needs=f"the key {key}")
+        if key not in data:
+            raise KubeRejected(
+                f"Secret {namespace}/{name} ({field}) has no key {key} "
+                f"(it has: {', '.join(sorted(data)) or 'no keys'})"
+            )
+        return data[key]
+
+    def read_secret_data(
+        self, namespace: str, name: str, field: str, needs: str = "the keys it documents"
+    ) -> dict[str, str]:
+        """Every key of a Secret, decoded; the values never appear in a message."""
         where = f"Secret {namespace}/{name} ({field})"
         try:
             with _translated(f"reading {where}"):
                 secret = self._core.read_namespaced_secret(name, namespace)
         except KubeNotFound as exc:
-            raise KubeNotFound(f"{where} does not exist; create it with the key {key}") from exc
-        data = secret.data or {}
-        if key not in data:
-            raise KubeRejected(
-                f"{where} has no key {key} (it has: {', '.join(sorted(data)) or 'no keys'})"
-            )
-        return _decode(where, key, data[key])
+            raise KubeNotFound(f"{where} does not exist; create it with {needs}") from exc
+        return {k: _decode(where, k, v) for k, v in (secret.data or {}).items()}
 
 
 def _decode(where: str, key: str, value: str) -> str:

@@ -51,7 +51,7 @@ VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 MAX_VERSION = 128
 DEFAULT_HISTORY_LIMIT = 10
 # Fields about operating a track, not about what it builds: left out of spec_hash.
-OPERATING_FIELDS = frozenset({"suspend", "history_limit"})
+OPERATING_FIELDS = frozenset({"suspend", "history_limit", "storage"})
 # The VARCHAR field in which documents releases store each row's content hash.
 CONTENT_HASH_FIELD = "embrel_content_hash"
 
@@ -263,7 +263,9 @@ class CollectionSpec(_Model):
 
 
 class FilesSource(_Model):
-    """Vectors in local Parquet, .npy or JSON Lines files; ``uri`` may be a glob."""
+    """Vectors in Parquet, .npy or JSON Lines files; ``uri`` may be a glob or a folder (a
+    hive-partitioned Parquet dataset), local or in object storage (``s3://``, ``gs://``,
+    ``az://``; docs/sources.md)."""
 
     uri: Annotated[str, Field(min_length=1)]
     id_field: str = "id"
@@ -828,6 +830,18 @@ class AnalysisSpec(_SecretSource):
         return "analysis"
 
 
+class StorageSpec(_Model):
+    """Credentials for the object storage uris of the spec (``s3://``, ``gs://``,
+    ``az://``): the Kubernetes Secret ``secretRef`` in the release's namespace, whose keys
+    are the variables object storage reads (``AWS_ACCESS_KEY_ID``,
+    ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_REGION``, ``AWS_ENDPOINT_URL``,
+    ``GOOGLE_OAUTH_ACCESS_TOKEN``, ``AZURE_STORAGE_ACCOUNT_NAME``,
+    ``AZURE_STORAGE_ACCOUNT_KEY``); its keys win over the controller's environment. Read
+    by the Kubernetes driver; the local driver reads the environment only."""
+
+    secret_ref: _SECRET_NAME | None = None
+
+
 class RetentionSpec(_Model):
     keep_previous: Annotated[int, Field(ge=0, le=100)] = 2
     keep_loaded: Annotated[int, Field(ge=0, le=100)] = 1
@@ -863,6 +877,9 @@ class ReleaseSpec(_Model):
     # Phase changes posted to chat or any HTTP endpoint; never blocks the release.
     notifications: list[NotificationSpec] = []
     analysis: AnalysisSpec | None = None
+    # Credentials of object storage sources; how to reach the data, not what is built
+    # (left out of spec_hash, as the content of the objects counts in the build hash).
+    storage: StorageSpec | None = None
     # What deleting the release object (Kubernetes) does to Milvus: Retain leaves the
     # alias and collections serving; Delete drops the collections embrel created.
     deletion_policy: Literal["Retain", "Delete"] = "Retain"

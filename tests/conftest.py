@@ -42,6 +42,8 @@ from tests.support.milvus_server import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
+# The S3 server fixtures (s3_server, s3): a real S3 API on loopback.
+pytest_plugins = ["tests.support.s3_server"]
 
 
 @pytest.fixture(scope="session")

@@ -58,7 +58,7 @@ from controller.errors import (
 from controller.kube import KubeGateway
 from controller.metrics import error_reason
 from controller.ports import Advance, MilvusPort, Telemetry
-from controller.secrets import MissingSecret, SecretHolder, env_secrets
+from controller.secrets import MissingSecret, SecretHolder, env_secrets, storage_settings
 from controller.spec import EmbeddingRelease, release_from_dict
 from controller.status import Phase, Reason, ReleaseStatus, with_phase
 
@@ -341,13 +341,13 @@ def deletion_plan(release: EmbeddingRelease, obs: Observation) -> list[tuple[str
 
 
 class SecretUnavailable(TemporaryError):
-    """The Secret in spec.milvus.secretRef does not exist (yet)."""
+    """A Secret the spec names (milvus.secretRef, storage.secretRef) does not exist (yet)."""
 
     reason = Reason.SECRET_UNAVAILABLE
 
 
 class SecretInvalid(PermanentError):
-    """The Secret in spec.milvus.secretRef lacks the keys, or may not be read."""
+    """A Secret the spec names lacks the keys, or may not be read."""
 
     reason = Reason.SECRET_UNAVAILABLE
 
@@ -581,7 +581,11 @@ class KubeController:
 
         try:
             engine = self.engines.engine(
-                self.gateway(release, obj), self.options.base_dir, reporter, writer.status
+                self.gateway(release, obj),
+                self.options.base_dir,
+                reporter,
+                writer.status,
+                storage_settings(release, self._secret_data),
             )
             result = engine.reconcile(release, intents, previous, generation)
         except (TemporaryError, PermanentError) as exc:
@@ -622,6 +626,18 @@ class KubeController:
             raise MissingSecret(str(exc)) from exc
         self.redact.add([value])
         return value
+
+    def _secret_data(self, namespace: str, name: str, field: str) -> dict[str, str]:
+        """Every key of a Secret (spec.storage.secretRef), its values redacted from
+        everything this driver writes."""
+        try:
+            data = self.kube.read_secret_data(namespace, name, field)
+        except KubeNotFound as exc:
+            raise SecretUnavailable(str(exc), delay=30.0) from exc
+        except PermanentError as exc:
+            raise SecretInvalid(str(exc)) from exc
+        self.redact.add(list(data.values()))
+        return data
 
     def _credentials(self, namespace: str, name: str) -> Credentials:
         try:

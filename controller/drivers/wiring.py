@@ -35,6 +35,7 @@ from controller.ports import (
 from controller.prometheus import PrometheusQuery
 from controller.secrets import SecretSource, env_secrets
 from controller.sources import LocalFiles
+from controller.sources.location import StorageSettings
 from controller.spec import EmbedderSpec, MilvusRef
 from controller.status import Phase, ReleaseStatus, with_phase
 from controller.webhooks import Notifier, WebhookClient
@@ -130,11 +131,13 @@ class EngineFactory:
         base_dir: Path,
         reporter: Reporter,
         on_status: StatusHook | None = None,
+        storage: StorageSettings | None = None,
     ) -> Engine:
-        """An engine for one pass; paths in the spec are relative to ``base_dir``."""
+        """An engine for one pass; paths in the spec are relative to ``base_dir``, object
+        storage uris are read with ``storage`` (else the environment)."""
         return Engine(
             milvus,
-            LocalFiles(base_dir),
+            LocalFiles(base_dir, storage),
             reporter,
             self.settings,
             reports=self.reports,

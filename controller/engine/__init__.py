@@ -82,6 +82,7 @@ from controller.errors import (
     NotSettled,
     PermanentError,
     SourceError,
+    SourceUnavailable,
     TemporaryError,
 )
 from controller.hooks import notify_phase, phase_event, render
@@ -263,12 +264,13 @@ class Engine:
     def identified(self, release: EmbeddingRelease) -> EmbeddingRelease:
         """The release with the identity of its source files, for ``build_hash``.
 
-        Unknown (None) when the files cannot be read, e.g. removed after a build: the
-        collections built from them stand on what they were built from.
+        Unknown (None) when the files cannot be read, e.g. removed after a build, or their
+        store is unreachable for now: the collections built from them stand on what they
+        were built from (a build reads the source again, and fails or retries then).
         """
         try:
             identity = self.context.data.source_identity(release.spec.source)
-        except (SourceError, OSError):
+        except (SourceError, SourceUnavailable, OSError):
             identity = None
         return release.with_source_identity(identity)
 

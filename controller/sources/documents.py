@@ -20,10 +20,11 @@ from controller.sources.files import (
     _check_batch_size,
     _json_id,
     _json_objects,
-    _match_paths,
     _open_parquet,
     _record_batches,
+    parquet_schema,
 )
+from controller.sources.location import SourceFile, StorageSettings, match_files, shown
 
 _FORMATS = {".parquet": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
@@ -55,22 +56,24 @@ def open_documents(
     text_field: str,
     columns: Sequence[str],
     base_dir: Path | None = None,
+    settings: StorageSettings | None = None,
 ) -> DocumentSource:
-    """Open the Parquet or JSON Lines files ``uri`` names (a path or glob)."""
-    paths = _match_paths(uri, base_dir)
+    """Open the Parquet or JSON Lines files ``uri`` names (a path, glob or folder,
+    local or in object storage)."""
+    paths = match_files(uri, base_dir, settings)
     formats = {_format_of(path) for path in paths}
     if len(formats) > 1:
         raise SourceError(
-            f"documents {uri!r} match files of different formats ({', '.join(sorted(formats))}); "
+            f"documents {shown(uri)!r} match files of different formats ({', '.join(sorted(formats))}); "
             "narrow the pattern (e.g. *.parquet)"
         )
-    label = f"{len(paths)} document file{'s' if len(paths) != 1 else ''} matching {uri}"
+    label = f"{len(paths)} document file{'s' if len(paths) != 1 else ''} matching {shown(uri)}"
     wanted = tuple(c for c in dict.fromkeys(columns) if c not in (id_field, text_field))
     reader = _ParquetDocuments if formats == {"parquet"} else _JsonlDocuments
     return reader(paths, label, id_field, text_field, wanted)
 
 
-def _format_of(path: Path) -> str:
+def _format_of(path: SourceFile) -> str:
     fmt = _FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise SourceError(
@@ -83,7 +86,7 @@ def _format_of(path: Path) -> str:
 class _Documents:
     def __init__(
         self,
-        paths: list[Path],
+        paths: list[SourceFile],
         label: str,
         id_field: str,
         text_field: str,
@@ -100,22 +103,22 @@ class _Documents:
         for path in self._paths:
             yield from self._file_batches(path, batch_size)
 
-    def _file_batches(self, path: Path, batch_size: int) -> Iterator[DocumentBatch]:
+    def _file_batches(self, path: SourceFile, batch_size: int) -> Iterator[DocumentBatch]:
         raise NotImplementedError
 
 
 class _ParquetDocuments(_Documents):
-    def _file_batches(self, path: Path, batch_size: int) -> Iterator[DocumentBatch]:
+    def _file_batches(self, path: SourceFile, batch_size: int) -> Iterator[DocumentBatch]:
         columns = [self._id, self._text, *self._columns]
         with _open_parquet(path) as parquet:
-            self._check_schema(path, parquet.schema_arrow)
+            self._check_schema(path, parquet_schema(path, parquet))
             first_row = 0
             for batch in _record_batches(path, parquet, batch_size, columns):
                 if batch.num_rows:
                     yield self._to_batch(str(path), batch, first_row)
                 first_row += batch.num_rows
 
-    def _check_schema(self, path: Path, schema: Any) -> None:
+    def _check_schema(self, path: SourceFile, schema: Any) -> None:
         import pyarrow as pa  # imported on use, as in controller.sources.files
 
         names = list(schema.names)
@@ -152,7 +155,7 @@ class _ParquetDocuments(_Documents):
 
 
 class _JsonlDocuments(_Documents):
-    def _file_batches(self, path: Path, batch_size: int) -> Iterator[DocumentBatch]:
+    def _file_batches(self, path: SourceFile, batch_size: int) -> Iterator[DocumentBatch]:
         ids: list[int] = []
         texts: list[str] = []
         columns: dict[str, list[Any]] = {name: [] for name in self._columns}

@@ -1,8 +1,10 @@
-"""Vector sources backed by local files: parquet, .npy and JSON Lines.
+"""Vector sources backed by files: parquet, .npy and JSON Lines.
 
-A source is one path or glob; every matched file must have the same format. Files
+A source is one path, glob or Parquet dataset folder, local or in object storage
+(``controller.sources.location``); every matched file must have the same format. Files
 are read in sorted path order and streamed: parquet through ``iter_batches``, .npy
-through a memory map, JSON Lines line by line, so memory stays at about one batch.
+through a memory map (ranged reads for an object), JSON Lines line by line, so memory
+stays at about one batch.
 
 A batch never spans two files, so ``VectorBatch.origin`` and ``first_row`` always
 point at a single file; the last batch of each file may be shorter than asked.
@@ -10,11 +12,9 @@ point at a single file; the last batch of each file may be shorter than asked.
 
 from __future__ import annotations
 
-import glob
 import json
-import os
-import re
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -23,10 +23,18 @@ import numpy.typing as npt
 
 from controller.errors import SourceError
 from controller.sources.base import VectorBatch, VectorSource
+from controller.sources.location import (
+    IDS_SUFFIX,
+    SourceFile,
+    StorageSettings,
+    match_files,
+    read_ahead,
+    read_failure,
+    shown,
+    storage_errors,
+)
 
-_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _FORMATS = {".parquet": "parquet", ".npy": "npy", ".jsonl": "jsonl", ".ndjson": "jsonl"}
-_IDS_SUFFIX = ".ids.npy"
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _JSON_NUMBER_TYPES = frozenset({int, float})
 
@@ -40,8 +48,10 @@ def open_files_source(
     vector_field: str,
     extra_fields: Sequence[str] = (),
     base_dir: Path | None = None,
+    settings: StorageSettings | None = None,
 ) -> VectorSource:
-    """Open the local files that ``uri`` names (a path or glob, optionally ``file://``).
+    """Open the files that ``uri`` names (a path, glob or folder; local, ``file://``,
+    or in object storage with ``settings``).
 
     Relative paths resolve against ``base_dir`` (the release file's directory).
     Files are only checked for existence and format here; their contents are read,
@@ -49,16 +59,16 @@ def open_files_source(
     ``vector_field`` are ignored: an .npy file holds one unnamed 2-D array, and ids
     come from a sibling ``<stem>.ids.npy`` file or are the running row number.
     """
-    paths = _match_paths(uri, base_dir)
+    paths = match_files(uri, base_dir, settings)
     fmt = _common_format(paths, uri)
-    label = f"{len(paths)} {fmt} file{'s' if len(paths) != 1 else ''} matching {uri}"
+    label = f"{len(paths)} {fmt} file{'s' if len(paths) != 1 else ''} matching {shown(uri)}"
     extras = tuple(dict.fromkeys(extra_fields))  # drop repeats, keep order
     if fmt == "parquet":
         return _ParquetSource(paths, label, id_field, vector_field, extras)
     if fmt == "npy":
         if extras:
             raise SourceError(
-                f"{uri}: .npy files hold only vectors, so the extra fields "
+                f"{shown(uri)}: .npy files hold only vectors, so the extra fields "
                 f"{', '.join(extras)} cannot be read from them; use parquet or JSON "
                 "Lines files for sources with extra fields"
             )
@@ -66,57 +76,10 @@ def open_files_source(
     return _JsonlSource(paths, label, id_field, vector_field, extras)
 
 
-# --- locating files -------------------------------------------------------------
+# --- formats ----------------------------------------------------------------------
 
 
-def _match_paths(uri: str, base_dir: Path | None) -> list[Path]:
-    """Resolve ``uri`` to existing files, sorted by path."""
-    text = _local_path_text(uri)
-    base = base_dir if base_dir is not None and not os.path.isabs(text) else None
-    if not glob.has_magic(text):
-        return [_single_file(base / text if base else Path(text), uri)]
-    # Escape the base so brackets in a directory name are not read as a pattern.
-    pattern = os.path.join(glob.escape(str(base)), text) if base else text
-    matches = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
-    # Sibling id files are read together with their vectors, never on their own.
-    paths = [Path(p) for p in matches if not p.endswith(_IDS_SUFFIX)]
-    if not paths:
-        where = f" (looked for {pattern})" if base else ""
-        raise SourceError(
-            f"no data files match the source pattern {uri!r}{where}; check the path, "
-            "which is relative to the release file's directory"
-        )
-    return paths
-
-
-def _local_path_text(uri: str) -> str:
-    """Strip ``file://`` and expand ``~``; refuse every other URI scheme."""
-    text = uri.strip()
-    if text.startswith("file://"):
-        text = text[len("file://") :]
-    elif match := _SCHEME.match(text):
-        raise SourceError(
-            f"source {uri!r} uses {match.group(1)}://, but only local paths are "
-            "supported in this version; copy the files to local disk and give their "
-            "path or a glob such as data/*.parquet"
-        )
-    if not text:
-        raise SourceError("the source uri is empty; give a file path or glob")
-    return os.path.expanduser(text)
-
-
-def _single_file(path: Path, uri: str) -> Path:
-    if path.is_dir():
-        raise SourceError(
-            f"source {uri!r} is the directory {path}; give a file or a glob such as "
-            f"{path / '*.parquet'}"
-        )
-    if not path.is_file():
-        raise SourceError(f"source file {path} does not exist (from {uri!r})")
-    return path
-
-
-def _format_of(path: Path) -> str:
+def _format_of(path: SourceFile) -> str:
     fmt = _FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise SourceError(
@@ -126,14 +89,14 @@ def _format_of(path: Path) -> str:
     return fmt
 
 
-def _common_format(paths: list[Path], uri: str) -> str:
-    first_of: dict[str, Path] = {}
+def _common_format(paths: list[SourceFile], uri: str) -> str:
+    first_of: dict[str, SourceFile] = {}
     for path in paths:
         first_of.setdefault(_format_of(path), path)
     if len(first_of) > 1:
         seen = ", ".join(f"{fmt} ({path})" for fmt, path in first_of.items())
         raise SourceError(
-            f"source {uri!r} matches files of different formats: {seen}; all files "
+            f"source {shown(uri)!r} matches files of different formats: {seen}; all files "
             "of one source must share a format, so narrow the pattern (e.g. *.parquet)"
         )
     return next(iter(first_of))
@@ -145,7 +108,7 @@ def _common_format(paths: list[Path], uri: str) -> str:
 class _FilesSource:
     """Common part of the file sources: the matched paths and their description."""
 
-    def __init__(self, paths: list[Path], label: str) -> None:
+    def __init__(self, paths: list[SourceFile], label: str) -> None:
         self._paths = paths
         self._label = label
 
@@ -178,7 +141,7 @@ class _ParquetSource(_FilesSource):
 
     def __init__(
         self,
-        paths: list[Path],
+        paths: list[SourceFile],
         label: str,
         id_field: str,
         vector_field: str,
@@ -202,16 +165,16 @@ class _ParquetSource(_FilesSource):
         for path in self._paths:
             yield from self._file_batches(path, batch_size)
 
-    def _file_batches(self, path: Path, batch_size: int) -> Iterator[VectorBatch]:
+    def _file_batches(self, path: SourceFile, batch_size: int) -> Iterator[VectorBatch]:
         with _open_parquet(path) as parquet:
-            self._check_schema(path, parquet.schema_arrow)
+            self._check_schema(path, parquet_schema(path, parquet))
             first_row = 0
             for record_batch in _record_batches(path, parquet, batch_size, self._columns):
                 if record_batch.num_rows:
                     yield self._to_batch(str(path), record_batch, first_row)
                 first_row += record_batch.num_rows
 
-    def _check_schema(self, path: Path, schema: Any) -> None:
+    def _check_schema(self, path: SourceFile, schema: Any) -> None:
         names: list[str] = list(schema.names)
         missing = [name for name in self._columns if name not in names]
         if missing:
@@ -249,34 +212,113 @@ class _ParquetSource(_FilesSource):
 # reader's life, so a 1M-row build held the whole file (904 MB peak, docs/benchmarks.md
 # §2); a bounded read buffer also streams files written as a single row group.
 READ_BUFFER_BYTES = 1 << 20
+# From object storage every buffer refill is one ranged GET, whose latency dominates at
+# 1 MiB. An object whose row groups are small enough is read a row group at a time,
+# pre-buffered: one coalesced GET for the columns of a row group, the previous row
+# group's buffers released (pyarrow keeps one pre-buffer cache per call). Larger row
+# groups stream through an 8 MiB buffer per column (memory stays bounded either way).
+REMOTE_READ_BUFFER_BYTES = 8 << 20
+PREBUFFER_MAX_ROW_GROUP_BYTES = 64 << 20
+READ_AHEAD_BATCHES = 2
 
 
-def _open_parquet(path: Path) -> Any:
+@contextmanager
+def _open_parquet(path: SourceFile) -> Iterator[Any]:
+    """The file as a ``ParquetFile`` (streamed with a bounded buffer), closed after use."""
     # pyarrow is imported where it is used: it costs ~0.1 s, and most CLI commands read no files.
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    source = path.local if path.local is not None else path.open_random()
     try:
-        return pq.ParquetFile(path, pre_buffer=False, buffer_size=READ_BUFFER_BYTES)
+        buffer = READ_BUFFER_BYTES if path.local is not None else REMOTE_READ_BUFFER_BYTES
+        with pq.ParquetFile(source, pre_buffer=False, buffer_size=buffer) as parquet:
+            yield parquet
     except (OSError, pa.ArrowException) as exc:
-        raise SourceError(
-            f"cannot read {path} as parquet: {exc}; check that it is a complete parquet file"
-        ) from exc
+        raise read_failure(path, f"cannot read {path} as parquet", exc) from exc
+    finally:
+        if not isinstance(source, Path):
+            source.close()
 
 
-def _record_batches(path: Path, parquet: Any, batch_size: int, columns: list[str]) -> Iterator[Any]:
-    """``iter_batches`` with decoding errors (corrupt pages) turned into SourceError."""
+def parquet_schema(path: SourceFile, parquet: Any) -> Any:
+    """The file's columns and, for a file of a hive-partitioned dataset, the partition
+    fields (the ``key=value`` folders above it), as the rows will have them."""
     import pyarrow as pa
 
-    batches = parquet.iter_batches(batch_size=batch_size, columns=columns)
+    schema = parquet.schema_arrow
+    for name, value in path.partition:
+        if name not in schema.names:
+            schema = schema.append(pa.field(name, pa.scalar(value).type))
+    return schema
+
+
+def _record_batches(
+    path: SourceFile, parquet: Any, batch_size: int, columns: list[str]
+) -> Iterator[Any]:
+    """``iter_batches`` of ``columns`` with decoding and storage errors turned into ours;
+    partition fields are added as constant columns, in the order asked."""
+    import pyarrow as pa
+
+    partition = {k: v for k, v in path.partition if k not in parquet.schema_arrow.names}
+    stored = [c for c in columns if c not in partition]
+    batches = _stored_batches(path, parquet, batch_size, stored)
     while True:
         try:
             record_batch = next(batches)
         except StopIteration:
             return
         except (OSError, pa.ArrowException) as exc:
-            raise SourceError(f"cannot decode {path} as parquet: {exc}") from exc
+            raise read_failure(path, f"cannot decode {path} as parquet", exc) from exc
+        if partition:
+            record_batch = _with_partition(record_batch, columns, partition)
         yield record_batch
+
+
+def _stored_batches(
+    path: SourceFile, parquet: Any, batch_size: int, columns: list[str]
+) -> Iterator[Any]:
+    """The columns' record batches: an object with small row groups one pre-buffered
+    row group at a time, everything else through the bounded read buffer."""
+    if path.local is not None or not _small_row_groups(parquet, columns):
+        yield from parquet.iter_batches(batch_size=batch_size, columns=columns)
+        return
+    import pyarrow.parquet as pq
+
+    def groups() -> Iterator[Any]:
+        with (
+            path.open_random() as source,
+            pq.ParquetFile(source, pre_buffer=True, metadata=parquet.metadata) as buffered,
+        ):
+            for group in range(parquet.num_row_groups):
+                yield from buffered.iter_batches(
+                    batch_size=batch_size, row_groups=[group], columns=columns
+                )
+
+    # The next row group is fetched while the caller converts this one: a GET's latency
+    # would otherwise add to every row group's decoding.
+    yield from read_ahead(groups(), READ_AHEAD_BATCHES)
+
+
+def _small_row_groups(parquet: Any, columns: list[str]) -> bool:
+    meta = parquet.metadata
+    wanted = {
+        i for i in range(meta.num_columns) if meta.schema.column(i).path.split(".")[0] in columns
+    }
+    return all(
+        sum(group.column(i).total_compressed_size for i in wanted) <= PREBUFFER_MAX_ROW_GROUP_BYTES
+        for group in (meta.row_group(g) for g in range(meta.num_row_groups))
+    )
+
+
+def _with_partition(record_batch: Any, columns: list[str], partition: dict[str, Any]) -> Any:
+    import pyarrow as pa
+
+    n = record_batch.num_rows
+    arrays = [
+        pa.array([partition[c]] * n) if c in partition else record_batch.column(c) for c in columns
+    ]
+    return pa.RecordBatch.from_arrays(arrays, names=columns)
 
 
 def _is_float_list(arrow_type: Any) -> bool:
@@ -344,7 +386,7 @@ class _NpySource(_FilesSource):
     row-number ids that collide with explicit ones.
     """
 
-    def __init__(self, paths: list[Path], label: str) -> None:
+    def __init__(self, paths: list[SourceFile], label: str) -> None:
         with_ids = [path for path in paths if _ids_path(path).is_file()]
         if with_ids and len(with_ids) != len(paths):
             lacking = next(path for path in paths if not _ids_path(path).is_file())
@@ -379,13 +421,16 @@ class _NpySource(_FilesSource):
             offset += vectors.shape[0]
 
 
-def _ids_path(path: Path) -> Path:
-    return path.with_name(path.name[: -len(path.suffix)] + _IDS_SUFFIX)
+def _ids_path(path: SourceFile) -> SourceFile:
+    return path.sibling(path.name[: -len(path.suffix)] + IDS_SUFFIX)
 
 
-def _load_npy(path: Path) -> npt.NDArray[Any]:
+def _load_npy(path: SourceFile) -> Any:
+    """A memory map of a local .npy file; an object's is read in row ranges."""
+    if path.local is None:
+        return _RemoteNpy.open(path)
     try:
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
+        array = np.load(path.local, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
         raise SourceError(f"cannot read {path} as a .npy array: {exc}") from exc
     if not isinstance(array, np.ndarray):
@@ -396,7 +441,51 @@ def _load_npy(path: Path) -> npt.NDArray[Any]:
     return array
 
 
-def _load_vectors(path: Path) -> npt.NDArray[Any]:
+class _RemoteNpy:
+    """An .npy object read a slice of rows at a time with ranged reads: what a memory
+    map is to a local file (only the header is read up front)."""
+
+    def __init__(self, path: SourceFile, shape: tuple[int, ...], dtype: Any, offset: int):
+        self.path, self.shape, self.dtype, self.offset = path, shape, dtype, offset
+        self.ndim = len(shape)
+        self._row_bytes = int(dtype.itemsize * int(np.prod(shape[1:], dtype=np.int64)))
+
+    @classmethod
+    def open(cls, path: SourceFile) -> _RemoteNpy:
+        fmt = np.lib.format
+        with (
+            path.open_random() as fh,
+            storage_errors(f"cannot read {path} as a .npy array", path.secrets),
+        ):
+            version = fmt.read_magic(fh)
+            header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            shape, fortran, dtype = header(fh)
+            offset = fh.tell()
+        if fortran or dtype.hasobject:
+            raise SourceError(
+                f"{path} holds a Fortran-ordered or object array; save it with numpy.save "
+                "from a C-ordered numeric array"
+            )
+        return cls(path, tuple(shape), dtype, offset)
+
+    def __getitem__(self, rows: slice) -> npt.NDArray[Any]:
+        start, stop, _ = rows.indices(self.shape[0])
+        count = max(stop - start, 0)
+        with (
+            self.path.open_random() as fh,
+            storage_errors(f"cannot read {self.path}", self.path.secrets),
+        ):
+            data = fh.read_at(count * self._row_bytes, self.offset + start * self._row_bytes)
+        if len(data) != count * self._row_bytes:
+            raise SourceError(f"{self.path} ends early: it is shorter than its header says")
+        return np.frombuffer(data, dtype=self.dtype).reshape((count, *self.shape[1:]))
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> npt.NDArray[Any]:
+        array = self[:]
+        return array if dtype is None else array.astype(dtype)
+
+
+def _load_vectors(path: SourceFile) -> Any:
     array = _load_npy(path)
     if array.ndim != 2 or array.dtype.kind != "f" or array.shape[1] == 0:
         raise SourceError(
@@ -406,7 +495,7 @@ def _load_vectors(path: Path) -> npt.NDArray[Any]:
     return array
 
 
-def _load_ids(path: Path, rows: int) -> npt.NDArray[Any]:
+def _load_ids(path: SourceFile, rows: int) -> Any:
     ids_path = _ids_path(path)
     ids = _load_npy(ids_path)
     if ids.ndim != 1 or ids.dtype.kind not in "iu" or ids.shape[0] != rows:
@@ -432,7 +521,7 @@ class _JsonlSource(_FilesSource):
 
     def __init__(
         self,
-        paths: list[Path],
+        paths: list[SourceFile],
         label: str,
         id_field: str,
         vector_field: str,
@@ -452,7 +541,7 @@ class _JsonlSource(_FilesSource):
         for path in self._paths:
             yield from self._file_batches(path, batch_size)
 
-    def _file_batches(self, path: Path, batch_size: int) -> Iterator[VectorBatch]:
+    def _file_batches(self, path: SourceFile, batch_size: int) -> Iterator[VectorBatch]:
         first_row = 0
         first: _JsonRow | None = None  # fixes the dimension for the whole file
         pending: list[_JsonRow] = []
@@ -474,7 +563,7 @@ class _JsonlSource(_FilesSource):
         if pending:
             yield _rows_to_batch(path, pending, first_row, self._extras)
 
-    def _parse(self, path: Path, line: int, obj: dict[str, Any]) -> _JsonRow:
+    def _parse(self, path: SourceFile, line: int, obj: dict[str, Any]) -> _JsonRow:
         missing = [key for key in self._keys if key not in obj]
         if missing:
             raise SourceError(
@@ -490,18 +579,18 @@ class _JsonlSource(_FilesSource):
         )
 
 
-def _json_objects(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def _json_objects(path: SourceFile) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield ``(line number, object)`` for each non-blank line."""
     try:
-        with path.open("rb") as handle:
+        with path.open_binary() as handle:
             for number, raw in enumerate(handle, start=1):
                 if raw.strip():
                     yield number, _json_object(raw, path, number)
     except OSError as exc:
-        raise SourceError(f"cannot read {path}: {exc}") from exc
+        raise read_failure(path, f"cannot read {path}", exc) from exc
 
 
-def _json_object(raw: bytes, path: Path, line: int) -> dict[str, Any]:
+def _json_object(raw: bytes, path: SourceFile, line: int) -> dict[str, Any]:
     try:
         obj = json.loads(raw.rstrip(b"\r\n"))  # so error columns count within the line
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
@@ -545,7 +634,7 @@ def _short(value: Any) -> str:
 
 
 def _rows_to_batch(
-    path: Path, rows: list[_JsonRow], first_row: int, extras: tuple[str, ...]
+    path: SourceFile, rows: list[_JsonRow], first_row: int, extras: tuple[str, ...]
 ) -> VectorBatch:
     try:
         # Values beyond float32 range become inf on purpose; the sanity check reports them.

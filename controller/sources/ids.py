@@ -24,10 +24,11 @@ from controller.sources.files import (
     _json_id,
     _json_objects,
     _load_npy,
-    _match_paths,
     _open_parquet,
     _record_batches,
+    parquet_schema,
 )
+from controller.sources.location import SourceFile, StorageSettings, match_files, read_failure
 
 _FORMATS = {".parquet": "parquet", ".npy": "npy", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 _FORMATS |= {".txt": "txt"}
@@ -35,10 +36,15 @@ _BATCH = 65_536
 _INTEGER = re.compile(r"^[+-]?[0-9]+$")
 
 
-def read_ids(uri: str, id_field: str, base_dir: Path | None = None) -> npt.NDArray[np.int64]:
-    """Every id in the files ``uri`` names, sorted and unique."""
+def read_ids(
+    uri: str,
+    id_field: str,
+    base_dir: Path | None = None,
+    settings: StorageSettings | None = None,
+) -> npt.NDArray[np.int64]:
+    """Every id in the files ``uri`` names (local or in object storage), sorted and unique."""
     chunks: list[npt.NDArray[np.int64]] = [np.empty(0, np.int64)]
-    for path in _match_paths(uri, base_dir):
+    for path in match_files(uri, base_dir, settings):
         fmt = _FORMATS.get(path.suffix.lower())
         if fmt is None:
             raise SourceError(
@@ -49,11 +55,11 @@ def read_ids(uri: str, id_field: str, base_dir: Path | None = None) -> npt.NDArr
     return np.unique(np.concatenate(chunks))
 
 
-def _parquet_ids(path: Path, id_field: str) -> npt.NDArray[np.int64]:
+def _parquet_ids(path: SourceFile, id_field: str) -> npt.NDArray[np.int64]:
     import pyarrow as pa  # imported on use, as in controller.sources.files
 
     with _open_parquet(path) as parquet:
-        schema = parquet.schema_arrow
+        schema = parquet_schema(path, parquet)
         if id_field not in schema.names:
             raise SourceError(
                 f"{path} has no column {id_field!r}; its columns are {', '.join(schema.names)}. "
@@ -71,7 +77,7 @@ def _parquet_ids(path: Path, id_field: str) -> npt.NDArray[np.int64]:
     return np.concatenate(out) if out else np.empty(0, np.int64)
 
 
-def _jsonl_ids(path: Path, id_field: str) -> npt.NDArray[np.int64]:
+def _jsonl_ids(path: SourceFile, id_field: str) -> npt.NDArray[np.int64]:
     ids = []
     for line, obj in _json_objects(path):
         if id_field not in obj:
@@ -83,7 +89,7 @@ def _jsonl_ids(path: Path, id_field: str) -> npt.NDArray[np.int64]:
     return np.asarray(ids, dtype=np.int64)
 
 
-def _npy_ids(path: Path, id_field: str) -> npt.NDArray[np.int64]:
+def _npy_ids(path: SourceFile, id_field: str) -> npt.NDArray[np.int64]:
     array = _load_npy(path)
     if array.ndim != 1 or array.dtype.kind not in "iu":
         raise SourceError(
@@ -93,12 +99,15 @@ def _npy_ids(path: Path, id_field: str) -> npt.NDArray[np.int64]:
     return _as_int64(np.array(array), str(path), 0)
 
 
-def _text_ids(path: Path, id_field: str) -> npt.NDArray[np.int64]:
+def _text_ids(path: SourceFile, id_field: str) -> npt.NDArray[np.int64]:
     ids = []
     try:
-        lines = path.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
+        with path.open_binary() as fh:
+            lines = fh.read().decode().splitlines()
+    except UnicodeDecodeError as exc:
         raise SourceError(f"cannot read {path}: {exc}") from exc
+    except OSError as exc:
+        raise read_failure(path, f"cannot read {path}", exc) from exc
     for number, raw in enumerate(lines, start=1):
         text = raw.split("#", 1)[0].strip()
         if not text:

@@ -16,6 +16,7 @@ problem is a ``SourceError`` naming the file and line.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -26,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from controller.errors import SourceError
+from controller.sources.location import SourceFile, as_file, read_failure
 
 # The same bound as golden sets of vectors: every query is embedded and searched twice.
 MAX_LABELLED_QUERIES = 100_000
@@ -45,25 +47,29 @@ class LabelledQueries:
 
 
 def read_labelled_queries(
-    path: Path, split: str = "test", text_field: str = "text"
+    path: Path | SourceFile, split: str = "test", text_field: str = "text"
 ) -> LabelledQueries:
     """A BEIR folder (or its ``queries.jsonl``) or a Parquet file, by what ``path`` is."""
-    if path.is_dir() or path.name == "queries.jsonl":
-        folder = path if path.is_dir() else path.parent
-        return read_beir(folder, split)
-    if not path.exists():
+    path = as_file(path)
+    if path.name == "queries.jsonl":
+        return read_beir(path.parent, split)
+    if path.is_dir():
+        return read_beir(path, split)
+    if not path.is_file():
         raise SourceError(f"labelled queries {path} do not exist (validation.goldenSet.texts.uri)")
     return read_parquet_queries(path, text_field)
 
 
-def read_beir(folder: Path, split: str = "test") -> LabelledQueries:
-    queries_file, qrels_file = folder / "queries.jsonl", folder / "qrels" / f"{split}.tsv"
-    for needed in (queries_file, qrels_file):
-        if not needed.is_file():
+def read_beir(folder: Path | SourceFile, split: str = "test") -> LabelledQueries:
+    folder = as_file(folder)
+    needed = {"queries.jsonl": folder.child("queries.jsonl")}
+    needed[f"qrels/{split}.tsv"] = folder.child("qrels").child(f"{split}.tsv")
+    for name, file in needed.items():
+        if not file.is_file():
             raise SourceError(
-                f"BEIR folder {folder} has no {needed.relative_to(folder)} "
-                "(expected queries.jsonl and qrels/<split>.tsv)"
+                f"BEIR folder {folder} has no {name} (expected queries.jsonl and qrels/<split>.tsv)"
             )
+    queries_file, qrels_file = needed.values()
     labels = _read_qrels(qrels_file)
     texts = _read_query_texts(queries_file, set(labels))
     if missing := [q for q in labels if q not in texts]:
@@ -83,7 +89,7 @@ def read_beir(folder: Path, split: str = "test") -> LabelledQueries:
     )
 
 
-def _read_qrels(path: Path) -> dict[str, dict[int, float]]:
+def _read_qrels(path: SourceFile) -> dict[str, dict[int, float]]:
     """Positive labels per query id, from a BEIR qrels TSV (header line first)."""
     labels: dict[str, dict[int, float]] = {}
     with _opened(path) as lines:
@@ -111,7 +117,7 @@ def _read_qrels(path: Path) -> dict[str, dict[int, float]]:
     return labels
 
 
-def _read_query_texts(path: Path, wanted: set[str]) -> dict[str, tuple[int, str]]:
+def _read_query_texts(path: SourceFile, wanted: set[str]) -> dict[str, tuple[int, str]]:
     """(line number, text) of the wanted query ids; the rest of the file is skipped."""
     found: dict[str, tuple[int, str]] = {}
     with _opened(path) as lines:
@@ -133,32 +139,32 @@ def _read_query_texts(path: Path, wanted: set[str]) -> dict[str, tuple[int, str]
 
 
 @contextmanager
-def _opened(path: Path) -> Iterator[Iterator[str]]:
+def _opened(path: SourceFile) -> Iterator[Iterator[str]]:
     """A UTF-8 text file as lines; unreadable or undecodable files are SourceErrors."""
     try:
-        fh = path.open(encoding="utf-8-sig", newline="")
+        with path.open_binary() as raw:
+            yield _decoded(io.TextIOWrapper(raw, encoding="utf-8-sig", newline=""), path)
     except OSError as exc:
-        raise SourceError(f"cannot read {path}: {exc.strerror}") from None
-    with fh:
-        yield _decoded(fh, path)
+        raise read_failure(path, f"cannot read {path}", exc) from None
 
 
-def _decoded(lines: Iterable[str], path: Path) -> Iterator[str]:
+def _decoded(lines: Iterable[str], path: SourceFile) -> Iterator[str]:
     try:
         yield from lines
     except UnicodeDecodeError as exc:
         raise SourceError(f"{path} is not UTF-8 text (byte {exc.start})") from None
 
 
-def read_parquet_queries(path: Path, text_field: str = "text") -> LabelledQueries:
+def read_parquet_queries(path: Path | SourceFile, text_field: str = "text") -> LabelledQueries:
     """Parquet with ``text_field``, ``relevant_ids`` and optionally ``relevance``."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    path = as_file(path)
     try:
-        table = pq.read_table(path)
+        table = pq.read_table(path.path, filesystem=path.fs)
     except (pa.ArrowException, OSError) as exc:
-        raise SourceError(f"cannot read labelled queries {path}: {exc}") from exc
+        raise read_failure(path, f"cannot read labelled queries {path}", exc) from exc
     names = table.column_names
     if missing := {text_field, "relevant_ids"} - set(names):
         raise SourceError(
@@ -187,7 +193,7 @@ def read_parquet_queries(path: Path, text_field: str = "text") -> LabelledQuerie
     return _bounded(out, path)
 
 
-def _bounded(queries: LabelledQueries, where: Path) -> LabelledQueries:
+def _bounded(queries: LabelledQueries, where: Path | SourceFile) -> LabelledQueries:
     if not len(queries):
         raise SourceError(f"labelled queries {where}: no query has a positive relevance label")
     if len(queries) > MAX_LABELLED_QUERIES:

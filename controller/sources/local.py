@@ -1,10 +1,13 @@
-"""Files on the local disk, with paths relative to the release spec's folder."""
+"""The engine's DataPort: files on the local disk, with paths relative to the release
+spec's folder, and objects in S3, Google Cloud Storage or Azure Blob Storage
+(``controller.sources.location``)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +16,21 @@ import numpy as np
 from controller.errors import SourceError
 from controller.sources.base import GoldenSet, VectorSource
 from controller.sources.documents import DocumentSource, open_documents
-from controller.sources.files import _ids_path, _match_paths, open_files_source
+from controller.sources.files import _ids_path, open_files_source
 from controller.sources.ids import read_ids
 from controller.sources.labelled_queries import (
     LabelledQueries,
     read_beir,
     read_labelled_queries,
     read_parquet_queries,
+)
+from controller.sources.location import (
+    SourceFile,
+    StorageSettings,
+    as_file,
+    match_files,
+    one_file,
+    read_failure,
 )
 from controller.spec import DocumentsSource, FilesSource, LabelledTextsSpec, SourceSpec
 
@@ -28,14 +39,21 @@ MAX_GOLDEN_QUERIES = 100_000
 
 
 class LocalFiles:
-    """The engine's DataPort for files next to (or below) the release YAML."""
+    """The engine's DataPort for files next to (or below) the release YAML, and for
+    objects in a store, read with ``settings`` (credentials, endpoint)."""
 
-    def __init__(self, base_dir: Path) -> None:
+    def __init__(self, base_dir: Path, settings: StorageSettings | None = None) -> None:
         self.base_dir = base_dir
+        self.settings = settings or StorageSettings()
 
     def open_vectors(self, files: FilesSource, extra_fields: Sequence[str]) -> VectorSource:
         return open_files_source(
-            files.uri, files.id_field, files.vector_field, extra_fields, self.base_dir
+            files.uri,
+            files.id_field,
+            files.vector_field,
+            extra_fields,
+            self.base_dir,
+            self.settings,
         )
 
     def read_golden_set(self, uri: str) -> GoldenSet:
@@ -47,7 +65,8 @@ class LocalFiles:
         if texts.format == "parquet":
             return read_parquet_queries(path, texts.text_field)
         if texts.format == "beir":
-            return read_beir(path if path.is_dir() else path.parent, texts.split)
+            folder = path if path.is_dir() else path.parent
+            return read_beir(folder, texts.split)
         return read_labelled_queries(path, texts.split, texts.text_field)
 
     def read_query_vectors(self, uri: str, vector_field: str, sample: int, seed: int) -> np.ndarray:
@@ -55,17 +74,22 @@ class LocalFiles:
 
     def open_documents(self, documents: DocumentsSource, columns: Sequence[str]) -> DocumentSource:
         return open_documents(
-            documents.uri, documents.id_field, documents.text_field, columns, self.base_dir
+            documents.uri,
+            documents.id_field,
+            documents.text_field,
+            columns,
+            self.base_dir,
+            self.settings,
         )
 
     def read_ids(self, uri: str, id_field: str) -> np.ndarray:
-        return read_ids(uri, id_field, self.base_dir)
+        return read_ids(uri, id_field, self.base_dir, self.settings)
 
     def source_identity(self, source: SourceSpec) -> str:
-        return source_identity(source, self.base_dir)
+        return source_identity(source, self.base_dir, self.settings)
 
-    def _path(self, uri: str) -> Path:
-        return self.base_dir / uri.removeprefix("file://")
+    def _path(self, uri: str) -> SourceFile:
+        return one_file(uri, self.base_dir, self.settings)
 
 
 # Files up to this size are hashed whole; larger ones by size, head and tail, so that a
@@ -74,26 +98,42 @@ FULL_HASH_BYTES = 8 << 20
 EDGE_BYTES = 1 << 20
 
 
-def source_identity(source: SourceSpec, base_dir: Path) -> str:
+def source_identity(
+    source: SourceSpec, base_dir: Path, settings: StorageSettings | None = None
+) -> str:
     """The identity of the files a source names: sizes and content hashes, sorted.
 
     Content, not names or times: the same files named from another folder (a moved
     release file), checked out again or copied elsewhere are the same source; an
     edited file is another. Paths resolve as the build resolves them (globs, relative
-    to the release file's folder). SourceError when a URI matches no file.
+    to the release file's folder). An object in a store counts by its size and ETag
+    (else modification time), read from its metadata, never downloaded; a file of a
+    partitioned dataset also by its partition values. SourceError when a URI matches
+    no file.
     """
     uris = [part.uri for part in (source.files, source.documents) if part is not None]
     if (delta := source.delta) is not None:
         uris += [part.uri for part in (delta.upserts, delta.deletes) if part is not None]
     digests = []
     for uri in uris:
-        paths = _match_paths(uri, base_dir)
-        paths += [ids for p in paths if (ids := _ids_path(p)).is_file()]  # .npy id files
+        paths = match_files(uri, base_dir, settings)
+        paths += [ids for p in paths if p.suffix == ".npy" and (ids := _ids_path(p)).is_file()]
         digests.append(sorted(_file_digest(p) for p in paths))
     return hashlib.sha256(json.dumps(digests).encode()).hexdigest()[:16]
 
 
-def _file_digest(path: Path) -> str:
+def _file_digest(file: SourceFile) -> str:
+    remote = file.identity()
+    if remote is not None or file.local is None:
+        digest = hashlib.sha256(f"object {remote}".encode())
+    else:
+        digest = _local_digest(file.local)
+    if file.partition:  # the same file in another partition holds other rows
+        digest.update(json.dumps(file.partition, default=str).encode())
+    return digest.hexdigest()
+
+
+def _local_digest(path: Path) -> Any:
     size = path.stat().st_size
     digest = hashlib.sha256(str(size).encode())
     with path.open("rb") as fh:
@@ -103,16 +143,17 @@ def _file_digest(path: Path) -> str:
             digest.update(fh.read(EDGE_BYTES))
             fh.seek(size - EDGE_BYTES)
             digest.update(fh.read(EDGE_BYTES))
-    return digest.hexdigest()
+    return digest
 
 
-def read_query_vectors(path: Path, vector_field: str, sample: int, seed: int) -> np.ndarray:
+def read_query_vectors(
+    path: Path | SourceFile, vector_field: str, sample: int, seed: int
+) -> np.ndarray:
     """A seeded sample of up to ``sample`` query vectors from a Parquet column."""
     import pyarrow as pa  # imported on use, as in controller.sources.files
 
     what = f"query set {path}"
-    parquet = _open_table_file(path, what, "validation.queries.uri")
-    try:
+    with _open_table_file(as_file(path), what, "validation.queries.uri") as parquet:
         names = parquet.schema_arrow.names
         if vector_field not in names:
             raise SourceError(
@@ -130,23 +171,19 @@ def read_query_vectors(path: Path, vector_field: str, sample: int, seed: int) ->
             local = keep[(keep >= offset) & (keep < offset + batch.num_rows)] - offset
             picked.append(batch.column(0).take(pa.array(local, type=pa.int64())))
             offset += batch.num_rows
-    except (pa.ArrowException, OSError) as exc:
-        raise SourceError(f"cannot read {what}: {exc}") from exc
-    column = pa.chunked_array(picked, type=parquet.schema_arrow.field(vector_field).type)
+        vector_type = parquet.schema_arrow.field(vector_field).type
+    column = pa.chunked_array(picked, type=vector_type)
     return _query_vectors(column.combine_chunks(), keep, what, vector_field)
 
 
-def read_golden_set(path: Path) -> GoldenSet:
+def read_golden_set(path: Path | SourceFile) -> GoldenSet:
     """Parquet with ``vector`` (list of floats) and ``relevant_ids`` (list of int64).
 
     Every row is one labelled query: a finite vector of the same length as the others,
     and at least one relevant id (a query with none could only ever score 0).
     """
-    import pyarrow as pa
-
     what = f"golden set {path}"
-    parquet = _open_table_file(path, what, "validation.goldenSet.uri")
-    try:
+    with _open_table_file(as_file(path), what, "validation.goldenSet.uri") as parquet:
         names = set(parquet.schema_arrow.names)
         if missing := {"vector", "relevant_ids"} - names:
             raise SourceError(
@@ -163,25 +200,30 @@ def read_golden_set(path: Path) -> GoldenSet:
         if rows == 0:
             raise SourceError(f"{what} holds no queries; give at least one labelled query")
         table = parquet.read(columns=["vector", "relevant_ids"]).combine_chunks()
-    except (pa.ArrowException, OSError) as exc:
-        raise SourceError(f"cannot read {what}: {exc}") from exc
     queries = _query_vectors(table.column("vector").chunk(0), np.arange(rows), what, "vector")
     relevant = _relevant_ids(table.column("relevant_ids").chunk(0), what)
     return GoldenSet(queries, relevant, str(path))
 
 
-def _open_table_file(path: Path, what: str, field: str) -> Any:
+@contextmanager
+def _open_table_file(path: SourceFile, what: str, field: str) -> Iterator[Any]:
+    """A small Parquet file read whole (golden sets, query sets): errors name ``field``."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    if not path.exists():
-        raise SourceError(f"{what} does not exist ({field})")
     if path.is_dir():
         raise SourceError(f"{what} is a folder; give the path of a Parquet file ({field})")
+    if not path.is_file():
+        raise SourceError(f"{what} does not exist ({field})")
+    source = path.local if path.local is not None else path.open_random()
     try:
-        return pq.ParquetFile(path)
+        with pq.ParquetFile(source) as parquet:
+            yield parquet
     except (pa.ArrowException, OSError) as exc:
-        raise SourceError(f"cannot read {what} as Parquet: {exc}") from exc
+        raise read_failure(path, f"cannot read {what} as Parquet", exc) from exc
+    finally:
+        if not isinstance(source, Path):
+            source.close()
 
 
 def _check_number_lists(schema: Any, column: str, what: str, holding: str) -> None:

@@ -27,6 +27,7 @@ from controller.errors import MilvusRejected, PermanentError, SourceError
 from controller.ports import DataPort, EmbedderFactory, EmbedderPort, MilvusPort
 from controller.sources.base import VectorBatch, sample_rows
 from controller.sources.labelled_queries import LabelledQueries
+from controller.sources.location import shown
 from controller.spec import EmbeddingRelease, GoldenSetSpec
 from controller.validation import metrics as m
 from controller.validation.results import Check, Outcome, ValidationRun, judge, judge_drop
@@ -195,10 +196,10 @@ def _query_set(ctx: GateContext, sample_vectors: np.ndarray) -> tuple[np.ndarray
     dim = ctx.release.spec.collection.dimension
     if queries.shape[1] != dim:
         raise SourceError(
-            f"query set {v.queries.uri} has {queries.shape[1]}-dim vectors, "
+            f"query set {shown(v.queries.uri)} has {queries.shape[1]}-dim vectors, "
             f"the spec says collection.dimension: {dim}"
         )
-    return queries, f"{len(queries)} queries from {v.queries.uri} (seed {v.seed})"
+    return queries, f"{len(queries)} queries from {shown(v.queries.uri)} (seed {v.seed})"
 
 
 def _search(
@@ -292,7 +293,7 @@ def _golden_set(ctx: GateContext, run: ValidationRun, boundary: Boundary) -> lis
             live = _Scores.of(_search(ctx, ctx.live, gs.queries, k), gs.relevant, None, k)
         except MilvusRejected as exc:
             live = _Unmeasured(Outcome.INCONCLUSIVE, f"could not search live {ctx.live}: {exc}")
-    detail = f"{len(gs.relevant)} labelled queries from {golden.uri}"
+    detail = f"{len(gs.relevant)} labelled queries from {shown(golden.uri)}"
     return _golden_checks(ctx, run, golden, cand, live, detail)
 
 
@@ -315,7 +316,9 @@ def _golden_texts(
     found = _search(ctx, ctx.candidate, vectors, k)
     cand = _Scores.of(found, queries.relevant, queries.grades, k)
     live = _live_text_scores(ctx, queries, vectors, boundary, k)
-    detail = f"{len(queries)} labelled query texts from {golden.texts.uri}, each side's encoder"
+    detail = (
+        f"{len(queries)} labelled query texts from {shown(golden.texts.uri)}, each side's encoder"
+    )
     return _golden_checks(ctx, run, golden, cand, live, detail)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from controller.errors import SourceError
+from controller.sources.location import shown
 
 if TYPE_CHECKING:
     from controller.ports import DataPort
@@ -46,7 +47,9 @@ def _check_query_set(
 ) -> None:
     # One row is enough to know the dimension; the validate step draws its own sample.
     vectors = data.read_query_vectors(queries.uri, queries.vector_field, 1, seed)
-    _check_dimension(int(vectors.shape[1]), dimension, f"query set {queries.uri} ({field}.uri)")
+    _check_dimension(
+        int(vectors.shape[1]), dimension, f"query set {shown(queries.uri)} ({field}.uri)"
+    )
 
 
 def _check_dimension(actual: int, dimension: int, what: str) -> None:

@@ -43,6 +43,7 @@ from controller.spec import release_from_dict
 from controller.status import Phase, ReleaseStatus
 from tests.conftest import Corpus, fake_backend, release_yaml
 from tests.support.kube_api import EMBREL, EVENTS, KubeApiServer
+from tests.support.s3_server import S3Bucket
 
 G, V, P = "embrel.dev", "v1alpha1", "embeddingreleases"
 
@@ -547,3 +548,43 @@ def test_a_restarted_controller_keeps_its_drift_reference_and_serves_reports(
     fresh = KubeController(kube, config, options, telemetry=NullTelemetry())
     _run_until(fresh, lambda: any("no drift reference" in w for w in _warnings(kube)))
     assert references[0].exists(), "captured again from what is live"
+
+
+# -- object storage credentials from a Secret ---------------------------------------------
+
+
+def test_storage_secret_ref_reads_s3_with_the_secret_keys_never_shown(
+    api: client.ApiClient,
+    kube: KubeGateway,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    corpus: Corpus,
+    s3: S3Bucket,
+) -> None:
+    """The controller's environment holds keys that may read nothing; the release's
+    Secret (spec.storage.secretRef) holds keys that may: the release goes live from
+    s3://, and the Secret's values appear in nothing the driver writes."""
+    writer = s3.server.writer
+    for name, value in s3.server.env(s3.server.nobody).items():
+        monkeypatch.setenv(name, value)
+    keys = {"AWS_ACCESS_KEY_ID": writer.access_key, "AWS_SECRET_ACCESS_KEY": writer.secret_key}
+    data = {k: base64.b64encode(v.encode()).decode() for k, v in keys.items()}
+    client.CoreV1Api(api).create_namespaced_secret(
+        "test", {"metadata": {"name": "s3-reader"}, "data": data}
+    )
+    backend = fake_backend(monkeypatch, "products")
+    doc = release_yaml(backend, "v1", Path("unused"), storage={"secretRef": "s3-reader"})
+    spec_ = doc["spec"]
+    assert isinstance(spec_, dict)
+    spec_["source"]["files"]["uri"] = s3.put("emb/v1.parquet", corpus.path("v1"))
+    body = {**doc, "metadata": {"name": "products", "namespace": "test"}, "spec": spec_}
+    client.CustomObjectsApi(api).create_namespaced_custom_object(G, V, "test", P, body)
+    ctl = controller(kube, tmp_path)
+    ctl.informers[0]._replace(kube.list_releases("test")[0])  # the cache, without a watch
+    result = ctl.reconcile("test/products")
+    assert result is not None and result.error is None, result
+    status = kube.get_release("test", "products")["status"]
+    assert status["phase"] == "Live" and status["live"]["version"] == "v1"
+    assert ctl.redact(f"key {writer.secret_key}") == "key <redacted>"
+    written = json.dumps([status, kube.list_events("test")])
+    assert writer.secret_key not in written

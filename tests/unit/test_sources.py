@@ -83,11 +83,13 @@ def test_absolute_path_and_file_scheme_ignore_base_dir(tmp_path: Path) -> None:
         assert [b.ids.tolist() for b in read_all(source)] == [[1]]
 
 
-@pytest.mark.parametrize("uri", ["s3://bucket/x.parquet", "gs://b/*.npy", "https://h/x.jsonl"])
-def test_remote_schemes_are_refused(tmp_path: Path, uri: str) -> None:
-    with pytest.raises(SourceError, match="only local paths are supported") as info:
+@pytest.mark.parametrize("uri", ["https://h/x.jsonl", "hdfs://n/*.npy", "ftp://u:pw@h/x.parquet"])
+def test_unsupported_schemes_are_refused(tmp_path: Path, uri: str) -> None:
+    with pytest.raises(SourceError, match="which embrel cannot read") as info:
         open_parquet(uri, tmp_path)
-    assert uri in str(info.value)
+    message = str(info.value)
+    assert uri.split("://")[0] + "://" in message and "s3://, gs://, az://" in message
+    assert "pw" not in message  # a credential in the uri is never shown
 
 
 def test_glob_without_match_names_the_pattern(tmp_path: Path) -> None:
@@ -99,8 +101,23 @@ def test_missing_file_and_directory_are_named(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match=r"missing\.parquet does not exist"):
         open_parquet("missing.parquet", tmp_path)
     (tmp_path / "dir").mkdir()
-    with pytest.raises(SourceError, match=r"is the directory .*dir; give a file or a glob"):
+    with pytest.raises(SourceError, match=r"is the folder .*dir and holds no .parquet files"):
         open_parquet("dir", tmp_path)
+
+
+def test_a_folder_is_a_hive_partitioned_dataset(tmp_path: Path) -> None:
+    """Every .parquet file below the folder, in path order; key=value folders are fields."""
+    for lang, first_id in (("fr", 20), ("en", 10)):
+        (tmp_path / "ds" / f"lang={lang}").mkdir(parents=True)
+        write_parquet(tmp_path / "ds" / f"lang={lang}" / "part-0.parquet", [first_id], vecs(1))
+    (tmp_path / "ds" / "_SUCCESS").write_text("")  # writers' markers are not data
+    source = open_files_source("ds", "id", "emb", ["lang"], tmp_path)
+    batches = read_all(source)
+    assert [(b.ids.tolist(), b.fields) for b in batches] == [
+        ([10], {"lang": ["en"]}),
+        ([20], {"lang": ["fr"]}),
+    ]
+    assert batches[0].origin.endswith("ds/lang=en/part-0.parquet")
 
 
 def test_glob_matches_are_read_in_name_order(tmp_path: Path) -> None:
