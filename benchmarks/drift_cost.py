@@ -44,6 +44,7 @@ from controller.engine import (
 )
 from controller.engine.steps import monitor as monitor_steps
 from controller.milvus import MilvusGateway
+from controller.schema import Schema
 from controller.sources.base import VectorBatch
 from controller.spec import EmbeddingRelease, release_from_dict
 from controller.status import Phase
@@ -81,7 +82,7 @@ def _release(uri: str, alias: str, sample: int) -> EmbeddingRelease:
 
 
 def _live(gateway: MilvusGateway, name: str, rows: int, dim: int) -> None:
-    gateway.create_collection(name, dim, [], {})
+    gateway.create_collection(name, Schema(dim), {})
     rng = np.random.default_rng(0)
     for start in range(0, rows, 10_000):
         n = min(10_000, rows - start)

@@ -42,6 +42,7 @@ from benchmarks.support import (
 from controller.config import ControllerConfig
 from controller.drivers.local import LocalController, read_spec
 from controller.milvus import MilvusGateway
+from controller.schema import Schema
 from controller.sources.base import VectorBatch
 from controller.status import Phase
 
@@ -103,7 +104,7 @@ def _timed(action: Callable[[], object]) -> float:
 
 def _loaded_collection(gateway: MilvusGateway, name: str, rows: int, seed: int) -> str:
     vectors = unit_vectors(np.random.default_rng(seed), rows, DIM)
-    gateway.create_collection(name, DIM, [], {})
+    gateway.create_collection(name, Schema(DIM), {})
     gateway.insert(name, VectorBatch(np.arange(rows, dtype=np.int64), vectors, {}, "generated", 0))
     gateway.row_count(name)  # flushes
     gateway.ensure_index(name, "HNSW", "COSINE", INDEX_PARAMS)

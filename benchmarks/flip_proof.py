@@ -46,6 +46,7 @@ from benchmarks.support import (
 from controller.client import AliasSearcher, is_transient
 from controller.engine import Engine
 from controller.milvus import MilvusGateway
+from controller.schema import Schema
 from controller.sources.base import VectorBatch
 from controller.spec import EmbeddingRelease, release_from_dict
 
@@ -106,7 +107,7 @@ class Run:
 
 def _collection(gateway: MilvusGateway, name: str, vectors: np.ndarray, offset: int) -> None:
     ids = np.arange(len(vectors), dtype=np.int64) + offset
-    gateway.create_collection(name, DIM, [], {})
+    gateway.create_collection(name, Schema(DIM), {})
     gateway.insert(name, VectorBatch(ids, vectors, {}, "generated", 0))
     gateway.row_count(name)
     gateway.ensure_index(name, "HNSW", "COSINE", INDEX_PARAMS)

@@ -106,7 +106,8 @@ def _in(ids: Ids, sorted_set: Ids) -> npt.NDArray[np.bool_]:
 def check_base_schema(ports: BuildPorts, base: str, role: str) -> list[FieldSpec]:
     """The base must hold vectors of the spec's dimension and the spec's extra fields."""
     spec = ports.release.spec.collection
-    dimension, fields = ports.milvus.collection_schema(base)
+    schema = ports.milvus.collection_schema(base)
+    dimension, fields = schema.dimension, list(schema.fields)
     theirs = {f.name: f.type for f in fields if f.name != CONTENT_HASH_FIELD}
     ours = {f.name: f.type for f in spec.fields}
     problems = []
@@ -540,10 +541,10 @@ def documents_base(ports: BuildPorts, live: str | None) -> str | None:
     """The live collection, when its vectors can be reused: same schema, content hashes."""
     if live is None:
         return None
-    dimension, fields = ports.milvus.collection_schema(live)
-    if CONTENT_HASH_FIELD not in {f.name for f in fields}:
+    schema = ports.milvus.collection_schema(live)
+    if schema.field(CONTENT_HASH_FIELD) is None:
         return None  # not built from documents: every document counts as new
-    if dimension != ports.release.spec.collection.dimension:
+    if schema.dimension != ports.release.spec.collection.dimension:
         return None
     return live
 

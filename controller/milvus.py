@@ -28,6 +28,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_ex
 
 from controller.config import Credentials, RetryPolicy
 from controller.errors import EmbrelError, MilvusRejected, MilvusUnavailable, NotFound, SpecError
+from controller.schema import Features, Schema, features_of
 from controller.sources.base import VectorBatch
 from controller.spec import FieldSpec, redact_uri
 
@@ -51,7 +52,7 @@ _UNAVAILABLE_CODES = {2, 1, 65535, 503}
 # of range: [1, 2147483647]", "parameter `m` not found"): a retry cannot change these.
 _BAD_ARGUMENT = re.compile(r"out of range|parameter|invalid|illegal|not supported", re.I)
 
-_SCALAR_TYPES: dict[str, DataType] = {
+_SCALAR_TYPES: dict[str, DataType] = {  # spec.collection.fields[].type -> Milvus
     "VARCHAR": DataType.VARCHAR,
     "INT64": DataType.INT64,
     "INT32": DataType.INT32,
@@ -62,6 +63,7 @@ _SCALAR_TYPES: dict[str, DataType] = {
     "BOOL": DataType.BOOL,
     "JSON": DataType.JSON,
 }
+_SCALAR_NAMES = {kind: name for name, kind in _SCALAR_TYPES.items()}
 
 # The file milvus-lite locks inside its data folder (milvus_lite.db.LOCK_FILENAME).
 LITE_LOCK_FILE = "LOCK"
@@ -222,24 +224,34 @@ class MilvusGateway:
         )
         return {str(k): str(v) for k, v in (desc.get("properties") or {}).items()}
 
+    def features(self) -> Features:
+        version = self._call(
+            "reading the server version",
+            self._client.get_server_version,
+            op="get_server_version",
+        )
+        return features_of(str(version), lite="://" not in self.uri)
+
     def create_collection(
         self,
         name: str,
-        dimension: int,
-        fields: Sequence[FieldSpec],
+        schema: Schema,
         properties: Mapping[str, str],
+        num_partitions: int | None = None,
     ) -> None:
-        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-        schema.add_field(ID_FIELD, DataType.INT64, is_primary=True)
-        schema.add_field(VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=dimension)
-        for f in fields:
-            extra = {"max_length": f.max_length} if f.type == "VARCHAR" else {}
-            schema.add_field(f.name, _SCALAR_TYPES[f.type], **extra)
+        described = MilvusClient.create_schema(
+            auto_id=False, enable_dynamic_field=schema.dynamic_field
+        )
+        described.add_field(ID_FIELD, DataType.INT64, is_primary=True)
+        described.add_field(VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=schema.dimension)
+        for f in schema.fields:
+            described.add_field(f.name, _SCALAR_TYPES[f.type], **_field_options(f))
+        extra = {} if num_partitions is None else {"num_partitions": num_partitions}
         self._call(
             f"creating collection {name}",
             # Default (Bounded) consistency for applications; validation asks for Strong.
             lambda: self._client.create_collection(
-                name, schema=schema, properties=dict(properties)
+                name, schema=described, properties=dict(properties), **extra
             ),
             op="create_collection",
         )
@@ -355,64 +367,88 @@ class MilvusGateway:
         finally:
             it.close()
 
-    def collection_schema(self, name: str) -> tuple[int, list[FieldSpec]]:
-        """(vector dimension, extra scalar fields) of a collection, as embrel names them."""
+    def collection_schema(self, name: str) -> Schema:
+        """The collection's schema as embrel describes it, scalar indexes included."""
         desc = self._call(
             f"describing {name}",
             lambda: self._client.describe_collection(name),
             op="describe_collection",
         )
-        names = {v: k for k, v in _SCALAR_TYPES.items()}
+        indexes = self._scalar_indexes(name)
         dimension, fields = 0, []
         for f in desc.get("fields", []):
-            params = f.get("params") or {}
             if f["name"] == VECTOR_FIELD:
-                dimension = int(params.get("dim", 0))
+                dimension = int((f.get("params") or {}).get("dim", 0))
             elif f["name"] != ID_FIELD:
-                kind = names.get(f["type"])
-                if kind is None:
-                    raise MilvusRejected(
-                        f"{name} has field {f['name']!r} of type {f['type']}, which embrel "
-                        "cannot copy"
-                    )
-                length = params.get("max_length") if kind == "VARCHAR" else None
-                fields.append(
-                    FieldSpec(name=f["name"], type=kind, max_length=int(length) if length else None)
-                )
-        return dimension, fields
+                fields.append(_field_spec(name, f, indexes.get(f["name"])))
+        return Schema(dimension, tuple(fields), bool(desc.get("enable_dynamic_field")))
+
+    def _scalar_indexes(self, name: str) -> dict[str, str]:
+        """Field -> index type of every index not on the vector field."""
+        found = {}
+        for index in self._index_names(name):
+            info = self._describe_index(name, index)
+            if info.get("field_name") != VECTOR_FIELD:
+                found[str(info.get("field_name"))] = str(info.get("index_type"))
+        return found
+
+    def _index_names(self, name: str) -> list[str]:
+        return list(
+            self._call(
+                f"listing indexes of {name}",
+                lambda: self._client.list_indexes(name),
+                op="list_indexes",
+            )
+        )
+
+    def _describe_index(self, name: str, index: str) -> dict[str, Any]:
+        return dict(
+            self._call(
+                f"describing index {index} of {name}",
+                lambda: self._client.describe_index(name, index),
+                op="describe_index",
+            )
+        )
 
     # -- index and load ------------------------------------------------------
 
     def ensure_index(
-        self, name: str, index_type: str, metric: str, params: Mapping[str, Any]
+        self,
+        name: str,
+        index_type: str,
+        metric: str,
+        params: Mapping[str, Any],
+        scalar_indexes: Mapping[str, str] | None = None,
     ) -> None:
-        if self._call(
-            f"listing indexes of {name}", lambda: self._client.list_indexes(name), op="list_indexes"
-        ):
-            return
+        """The vector index and the scalar ones, each created unless it exists."""
+        existing = {
+            self._describe_index(name, index).get("field_name") for index in self._index_names(name)
+        }
         index = self._client.prepare_index_params()
-        index.add_index(
-            field_name=VECTOR_FIELD, index_type=index_type, metric_type=metric, params=dict(params)
-        )
-        self._call(
-            f"creating index on {name}",
-            lambda: self._client.create_index(name, index),
-            op="create_index",
-        )
+        if VECTOR_FIELD not in existing:
+            index.add_index(
+                field_name=VECTOR_FIELD,
+                index_type=index_type,
+                metric_type=metric,
+                params=dict(params),
+            )
+        for field, kind in (scalar_indexes or {}).items():
+            if field not in existing:
+                index.add_index(field_name=field, index_type=kind, index_name=field)
+        if len(index):
+            self._call(
+                f"creating indexes on {name}",
+                lambda: self._client.create_index(name, index),
+                op="create_index",
+            )
 
     def index_progress(self, name: str) -> tuple[int, int] | None:
         """(indexed rows, total rows) of the vector index, or None when there is none."""
-        indexes = self._call(
-            f"listing indexes of {name}", lambda: self._client.list_indexes(name), op="list_indexes"
-        )
-        if not indexes:
-            return None
-        info = self._call(
-            f"describing index of {name}",
-            lambda: self._client.describe_index(name, indexes[0]),
-            op="describe_index",
-        )
-        return int(info.get("indexed_rows", 0)), int(info.get("total_rows", 0))
+        for index in self._index_names(name):
+            info = self._describe_index(name, index)
+            if info.get("field_name") == VECTOR_FIELD:
+                return int(info.get("indexed_rows", 0)), int(info.get("total_rows", 0))
+        return None
 
     def is_loaded(self, name: str) -> bool:
         state = self._call(
@@ -422,9 +458,11 @@ class MilvusGateway:
         )
         return str(state.get("state")).endswith("Loaded") and "Not" not in str(state.get("state"))
 
-    def load(self, name: str) -> None:
+    def load(self, name: str, replicas: int = 1) -> None:
         self._call(
-            f"loading {name}", lambda: self._client.load_collection(name), op="load_collection"
+            f"loading {name}",
+            lambda: self._client.load_collection(name, replica_number=replicas),
+            op="load_collection",
         )
 
     def release(self, name: str) -> None:
@@ -517,6 +555,49 @@ class MilvusGateway:
             if time.monotonic() > deadline:
                 raise MilvusUnavailable(f"timed out after {timeout:.0f}s waiting for {what}")
             time.sleep(poll)
+
+
+def _field_options(f: FieldSpec) -> dict[str, Any]:
+    """add_field's keyword arguments for a scalar field; only those it uses, so that a
+    server without nullable fields (before 2.5) is never sent them."""
+    options: dict[str, Any] = {}
+    if f.type == "VARCHAR":
+        options["max_length"] = f.max_length
+    if f.partition_key:
+        options["is_partition_key"] = True
+    if f.nullable:
+        options["nullable"] = True
+    if f.default is not None:
+        options["default_value"] = f.default
+    return options
+
+
+def _field_spec(collection: str, f: Mapping[str, Any], index: str | None) -> FieldSpec:
+    """A described field in embrel's terms; MilvusRejected for a type embrel cannot copy."""
+    kind = _SCALAR_NAMES.get(f["type"])
+    if kind is None:
+        raise MilvusRejected(
+            f"{collection} has field {f['name']!r} of type {f['type']}, which embrel cannot copy"
+        )
+    length = (f.get("params") or {}).get("max_length") if kind == "VARCHAR" else None
+    return FieldSpec(
+        name=f["name"],
+        type=kind,
+        max_length=int(length) if length else None,
+        partition_key=bool(f.get("is_partition_key")),
+        nullable=bool(f.get("nullable")),
+        default=_default_value(f.get("default_value")),
+        index=index,
+    )
+
+
+def _default_value(value: Any) -> Any:
+    """describe_collection gives a default as a protobuf ValueField (one of bool_data,
+    int_data, long_data, float_data, double_data, string_data), or nothing."""
+    if value is None or not hasattr(value, "WhichOneof"):
+        return value
+    kind = value.WhichOneof("data")
+    return None if kind is None else getattr(value, kind)
 
 
 def _rows_to_batch(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from pydantic import (
@@ -18,12 +18,14 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    SerializerFunctionWrapHandler,
     StrictBool,
     StrictFloat,
     StrictInt,
     StrictStr,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
@@ -62,6 +64,21 @@ class _Model(BaseModel):
     model_config = ConfigDict(
         alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
     )
+    # Fields added after collections recorded hashes of this model (spec_hash,
+    # build_hash): left out of a dump while they hold their default, so that an upgraded
+    # controller sees an unchanged spec as unchanged and rebuilds nothing.
+    _ADDED_LATER: ClassVar[frozenset[str]] = frozenset()
+
+    @model_serializer(mode="wrap")
+    def _omit_later_defaults(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict):
+            for name in self._ADDED_LATER:
+                info = type(self).model_fields[name]
+                if getattr(self, name) == info.get_default(call_default_factory=True):
+                    data.pop(info.alias or name, None)
+                    data.pop(name, None)
+        return data
 
 
 class Metadata(_Model):
@@ -218,12 +235,27 @@ class IndexSpec(_Model):
         return {**DEFAULT_INDEX_PARAMS.get(self.type, {}), **self.params}
 
 
+ScalarIndexType = Literal["INVERTED", "STL_SORT", "TRIE"]
+_NUMERIC = frozenset({"INT64", "INT32", "INT16", "INT8", "FLOAT", "DOUBLE"})
+_PARTITION_KEY_TYPES = frozenset({"INT64", "VARCHAR"})
+FieldDefault = StrictBool | StrictInt | StrictFloat | StrictStr
+
+
 class FieldSpec(_Model):
-    """An extra scalar field copied from the source alongside id and vector."""
+    """A scalar field copied from the source alongside id and vector."""
+
+    _ADDED_LATER: ClassVar[frozenset[str]] = frozenset(
+        {"partition_key", "nullable", "default", "index"}
+    )
 
     name: Annotated[str, Field(pattern=_MILVUS_NAME.pattern, max_length=MAX_MILVUS_NAME)]
     type: ScalarType
     max_length: Annotated[int | None, Field(ge=1, le=65535)] = None
+    # Milvus hashes this field's value to a partition: filtered searches on it scan less.
+    partition_key: bool = False
+    nullable: bool = False  # a missing value is stored as null (or as ``default``)
+    default: FieldDefault | None = None  # what Milvus stores for a missing value
+    index: ScalarIndexType | None = None  # a scalar index, for filters on the field
 
     @model_validator(mode="after")
     def _varchar_needs_length(self) -> FieldSpec:
@@ -231,12 +263,59 @@ class FieldSpec(_Model):
             raise ValueError(f"field {self.name!r} is VARCHAR and needs maxLength (1..65535)")
         return self
 
+    @model_validator(mode="after")
+    def _coherent(self) -> FieldSpec:
+        where = f"field {self.name!r} ({self.type})"
+        if self.partition_key and self.type not in _PARTITION_KEY_TYPES:
+            raise ValueError(f"{where}: a partition key must be INT64 or VARCHAR")
+        if self.partition_key and self.nullable:
+            raise ValueError(f"{where}: a partition key cannot be nullable")
+        if self.default is not None and not _fits(self.default, self.type):
+            raise ValueError(f"{where}: default {excerpt(self.default)} is not a {self.type}")
+        if self.type == "JSON" and self.index is not None:
+            raise ValueError(f"{where}: JSON fields take no scalar index")
+        if self.index == "TRIE" and self.type != "VARCHAR":
+            raise ValueError(f"{where}: a TRIE index is for VARCHAR fields")
+        if self.index == "STL_SORT" and self.type not in _NUMERIC:
+            raise ValueError(f"{where}: an STL_SORT index is for numeric fields")
+        return self
+
+
+def _fits(value: object, kind: str) -> bool:
+    """Whether a default value is of the field's type (bool is not a number here)."""
+    if kind == "BOOL":
+        return isinstance(value, bool)
+    if kind == "VARCHAR":
+        return isinstance(value, str)
+    if kind in ("FLOAT", "DOUBLE"):
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind in _NUMERIC:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return False  # JSON fields take no default in Milvus
+
+
+class LoadSpec(_Model):
+    """How Milvus loads the collection to serve it."""
+
+    replicas: Annotated[int, Field(ge=1, le=64)] = 1  # in-memory copies, on distinct query nodes
+    mmap: bool | None = None  # memory-map the data instead of holding it all in RAM
+
 
 class CollectionSpec(_Model):
+    _ADDED_LATER: ClassVar[frozenset[str]] = frozenset(
+        {"dynamic_field", "num_partitions", "load", "allow_schema_change"}
+    )
+
     dimension: Annotated[int, Field(ge=2, le=32768)]
     metric: Metric = "COSINE"
     index: IndexSpec = IndexSpec()
     fields: list[FieldSpec] = []
+    # Rows may carry keys beyond the schema (Milvus' $meta field), as applications write.
+    dynamic_field: bool = False
+    num_partitions: Annotated[int | None, Field(ge=1, le=4096)] = None  # with a partition key
+    load: LoadSpec = LoadSpec()
+    # Release a candidate whose schema drops or retypes a field the live collection has.
+    allow_schema_change: bool = False
 
     @field_validator("fields")
     @classmethod
@@ -250,7 +329,16 @@ class CollectionSpec(_Model):
             )
         if len(set(names)) != len(names):
             raise ValueError(f"field names must be unique, got {names}")
+        keys = [f.name for f in fields if f.partition_key]
+        if len(keys) > 1:
+            raise ValueError(f"a collection has at most one partition key, got {keys}")
         return fields
+
+    @model_validator(mode="after")
+    def _partitions_need_a_key(self) -> CollectionSpec:
+        if self.num_partitions is not None and self.partition_key is None:
+            raise ValueError("numPartitions needs a field with partitionKey: true")
+        return self
 
     @model_validator(mode="after")
     def _pq_splits_the_dimension(self) -> CollectionSpec:
@@ -260,6 +348,10 @@ class CollectionSpec(_Model):
                 f"index.params.m ({m}) must divide the dimension ({self.dimension}) for IVF_PQ"
             )
         return self
+
+    @property
+    def partition_key(self) -> FieldSpec | None:
+        return next((f for f in self.fields if f.partition_key), None)
 
 
 class FilesSource(_Model):

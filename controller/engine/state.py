@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from controller.validation.results import Check, format_number
 
 OWNER_VALUE = "embrel"
+MMAP_PROPERTY = "mmap.enabled"  # Milvus' own collection property (2.4 and later)
 P_OWNER = "embrel.owner"
 P_TRACK = "embrel.track"
 P_ALIAS = "embrel.alias"

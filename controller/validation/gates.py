@@ -75,7 +75,7 @@ def live_space(ctx: GateContext) -> VectorSpace | None:
     dimension = ctx.live_encoder.get("dimension") if ctx.live_encoder else None
     if not isinstance(dimension, int):
         try:
-            dimension = ctx.milvus.collection_schema(ctx.live)[0]
+            dimension = ctx.milvus.collection_schema(ctx.live).dimension
         except MilvusRejected:  # gone or unreadable: unknown, so never the same space
             dimension = None
     return VectorSpace(ctx.live_model, dimension, ctx.live_encoder)

@@ -143,10 +143,14 @@ def _check_field(values: Sequence[Any], spec: FieldSpec, where: Where) -> None:
     # true/false or a Parquet boolean is not an integer.
     kinds = set(map(type, values))
     if type(None) in kinds:
+        if spec.nullable:  # stored as null, or as the field's default
+            present = [i for i, v in enumerate(values) if v is not None]
+            _check_field([values[i] for i in present], spec, lambda j: where(present[j]))
+            return
         i = next(i for i, v in enumerate(values) if v is None)
         raise SourceError(
-            f"{where(i)}: value is null; Milvus fields are not nullable, so every row needs "
-            "a value (fill it in, or drop the field from collection.fields)"
+            f"{where(i)}: value is null; the field is not nullable, so every row needs a "
+            "value (fill it in, or declare it nullable: true in collection.fields)"
         )
     if spec.type == "JSON":
         _check_json(values, where)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from controller.errors import MilvusRejected, MilvusUnavailable
+from controller.schema import Schema
 from controller.sources.base import VectorBatch
 from tests.support.fake_milvus import FakeMilvus
 
@@ -18,7 +19,7 @@ def rows(start: int, n: int, value: float = 1.0) -> VectorBatch:
 
 
 def collection(fake: FakeMilvus, name: str, value: float) -> None:
-    fake.create_collection(name, DIM, [], {})
+    fake.create_collection(name, Schema(DIM), {})
     fake.insert(name, rows(0, 5, value))
     fake.row_count(name)
     fake.ensure_index(name, "FLAT", "L2", {})
@@ -43,7 +44,7 @@ def test_a_lost_flip_moves_describe_alias_but_not_reads_until_a_later_flip() -> 
 
 def test_a_failed_insert_keeps_the_rows_before_it() -> None:
     fake = FakeMilvus()
-    fake.create_collection("c", DIM, [], {})
+    fake.create_collection("c", Schema(DIM), {})
     fake.state.fail_insert_after(7, MilvusRejected("disk quota exceeded"))
     fake.insert("c", rows(0, 5))
     with pytest.raises(MilvusRejected, match="quota"):

@@ -21,6 +21,7 @@ import pytest
 from controller.errors import MilvusRejected, MilvusUnavailable, NotFound
 from controller.milvus import MilvusGateway, RetryPolicy
 from controller.ports import MilvusPort
+from controller.schema import Schema
 from controller.sources.base import VectorBatch
 from controller.spec import FieldSpec
 from tests.support.fake_milvus import FakeMilvus
@@ -28,6 +29,7 @@ from tests.support.milvus_server import MilvusServer, drop_alias_collections
 
 DIM, ROWS = 8, 300
 FIELDS = [FieldSpec(name="title", type="VARCHAR", max_length=32), FieldSpec(name="n", type="INT64")]
+SCHEMA = Schema(DIM, tuple(FIELDS))
 # One attempt: a refused call must surface at once, not after the gateway's back-off.
 ONCE = RetryPolicy(attempts=1, max_wait=1.0, timeout=30.0)
 
@@ -104,7 +106,7 @@ def built(
 ) -> tuple[str, np.ndarray]:
     """A collection of ROWS rows (ids 0..ROWS-1), flushed, indexed, loaded."""
     name, vecs = s.name(what), vectors(seed)
-    s.port.create_collection(name, DIM, FIELDS, {"embrel.version": what})
+    s.port.create_collection(name, SCHEMA, {"embrel.version": what})
     s.port.insert(name, batch(np.arange(ROWS), vecs))
     assert s.port.row_count(name, flush=True) == ROWS
     s.port.ensure_index(name, index, metric, params or {})
@@ -137,10 +139,10 @@ def exact_top_k(metric: str, data: np.ndarray, queries: np.ndarray, k: int) -> n
 
 def test_create_with_properties_and_schema(subject: Subject) -> None:
     port, name = subject.port, subject.name("created")
-    port.create_collection(name, DIM, FIELDS, {"embrel.track": "test/products", "a": "1"})
+    port.create_collection(name, SCHEMA, {"embrel.track": "test/products", "a": "1"})
     assert name in port.list_collections()
     assert port.properties(name) == {"embrel.track": "test/products", "a": "1"}
-    assert port.collection_schema(name) == (DIM, FIELDS)
+    assert port.collection_schema(name) == SCHEMA
 
     port.set_properties(name, {"a": "2", "b": "3"})  # merged: never deleted
     assert port.properties(name) == {"embrel.track": "test/products", "a": "2", "b": "3"}
@@ -148,9 +150,45 @@ def test_create_with_properties_and_schema(subject: Subject) -> None:
     assert name not in port.list_collections()
 
 
+def test_features_name_the_backend(subject: Subject) -> None:
+    features = subject.port.features()
+    expected = {"fake": "fake", "lite": "Milvus Lite 3.", "server": "Milvus 2.3.5"}
+    assert expected[subject.kind] in features.backend
+    # What the suite's backends differ in: 2.3.5 predates nullable fields and INVERTED.
+    assert features.nullable is (subject.kind != "server")
+    assert ("INVERTED" in features.scalar_indexes) is (subject.kind != "server")
+
+
+def test_a_production_schema_round_trips(subject: Subject) -> None:
+    """Partition key, dynamic field, scalar indexes (and nullable fields with defaults
+    where the backend has them): described back as they were created."""
+    port, name = subject.port, subject.name("rich")
+    features = port.features()
+    scalar = "INVERTED" if "INVERTED" in features.scalar_indexes else "STL_SORT"
+    fields = [
+        FieldSpec(name="tenant", type="VARCHAR", max_length=16, partition_key=True),
+        FieldSpec(name="n", type="INT64", index=scalar),
+    ]
+    if features.nullable:
+        fields.append(FieldSpec(name="price", type="FLOAT", nullable=True, default=1.5))
+    schema = Schema(DIM, tuple(fields), dynamic_field=True)
+    port.create_collection(name, schema, {}, num_partitions=4)
+    ids = np.arange(10)
+    columns: dict[str, list[object]] = {"tenant": [f"t{i % 3}" for i in ids], "n": list(ids)}
+    if features.nullable:
+        columns["price"] = [None, *[float(i) for i in ids[1:]]]
+    port.insert(name, VectorBatch(ids, vectors(7, n=10), columns, "contract", 0))
+    assert port.row_count(name) == 10
+    port.ensure_index(name, "FLAT", "COSINE", {}, schema.scalar_indexes)
+    wait_indexed(port, name, 10)
+    assert port.collection_schema(name) == schema
+    port.ensure_index(name, "FLAT", "COSINE", {}, schema.scalar_indexes)  # kept, no error
+    assert port.collection_schema(name) == schema
+
+
 def test_insert_counts_after_a_flush(subject: Subject) -> None:
     port, name = subject.port, subject.name("counted")
-    port.create_collection(name, DIM, FIELDS, {})
+    port.create_collection(name, SCHEMA, {})
     vecs = vectors(2)
     port.insert(name, batch(np.arange(100), vecs[:100]))
     port.insert(name, batch(np.arange(100, ROWS), vecs[100:]))
@@ -164,7 +202,7 @@ def test_insert_counts_after_a_flush(subject: Subject) -> None:
 
 def test_index_progress_load_and_release(subject: Subject) -> None:
     port, name = subject.port, subject.name("indexed")
-    port.create_collection(name, DIM, FIELDS, {})
+    port.create_collection(name, SCHEMA, {})
     port.insert(name, batch(np.arange(ROWS), vectors(3)))
     assert port.row_count(name) == ROWS
     assert port.index_progress(name) is None
@@ -305,7 +343,7 @@ def test_an_aliased_collection_dropped_behind_the_gateway_takes_its_alias(
     subject.raw_drop(name)
     assert name not in subject.port.list_collections()
     assert subject.port.alias_target(alias) is None
-    subject.port.create_collection(name, DIM, FIELDS, {})
+    subject.port.create_collection(name, SCHEMA, {})
     assert subject.port.aliases_of(name) == []
 
 

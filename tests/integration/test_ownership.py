@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from controller.schema import Schema
 from controller.sources.base import VectorBatch
 from tests.conftest import REPO, Backend, Corpus, embrel, release_yaml, write_release
 from tests.support.fake_milvus import FakeMilvus
@@ -57,7 +58,7 @@ def setup_fake(fake: FakeMilvus, alias: str, action: str) -> None:
     """SETUP's three actions through the fake's port."""
     name = f"{alias}__legacy"
     if action == "legacy":
-        fake.create_collection(name, 32, [], {})
+        fake.create_collection(name, Schema(32), {})
         ones = np.ones((10, 32), dtype=np.float32)
         fake.insert(name, VectorBatch(np.arange(10, dtype=np.int64), ones, {}, "legacy", 0))
         fake.row_count(name)

@@ -30,6 +30,7 @@ import numpy as np
 
 from controller.errors import EmbrelError, MilvusRejected, MilvusUnavailable, NotFound
 from controller.ports import MilvusPort
+from controller.schema import Features, Schema
 from controller.sources.base import VectorBatch
 from controller.spec import FieldSpec
 
@@ -41,6 +42,7 @@ SAMPLE_SCAN_LIMIT = 1_000_000  # the gateway's sample_ids default
 # The pymilvus call a port operation is timed under (controller.metrics' label values).
 _METRIC_OP = {
     "properties": "describe_collection",
+    "features": "get_server_version",
     "collection_schema": "describe_collection",
     "set_properties": "alter_collection_properties",
     "drop": "drop_collection",
@@ -62,14 +64,21 @@ _METRIC_OP = {
 
 @dataclass
 class _Collection:
-    dimension: int
-    fields: list[FieldSpec]
+    schema: Schema
     properties: dict[str, str]
     rows: dict[int, tuple[np.ndarray, dict[str, Any]]] = field(default_factory=dict)
     flushed: int = 0  # rows get_collection_stats counts without a flush
     metric: str | None = None  # set by the index
     loaded: bool = False
     _matrix: tuple[np.ndarray, np.ndarray] | None = None  # (ids, vectors) for scans
+
+    @property
+    def dimension(self) -> int:
+        return self.schema.dimension
+
+    @property
+    def fields(self) -> tuple[FieldSpec, ...]:
+        return self.schema.fields
 
     def matrix(self) -> tuple[np.ndarray, np.ndarray]:
         """Ids and the vectors searches scan (unit length for COSINE), built once per write."""
@@ -96,8 +105,11 @@ class FakeState:
     on a real Milvus a release takes long enough that two flips never share a second.
     """
 
-    def __init__(self, flips_a_second_apart: bool = False) -> None:
+    def __init__(
+        self, flips_a_second_apart: bool = False, features: Features | None = None
+    ) -> None:
         self.flips_a_second_apart = flips_a_second_apart
+        self.features = features or Features("the in-memory fake Milvus")
         self.last_flip = 0
         self.lock = threading.RLock()
         self.collections: dict[str, _Collection] = {}
@@ -183,14 +195,23 @@ class FakeMilvus:
     def properties(self, name: str) -> dict[str, str]:
         return self._call("properties", lambda: dict(self._get(name).properties))
 
+    def features(self) -> Features:
+        return self._call("features", lambda: self.state.features)
+
     def create_collection(
-        self, name: str, dimension: int, fields: Sequence[FieldSpec], properties: Mapping[str, str]
+        self,
+        name: str,
+        schema: Schema,
+        properties: Mapping[str, str],
+        num_partitions: int | None = None,
     ) -> None:
         def create() -> None:
             if name in self.state.collections:
                 raise MilvusRejected(f"collection '{name}' already exists")
+            # Like Milvus: indexes are not part of the schema, ensure_index adds them.
+            fields = tuple(f.model_copy(update={"index": None}) for f in schema.fields)
             self.state.collections[name] = _Collection(
-                dimension, [f.model_copy() for f in fields], {**properties}
+                Schema(schema.dimension, fields, schema.dynamic_field), {**properties}
             )
 
         self._call("create_collection", create)
@@ -240,8 +261,12 @@ class FakeMilvus:
             if fault is not None:
                 fault.rows_left -= n
         vectors = np.array(batch.vectors[:n], dtype=np.float32)
+        defaults = {f.name: f.default for f in c.fields if f.default is not None}
         for row, i in enumerate(batch.ids[:n].tolist()):
             scalars = {f: values[row] for f, values in batch.fields.items()}
+            for f, default in defaults.items():  # Milvus stores a missing value as its default
+                if scalars[f] is None:
+                    scalars[f] = default
             c.rows[int(i)] = (vectors[row], scalars)
         c._matrix = None
         if error is not None:
@@ -310,17 +335,18 @@ class FakeMilvus:
             extras = {f: [r[2][f] for r in page] for f in fields}
             yield VectorBatch(ids, matrix, extras, f"collection {name}", start)
 
-    def collection_schema(self, name: str) -> tuple[int, list[FieldSpec]]:
-        def schema() -> tuple[int, list[FieldSpec]]:
-            c = self._get(name)
-            return c.dimension, [f.model_copy() for f in c.fields]
-
-        return self._call("collection_schema", schema)
+    def collection_schema(self, name: str) -> Schema:
+        return self._call("collection_schema", lambda: self._get(name).schema)
 
     # -- index and load ------------------------------------------------------
 
     def ensure_index(
-        self, name: str, index_type: str, metric: str, params: Mapping[str, Any]
+        self,
+        name: str,
+        index_type: str,
+        metric: str,
+        params: Mapping[str, Any],
+        scalar_indexes: Mapping[str, str] | None = None,
     ) -> None:
         def index() -> None:
             c = self._get(name)
@@ -328,6 +354,14 @@ class FakeMilvus:
                 if metric not in ("COSINE", "IP", "L2"):
                     raise MilvusRejected(f"metric type {metric} not supported")
                 c.metric, c._matrix = metric, None
+            wanted = scalar_indexes or {}
+            fields = tuple(
+                f.model_copy(update={"index": wanted[f.name]})
+                if f.index is None and f.name in wanted
+                else f
+                for f in c.schema.fields
+            )
+            c.schema = Schema(c.schema.dimension, fields, c.schema.dynamic_field)
 
         self._call("ensure_index", index)
 
@@ -345,7 +379,7 @@ class FakeMilvus:
 
         return self._call("is_loaded", loaded)
 
-    def load(self, name: str) -> None:
+    def load(self, name: str, replicas: int = 1) -> None:
         def load() -> None:
             c = self._get(name)
             if c.metric is None:

@@ -34,6 +34,7 @@ from controller.engine.steps import build as build_steps
 from controller.engine.steps.flip import Cutover
 from controller.errors import BuildIncomplete, SourceError
 from controller.ports import Advance
+from controller.schema import Features, Schema
 from controller.sources.base import VectorBatch
 from controller.spec import EmbeddingRelease
 from controller.status import Phase, Reason
@@ -288,7 +289,12 @@ class Milvus:
     rows: dict[str, int] = field(default_factory=dict)
     props: dict[str, dict[str, str]] = field(default_factory=dict)
 
-    def create_collection(self, name: str, dim: int, fields: Any, props: dict[str, str]) -> None:
+    def features(self) -> Features:
+        return Features("a stub Milvus")
+
+    def create_collection(
+        self, name: str, schema: Schema, props: dict[str, str], num_partitions: Any = None
+    ) -> None:
         self.rows[name], self.props[name] = 0, dict(props)
 
     def insert(self, name: str, batch: VectorBatch) -> None:

@@ -10,6 +10,7 @@ import pytest
 from controller.embedding.descriptor import ENCODER_PROPERTY, encoder_descriptor
 from controller.engine.state import P_ENCODER, P_NEXT
 from controller.errors import MilvusRejected
+from controller.schema import Schema as CollectionSchema
 from controller.spec import EmbedderSpec, release_from_dict
 from controller.validation.gates import GateContext, model_boundary, same_space_as_live
 from controller.validation.space import (
@@ -66,10 +67,10 @@ class Schema:
     def __init__(self, dimension: int | None) -> None:
         self.dimension = dimension
 
-    def collection_schema(self, name: str) -> tuple[int, list[Any]]:
+    def collection_schema(self, name: str) -> CollectionSchema:
         if self.dimension is None:
             raise MilvusRejected(f"{name} is gone")
-        return self.dimension, []
+        return CollectionSchema(self.dimension)
 
 
 def gate_context(spec: dict[str, Any], live_model: str | None, schema: Schema, **kw: Any) -> Any:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from controller.embedding.descriptor import descriptor_json, encoder_descriptor
 from controller.engine.decide import base_identity, delta_base
 from controller.engine.state import (
+    MMAP_PROPERTY,
     OWNER_VALUE,
     P_ALIAS,
     P_BASE,
@@ -37,7 +38,7 @@ from controller.engine.state import (
 from controller.engine.step import Step
 from controller.engine.steps import webhooks
 from controller.engine.steps.context import StepContext
-from controller.errors import BuildIncomplete, SourceError, WaitTimedOut
+from controller.errors import BuildIncomplete, SourceError, SpecError, WaitTimedOut
 from controller.incremental import (
     HASH_FIELD,
     Build,
@@ -49,6 +50,7 @@ from controller.incremental import (
     documents_base,
 )
 from controller.ports import EmbedderPort
+from controller.schema import Schema, breaking_changes, unsupported
 from controller.spec import EmbeddingRelease, FieldSpec
 from controller.status import Reason
 from controller.validation.inputs import check_validation_inputs
@@ -70,6 +72,7 @@ def build(ctx: StepContext, release: EmbeddingRelease, step: Step, obs: Observat
     planned = plan_build(ctx, release, obs)
     planned.build.plan()  # reads and checks every input; Milvus untouched until here
     check_validation_inputs(release, ctx.data)  # golden and query sets, before hours of build
+    check_schema(ctx, release, obs, planned.fields)
     create_collection(ctx, release, step.target, planned.props, planned.fields)
     ctx.reporter.event(Reason.BUILDING, f"created {step.target}; {planned.build.describe()}")
     try:
@@ -141,8 +144,38 @@ def create_collection(
     if spec.embedder is not None:  # the encoder this collection's queries need
         descriptor = encoder_descriptor(spec.embedder, spec.collection.dimension)
         identity[P_ENCODER] = descriptor_json(descriptor)
-    dims, fields = spec.collection.dimension, [*spec.collection.fields, *extra_fields]
-    ctx.milvus.create_collection(name, dims, fields, identity | dict(extra or {}))
+    if spec.collection.load.mmap is not None:
+        identity[MMAP_PROPERTY] = str(spec.collection.load.mmap).lower()
+    ctx.milvus.create_collection(
+        name,
+        Schema.of(spec.collection, extra_fields),
+        identity | dict(extra or {}),
+        spec.collection.num_partitions,
+    )
+
+
+def check_schema(
+    ctx: StepContext, release: EmbeddingRelease, obs: Observation, extra: Sequence[FieldSpec]
+) -> None:
+    """Before anything is created: the backend can build the spec's collection, and the
+    candidate keeps what readers of the live collection may use (unless the spec says
+    ``allowSchemaChange``). SpecError naming the field otherwise."""
+    collection = release.spec.collection
+    problems = unsupported(collection, ctx.milvus.features())
+    live = obs.live
+    # An adopted collection is not embrel's: its schema is the application's business.
+    if live is not None and live.owned_by_embrel and not collection.allow_schema_change:
+        candidate = Schema.of(collection, extra)
+        problems += [
+            (
+                "spec.collection.fields",
+                f"{why}, compared with the live collection {live.name}; queries may rely on "
+                "it (set spec.collection.allowSchemaChange: true to release it anyway)",
+            )
+            for why in breaking_changes(ctx.milvus.collection_schema(live.name), candidate)
+        ]
+    if problems:
+        raise SpecError(f"{release.track} version {release.spec.version}", problems)
 
 
 def embedder(ctx: StepContext, release: EmbeddingRelease) -> EmbedderPort:
@@ -164,7 +197,9 @@ def discard_incomplete(
 def index(ctx: StepContext, release: EmbeddingRelease, step: Step, obs: Observation) -> None:
     """Build the spec's index and wait until every row is indexed."""
     idx = release.spec.collection.index
-    ctx.milvus.ensure_index(step.target, idx.type, release.spec.collection.metric, idx.build_params)
+    collection = release.spec.collection
+    scalar = Schema.of(collection).scalar_indexes
+    ctx.milvus.ensure_index(step.target, idx.type, collection.metric, idx.build_params, scalar)
     timeout = ctx.settings.index_timeout
     deadline = time.monotonic() + timeout
     with ctx.reporter.progress(f"indexing {step.target}", None) as advance:
@@ -185,11 +220,11 @@ def index(ctx: StepContext, release: EmbeddingRelease, step: Step, obs: Observat
 
 def load(ctx: StepContext, release: EmbeddingRelease, step: Step, obs: Observation) -> None:
     """Load the target into memory and wait until Milvus says it is loaded."""
-    load_collection(ctx, step.target)
+    load_collection(ctx, step.target, release.spec.collection.load.replicas)
 
 
-def load_collection(ctx: StepContext, name: str) -> None:
-    ctx.milvus.load(name)
+def load_collection(ctx: StepContext, name: str, replicas: int = 1) -> None:
+    ctx.milvus.load(name, replicas)
     deadline = time.monotonic() + ctx.settings.load_timeout
     while not ctx.milvus.is_loaded(name):
         if time.monotonic() > deadline:

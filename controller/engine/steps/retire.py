@@ -30,7 +30,7 @@ def retain(ctx: StepContext, release: EmbeddingRelease, step: Step, obs: Observa
     elif step.verb == "release":
         ctx.milvus.release(step.target)
     elif step.verb == "load":
-        load_collection(ctx, step.target)
+        load_collection(ctx, step.target, release.spec.collection.load.replicas)
     else:
         raise ValueError(f"retain step on {step.target} without a verb")
 

@@ -1,0 +1,144 @@
+"""A collection's schema as embrel describes it, what each Milvus backend supports of
+it, and which changes would break the application's queries.
+
+Pure: the gateway reads schemas and the server version; the build step asks this
+module, before anything is created, whether the spec's collection can be built on the
+backend at hand and whether it keeps what the live collection's readers rely on.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from controller.spec import CONTENT_HASH_FIELD, CollectionSpec, FieldSpec
+
+
+@dataclass(frozen=True)
+class Schema:
+    """The vector's dimension, the scalar fields (with partition key, nullability,
+    default and scalar index each) and whether rows may carry dynamic keys."""
+
+    dimension: int
+    fields: tuple[FieldSpec, ...] = ()
+    dynamic_field: bool = False
+
+    @classmethod
+    def of(cls, collection: CollectionSpec, extra_fields: Sequence[FieldSpec] = ()) -> Schema:
+        """The schema the spec's ``collection`` asks for (plus embrel's own fields)."""
+        fields = (*collection.fields, *extra_fields)
+        return cls(collection.dimension, fields, collection.dynamic_field)
+
+    def field(self, name: str) -> FieldSpec | None:
+        return next((f for f in self.fields if f.name == name), None)
+
+    @property
+    def scalar_indexes(self) -> dict[str, str]:
+        """Field name -> scalar index type, for the fields that have one."""
+        return {f.name: f.index for f in self.fields if f.index is not None}
+
+
+@dataclass(frozen=True)
+class Features:
+    """What one Milvus backend can build: checked before anything is created, so that a
+    spec it cannot serve fails with the backend named instead of half way through."""
+
+    backend: str  # "Milvus Lite 3.2.2", "Milvus 2.3.5"
+    partition_key: bool = True
+    dynamic_field: bool = True
+    nullable: bool = True  # nullable fields and default values came together (2.5)
+    mmap: bool = True
+    max_replicas: int | None = None  # None: as many as the cluster has query nodes
+    scalar_indexes: frozenset[str] = field(
+        default_factory=lambda: frozenset({"INVERTED", "STL_SORT", "TRIE"})
+    )
+
+
+_VERSION = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
+
+
+def features_of(version: str, lite: bool) -> Features:
+    """What a backend supports, from the version it reports (``get_server_version``)."""
+    if lite:  # Lite is one process: no replicas; it implements INVERTED scalar indexes only
+        return Features(
+            f"Milvus Lite {_numbers(version)}",
+            mmap=False,
+            max_replicas=1,
+            scalar_indexes=frozenset({"INVERTED"}),
+        )
+    found = _VERSION.search(version)
+    # A version it does not report is taken as recent: Milvus refuses what it lacks.
+    current = (int(found[1]), int(found[2])) if found else (99, 0)
+
+    def at_least(release: tuple[int, int]) -> bool:
+        return current >= release
+
+    indexes = {"STL_SORT", "TRIE"} | ({"INVERTED"} if at_least((2, 4)) else set())
+    return Features(
+        f"Milvus {_numbers(version)}",
+        nullable=at_least((2, 5)),
+        mmap=at_least((2, 4)),
+        scalar_indexes=frozenset(indexes),
+    )
+
+
+def _numbers(version: str) -> str:
+    found = _VERSION.search(version)
+    return found[0] if found else version or "(unknown version)"
+
+
+def unsupported(collection: CollectionSpec, features: Features) -> list[tuple[str, str]]:
+    """(field path, problem) for each part of ``spec.collection`` the backend cannot build."""
+    problems = []
+    lacks = f"{features.backend} does not support"
+    for i, f in enumerate(collection.fields):
+        where = f"spec.collection.fields[{i}]"
+        if f.partition_key and not features.partition_key:
+            problems.append((f"{where}.partitionKey", f"{lacks} partition keys"))
+        if (f.nullable or f.default is not None) and not features.nullable:
+            problems.append((where, f"{f.name}: {lacks} nullable fields or default values"))
+        if f.index is not None and f.index not in features.scalar_indexes:
+            known = ", ".join(sorted(features.scalar_indexes)) or "none"
+            problems.append((f"{where}.index", f"{lacks} {f.index} indexes (it has: {known})"))
+    if collection.dynamic_field and not features.dynamic_field:
+        problems.append(("spec.collection.dynamicField", f"{lacks} dynamic fields"))
+    if collection.load.mmap and not features.mmap:
+        problems.append(("spec.collection.load.mmap", f"{lacks} memory-mapped collections"))
+    limit = features.max_replicas
+    if limit is not None and collection.load.replicas > limit:
+        problems.append(
+            (
+                "spec.collection.load.replicas",
+                f"{features.backend} serves at most {limit} replica(s), not "
+                f"{collection.load.replicas}",
+            )
+        )
+    return problems
+
+
+def breaking_changes(live: Schema, candidate: Schema) -> list[str]:
+    """What the candidate drops or changes that queries against the live collection
+    may use: a missing or retyped field, a shorter VARCHAR, nulls where there were none,
+    no dynamic field. A new field, another dimension (a model change) or another index
+    is not breaking."""
+    problems = []
+    for old in live.fields:
+        if old.name == CONTENT_HASH_FIELD:
+            continue  # embrel's own, for documents releases
+        new = candidate.field(old.name)
+        if new is None:
+            problems.append(f"field {old.name!r} ({old.type}) is missing")
+        elif new.type != old.type:
+            problems.append(f"field {old.name!r} changes type from {old.type} to {new.type}")
+        elif (new.max_length or 0) < (old.max_length or 0):
+            problems.append(
+                f"field {old.name!r} shrinks from maxLength {old.max_length} to {new.max_length}"
+            )
+        elif new.nullable and not old.nullable and new.default is None:
+            problems.append(f"field {old.name!r} becomes nullable: readers may get nulls")
+    if live.dynamic_field and not candidate.dynamic_field:
+        problems.append(
+            "the dynamic field is dropped (keys written beyond the schema would be lost)"
+        )
+    return problems
