@@ -581,7 +581,11 @@ class KubeController:
 
         try:
             engine = self.engines.engine(
-                self.gateway(release, obj), self.options.base_dir, reporter, writer.status
+                self.gateway(release, obj),
+                self.options.base_dir,
+                reporter,
+                writer.status,
+                fence=self.elector,  # None without leader election: one replica, always acts
             )
             result = engine.reconcile(release, intents, previous, generation)
         except (TemporaryError, PermanentError) as exc:
