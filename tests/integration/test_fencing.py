@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
+import controller.engine as engine_module
 from controller.config import ControllerConfig
 from controller.drivers.local import LocalController
 from controller.engine import Engine
@@ -233,3 +234,24 @@ def test_a_closed_fence_refuses_the_drift_guards_automatic_rollback(
     assert status.phase == Phase.ROLLED_BACK, status.message
     assert "post-promotion guard" in status.message and t.alias() == t.name("v1")
     assert t.warnings(Reason.AUTO_ROLLED_BACK)
+
+
+def test_probing_an_unproven_flip_again_is_refused_when_the_alias_moved(
+    track: Track, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    t = track
+    t.record("v1")
+    assert t.one_pass().status.phase == Phase.LIVE
+    t.fake.lose_flips(99)  # describe_alias moves to v2, reads stay on v1
+    t.record("v2")
+    assert t.one_pass().status.phase == Phase.DEGRADED
+    t.fake.lose_flips(0)
+    monkeypatch.setattr(engine_module, "_REVERIFY", 0.0)
+    # Someone rolls the alias back to v1 while this pass reads the cutover probes.
+    t.fake.before("vectors_by_id", moves_alias(t, t.name("v1")))
+    result = t.one_pass()
+    assert reason(result.status) == Reason.ALIAS_MOVED, result.status.message
+    assert f"points at {t.name('v1')}, the decision was made for {t.name('v2')}" in (
+        result.status.message
+    )
+    assert t.alias() == t.name("v1"), "verify_flip did not re-issue the flip to v2"
