@@ -133,7 +133,6 @@ def test_a_leader_whose_lease_expired_inside_a_step_never_flips(
             and the second takes it over, while the first's step still runs."""
             stuck.stuck.set()
             wait_for(lambda: holder() == "second", timeout=LEASE_SECONDS * 5)
-            released.set()  # even if the first did flip: the assertions below say so
 
         # The flip step's first Milvus call (nothing since the validation counted rows).
         backend.fake.before("row_count", inside_the_flip_step)
@@ -143,6 +142,7 @@ def test_a_leader_whose_lease_expired_inside_a_step_never_flips(
         released.set()
         wait_for(lambda: status().get("phase") == "Live")
     finally:
+        released.set()
         stuck.resume.set()
         first.shutdown()
         second.shutdown()
