@@ -322,11 +322,14 @@ def verified_flip(
     window: float,
     attempts: int,
     reissuing: Callable[[int, Seen], None],
+    guard: Callable[[int], None],
 ) -> FlipProof:
     """Point the alias at ``target`` and prove it by probing through the alias.
 
     Re-issues ``alter_alias`` when probes still see the old collection after
-    ``window`` (a lost flip), at most ``attempts`` times.
+    ``window`` (a lost flip), at most ``attempts`` times. ``guard(attempt)`` runs right
+    before every ``alter_alias`` and raises to refuse it (fencing: the caller's
+    leadership and compare-and-set).
     """
     alias = release.spec.alias
     started, issued_at = time.monotonic(), time.time()
@@ -334,6 +337,7 @@ def verified_flip(
     probe = _Probe(milvus, release, probes) if probes and probes.fp.distinguishable else None
     try:
         for attempt in range(1, max(1, attempts) + 1):
+            guard(attempt)
             milvus.point_alias(alias, target)
             if probe is None:  # identical content: describe_alias is all there is
                 seen = Seen.NEW if milvus.alias_target(alias) == target else Seen.OLD

@@ -18,6 +18,8 @@
         ├── BuildIncomplete     the candidate holds fewer rows than were written; rebuilt
         ├── WaitTimedOut        an index build or a load did not finish in its time limit
         ├── NotSettled          a step did not take effect, or a pass did not settle
+        ├── FlipFenced          a flip refused: this controller may not act now
+        │   └── AliasMoved      a flip refused: the alias moved since the decision
         ├── KubeUnavailable     the Kubernetes API could not be reached, or answered 5xx/429
         ├── KubeConflict        409: the object changed since it was read; re-read, then retry
         └── KubeGone            410: a watch's resourceVersion expired; list again
@@ -133,6 +135,23 @@ class NotSettled(TemporaryError):
     """A step did not take effect, or a pass ran out of steps; the next pass retries."""
 
     reason = Reason.NOT_SETTLED
+
+
+class FlipFenced(TemporaryError):
+    """A flip refused right before ``alter_alias``: this controller is not (surely) the
+    leader. Nothing was changed; the next pass observes and decides again."""
+
+    reason = Reason.FLIP_FENCED
+
+    def __init__(self, message: str, delay: float = 1.0) -> None:
+        super().__init__(message, delay)
+
+
+class AliasMoved(FlipFenced):
+    """A flip refused because the alias no longer points where the decision saw it
+    (another writer moved it): the compare in the flip's compare-and-set failed."""
+
+    reason = Reason.ALIAS_MOVED
 
 
 class NotFound(MilvusRejected):

@@ -262,6 +262,11 @@ class PrometheusTelemetry:
             CUTOVER_BUCKETS,
         )
         self.rollbacks = counter("rollbacks", "Rollbacks, manual or automatic", [*r, "kind"])
+        self.flips_refused = counter(
+            "flips_refused",
+            "Flips refused right before alter_alias: fenced, or the alias moved",
+            [*r, "reason"],
+        )
         self.cutover_verified = gauge(
             "cutover_verified", "1 when the last cutover was verified, else 0", r
         )
@@ -384,6 +389,12 @@ class PrometheusTelemetry:
         with self._lock:
             t = self._track(track)
             self._count(t, self.notifications_failed, (*t.key, bounded(notification)))
+
+    def flip_refused(self, track: str, reason: str) -> None:
+        """A flip refused by its fence; ``reason``: ``fenced`` or ``alias_moved``."""
+        with self._lock:
+            t = self._track(track)
+            self._count(t, self.flips_refused, (*t.key, bounded(reason)))
 
     # -- what drivers report ------------------------------------------------------
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator, Mapping, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -209,6 +210,7 @@ class Telemetry(Protocol):
     def drift(self, track: str, values: Mapping[str, float]) -> None: ...
     def cache(self, track: str, hits: int, misses: int) -> None: ...
     def notification_failed(self, track: str, notification: str) -> None: ...
+    def flip_refused(self, track: str, reason: str) -> None: ...  # "fenced" | "alias_moved"
 
     # -- the drivers
     def observe_status(self, release: EmbeddingRelease, status: ReleaseStatus) -> None: ...
@@ -239,6 +241,9 @@ class NullTelemetry:
     def notification_failed(self, track: str, notification: str) -> None:
         pass
 
+    def flip_refused(self, track: str, reason: str) -> None:
+        pass
+
     def observe_status(self, release: EmbeddingRelease, status: ReleaseStatus) -> None:
         pass
 
@@ -253,3 +258,29 @@ class NullTelemetry:
 
     def forget(self, track: str) -> None:
         pass
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A fence's answer: true when this controller may act; ``why`` says why not."""
+
+    ok: bool
+    why: str = ""
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+class Fence(Protocol):
+    """Whether this controller may change what the alias serves, asked right before it
+    does (split-brain fencing). Answers from memory: no I/O on the flip's hot path."""
+
+    def may_act(self) -> Verdict: ...
+
+
+class Unfenced:
+    """The local driver's fence: its state folder's flock is held for the whole pass,
+    so a pass that runs may act."""
+
+    def may_act(self) -> Verdict:
+        return Verdict(True)

@@ -65,6 +65,9 @@ class Reason(StrEnum):
     AUTO_ROLLED_BACK = "AutoRolledBack"
     SUSPENDED = "Suspended"
     WEBHOOK_FAILED = "WebhookFailed"  # a webhook gate said no (spec.promotion.webhooks)
+    # A flip refused at the last moment; the next pass observes and decides again.
+    FLIP_FENCED = "FlipFenced"  # this controller may not act (not the leader, lease stale)
+    ALIAS_MOVED = "AliasMoved"  # the alias no longer points where the decision saw it
     # The Kubernetes driver.
     INVALID_SPEC = "InvalidSpec"
     SECRET_UNAVAILABLE = "SecretUnavailable"

@@ -586,6 +586,7 @@ class KubeController:
                 reporter,
                 writer.status,
                 storage_settings(release, self._secret_data),
+                fence=self.elector,  # None without leader election: one replica, always acts
             )
             result = engine.reconcile(release, intents, previous, generation)
         except (TemporaryError, PermanentError) as exc:

@@ -11,6 +11,7 @@ from typing import Any
 
 from controller.errors import EmbrelError, KubeConflict
 from controller.kube import KubeGateway
+from controller.ports import Verdict
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,9 @@ class LeaderElector:
     renews every ``retry_period``; if it cannot renew for ``renew_deadline`` it stops
     leading (``on_stopped``). On shutdown it releases the Lease, so a standby takes
     over at once instead of after the lease duration.
+
+    It is also the engine's ``Fence`` (``may_act``): the ``leader`` flag alone is not
+    enough, since a renew thread that is stuck never clears it.
     """
 
     def __init__(
@@ -68,10 +72,13 @@ class LeaderElector:
 
     def step(self) -> bool:
         """One attempt to acquire or renew; False once leadership was lost."""
+        # A renewal counts from before its request: a standby measures the lease from
+        # when it saw the record change, which is later than this, never earlier.
+        started = self.clock()
         ok = self._try()
         now = self.clock()
         if ok:
-            self._last_renew = now
+            self._last_renew = started
             if not self.leader:
                 self.leader = True
                 log.warning("became the leader (Lease %s/%s)", self.namespace, self.name)
@@ -88,6 +95,25 @@ class LeaderElector:
             self.on_stopped()
             return False
         return True
+
+    def may_act(self) -> Verdict:
+        """The fence: leading, and renewed within the renew deadline.
+
+        A standby takes the Lease ``lease_duration`` after it last saw it change; past the
+        renew deadline (two thirds of that) this replica no longer assumes it leads, even
+        while ``leader`` is still true because the renew thread is stuck or paused.
+        """
+        lease = f"Lease {self.namespace}/{self.name}"
+        if not self.leader:
+            return Verdict(False, f"{self.identity} does not hold {lease}")
+        age = self.clock() - self._last_renew
+        if age >= self.renew_deadline:
+            return Verdict(
+                False,
+                f"{self.identity} last renewed {lease} {age:.1f}s ago (renew deadline "
+                f"{self.renew_deadline:.1f}s): it may have expired and another replica lead",
+            )
+        return Verdict(True)
 
     def _try(self) -> bool:
         try:

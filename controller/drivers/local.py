@@ -32,7 +32,7 @@ from controller.drivers.store import controller_lock as controller_lock  # re-ex
 from controller.engine import Engine, Intents, ReconcileResult, utc_now
 from controller.errors import SpecError, TemporaryError, UsageError
 from controller.metrics import error_reason
-from controller.ports import EmbedderFactory, MilvusPort, Reporter, Telemetry
+from controller.ports import EmbedderFactory, MilvusPort, Reporter, Telemetry, Unfenced
 from controller.spec import EmbeddingRelease, parse_release
 from controller.status import ReleaseStatus
 from controller.yaml_input import decode
@@ -74,7 +74,9 @@ class LocalController:
         return self.engines.gateway(ref, base_dir, credentials_from_env())
 
     def engine(self, release: EmbeddingRelease, base_dir: Path) -> Engine:
-        return self.engines.engine(self.gateway(release, base_dir), base_dir, self.reporter)
+        # The state folder's flock is held while a pass runs: this process may always act.
+        milvus = self.gateway(release, base_dir)
+        return self.engines.engine(milvus, base_dir, self.reporter, fence=Unfenced())
 
     def record_spec(self, path: Path, text: str, release: EmbeddingRelease) -> TrackRecord:
         """Remember the applied spec; a changed spec is a new generation."""

@@ -27,6 +27,7 @@ from controller.errors import EmbrelError, TemporaryError
 from controller.ports import (
     EmbedderFactory,
     EmbedderPort,
+    Fence,
     MilvusPort,
     NullTelemetry,
     Reporter,
@@ -132,9 +133,14 @@ class EngineFactory:
         reporter: Reporter,
         on_status: StatusHook | None = None,
         storage: StorageSettings | None = None,
+        fence: Fence | None = None,
     ) -> Engine:
         """An engine for one pass; paths in the spec are relative to ``base_dir``, object
-        storage uris are read with ``storage`` (else the environment)."""
+        storage uris are read with ``storage`` (else the environment).
+
+        ``fence``: asked right before every alias flip (the Kubernetes driver's leader
+        election); without one the engine may always act (the local driver's flock).
+        """
         return Engine(
             milvus,
             LocalFiles(base_dir, storage),
@@ -149,6 +155,7 @@ class EngineFactory:
             webhooks=self.webhooks,
             notifier=self.notifier,
             metric_query=self.prometheus,
+            fence=fence,
         )
 
     def observer(self, milvus: MilvusPort, base_dir: Path, reporter: Reporter) -> Engine:

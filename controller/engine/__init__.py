@@ -90,6 +90,7 @@ from controller.ports import (
     DataPort,
     EmbedderFactory,
     EmbeddingCachePort,
+    Fence,
     MetricQueryPort,
     MilvusPort,
     NotifierPort,
@@ -99,6 +100,7 @@ from controller.ports import (
     Reporter,
     ReportSink,
     Telemetry,
+    Unfenced,
     WebhookPort,
 )
 from controller.spec import EmbeddingRelease
@@ -152,6 +154,7 @@ class Engine:
         webhooks: WebhookPort | None = None,
         notifier: NotifierPort | None = None,
         metric_query: MetricQueryPort | None = None,
+        fence: Fence | None = None,
     ) -> None:
         # Told the status of every step decided, before it runs: the Kubernetes driver
         # writes it, so a long pass shows Building -> Indexing -> Validating as it goes.
@@ -170,6 +173,7 @@ class Engine:
             webhooks=webhooks,
             notifier=notifier,
             metric_query=metric_query,
+            fence=fence or Unfenced(),
         )
 
     @property

@@ -73,3 +73,20 @@ def test_calls_are_reported_under_the_gateways_operation_names() -> None:
     with pytest.raises(MilvusRejected):
         fake.search_ids("missing", np.ones((1, DIM)), 1, {})
     assert ("search", None) in calls and ("search", "not_found") in calls
+
+
+def test_an_action_runs_once_right_before_the_next_call_of_an_operation() -> None:
+    fake = FakeMilvus()
+    collection(fake, "blue", 1.0)
+    collection(fake, "green", 2.0)
+    fake.point_alias("live", "blue")
+    other = fake.fresh()  # another writer
+    fake.state.before("row_count", lambda: other.point_alias("live", "green"))
+    assert fake.alias_target("live") == "blue"  # other operations do not run it
+    fake.row_count("blue")
+    assert fake.alias_target("live") == "green"
+    fake.point_alias("live", "blue")
+    fake.row_count("blue")  # once only
+    assert fake.alias_target("live") == "blue"
+    with pytest.raises(ValueError, match="not a MilvusPort operation"):
+        fake.state.before("no_such_call", lambda: None)

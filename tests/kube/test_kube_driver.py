@@ -195,6 +195,43 @@ def test_a_released_lease_is_taken_at_once(kube: KubeGateway) -> None:
     assert b.leader  # no 15 s wait: a gave it up on shutdown
 
 
+def test_the_fence_closes_once_the_last_renewal_is_older_than_the_renew_deadline(
+    kube: KubeGateway,
+) -> None:
+    now = [0.0]
+    a = LeaderElector(kube, "test", "lease", "a", 3, clock=lambda: now[0])
+    verdict = a.may_act()
+    assert not verdict and verdict.why == "a does not hold Lease test/lease"
+    assert a.step() and a.may_act()
+    now[0] = 1.9  # the renew deadline of a 3 s Lease is 2 s
+    assert a.may_act()
+    now[0] = 2.0  # the renew thread is stuck: no step ran, and `leader` is still true
+    verdict = a.may_act()
+    assert a.leader and not verdict
+    assert "last renewed Lease test/lease 2.0s ago (renew deadline 2.0s)" in verdict.why
+    assert a.step() and a.may_act()  # renewed: it may act again
+
+
+def test_a_renewal_counts_from_before_its_request(
+    kube: KubeGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A standby measures the lease from when it saw the renewal, never before the
+    request went out: a slow renew call must not extend the leader's own view."""
+    now = [0.0]
+    a = LeaderElector(kube, "test", "lease", "a", 3, clock=lambda: now[0])
+    renew = a._try
+
+    def slow() -> bool:
+        ok = renew()
+        now[0] += 1.5  # the answer came back 1.5 s later
+        return ok
+
+    monkeypatch.setattr(a, "_try", slow)
+    assert a.step() and a.leader
+    now[0] = 2.0  # 2 s since the request (0.5 s since the answer)
+    assert not a.may_act()
+
+
 # -- status, events, intents ------------------------------------------------------------------
 
 

@@ -15,7 +15,9 @@ Index builds finish at once. Injectable faults, shared by every connection:
 * ``fail_insert_after(rows, error)``: inserts go through until ``rows`` rows more are
   written, then raise ``error`` (the rows before it stay written);
 * ``unavailable(operation, calls)``: the next ``calls`` calls of a port operation
-  raise MilvusUnavailable, as the gateway does once its retries are spent.
+  raise MilvusUnavailable, as the gateway does once its retries are spent;
+* ``before(operation, action)``: ``action`` runs once, right before the next call of a
+  port operation (another writer acting at that moment, e.g. moving an alias).
 """
 
 from __future__ import annotations
@@ -118,6 +120,19 @@ class FakeState:
         self.lost_flips = 0
         self.failing: dict[str, int] = {}
         self.insert_fault: _InsertFault | None = None
+        self.hooks: dict[str, list[Callable[[], None]]] = {}
+
+    def before(self, operation: str, action: Callable[[], None]) -> None:
+        if not hasattr(MilvusPort, operation):
+            raise ValueError(f"{operation!r} is not a MilvusPort operation")
+        with self.lock:
+            self.hooks.setdefault(operation, []).append(action)
+
+    def run_hooks(self, operation: str) -> None:
+        with self.lock:
+            actions = self.hooks.pop(operation, [])
+        for action in actions:  # not under the lock: an action may wait on other threads
+            action()
 
     def lose_flips(self, n: int) -> None:
         with self.lock:
@@ -153,6 +168,7 @@ class FakeMilvus:
         try:
             if self.closed:
                 raise MilvusUnavailable(f"{operation}: the connection is closed")
+            self.state.run_hooks(operation)
             self.state.take_fault(operation)
             with self.state.lock:
                 return fn()

@@ -14,6 +14,7 @@ from controller.ports import (
     DataPort,
     EmbedderFactory,
     EmbeddingCachePort,
+    Fence,
     MetricQueryPort,
     MilvusPort,
     NotifierPort,
@@ -23,6 +24,7 @@ from controller.ports import (
     Reporter,
     ReportSink,
     Telemetry,
+    Unfenced,
     WebhookPort,
 )
 from controller.spec import EmbeddingRelease
@@ -61,6 +63,8 @@ class StepContext:
     notifier: NotifierPort | None = None  # spec.notifications: phase changes
     metric_query: MetricQueryPort | None = None  # spec.analysis: Prometheus queries
     sleep: Callable[[float], None] = time.sleep  # between analysis measurements
+    # Asked right before every alter_alias: may this controller act (leadership)?
+    fence: Fence = field(default_factory=Unfenced)
 
     def progress(self, track: str) -> Progress:
         """The reporter's progress bar, mirrored into telemetry (build progress gauges)."""

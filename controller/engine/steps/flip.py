@@ -5,12 +5,17 @@ the target (not on a rollback: that must be instant), switches the alias and
 proves through it that readers see the target (``controller.cutover``). A proven
 flip starts a live period (``settle``); an unproven one leaves the release
 Degraded with nothing released or dropped, and ``verify_flip`` probes it again.
+
+Every ``alter_alias`` is fenced (``_fenced``): a compare-and-set on where the alias
+points, and the ``Fence`` (leadership) asked right before the call. A refusal changes
+nothing and ends the pass; the next pass observes and decides again.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -47,7 +52,7 @@ from controller.engine.state import (
 )
 from controller.engine.step import Step
 from controller.engine.steps.context import StepContext
-from controller.errors import ConflictError, MilvusRejected
+from controller.errors import AliasMoved, ConflictError, FlipFenced, MilvusRejected
 from controller.spec import EmbeddingRelease
 from controller.status import Reason
 from controller.validation.gates import warm_up
@@ -99,7 +104,7 @@ def flip(ctx: StepContext, release: EmbeddingRelease, step: Step, obs: Observati
     if not step.rollback:  # a rollback must be instant; its target served until recently
         _warm_up(ctx, release, target.name)
     hint = stored_fingerprint(target, previous, obs)
-    proof = flip_alias(ctx, release, target.name, previous, hint)
+    proof = flip_alias(ctx, release, target.name, previous, hint, observed=obs.alias_target)
     settle(ctx, release, target.name, obs, Cutover(previous, step.rollback, step.auto, proof))
 
 
@@ -108,7 +113,10 @@ def verify_flip(ctx: StepContext, release: EmbeddingRelease, step: Step, obs: Ob
     target = obs.collections[step.target]
     recorded = Cutover.from_json(target.get(P_CUTOVER))
     hint = stored_fingerprint(target, recorded.previous, obs)
-    proof = flip_alias(ctx, release, target.name, recorded.previous, hint)
+    # Re-issued from where the alias was observed (the target), not from ``previous``.
+    proof = flip_alias(
+        ctx, release, target.name, recorded.previous, hint, observed=obs.alias_target
+    )
     settle(ctx, release, target.name, obs, replace(recorded, proof=proof))
 
 
@@ -200,8 +208,16 @@ def flip_alias(
     target: str,
     previous: str | None,
     hint: Fingerprint | None = None,
+    observed: str | None = None,
 ) -> FlipProof:
-    """Point the alias at ``target`` and prove that readers see it."""
+    """Point the alias at ``target`` and prove that readers see it.
+
+    ``observed`` is where the alias pointed when the flip was decided (the decision's
+    observation; ``previous`` when not given): every ``alter_alias`` is refused unless
+    the alias is still there (``AliasMoved``) and the fence lets this controller act
+    (``FlipFenced``).
+    """
+    expected = previous if observed is None else observed
     probes = None
     if previous and previous != target:
         probes = read_fingerprint(ctx, release, target, previous, hint)
@@ -215,9 +231,58 @@ def flip_alias(
             warning=True,
         )
 
+    guard = _fenced(ctx, release, target, expected)
     return verified_flip(
-        ctx.milvus, release, target, probes, s.verify_window, s.flip_attempts, reissuing
+        ctx.milvus, release, target, probes, s.verify_window, s.flip_attempts, reissuing, guard
     )
+
+
+def _fenced(
+    ctx: StepContext, release: EmbeddingRelease, target: str, observed: str | None
+) -> Callable[[int], None]:
+    """The check before each ``alter_alias``: compare where the alias points, then ask
+    the fence last, so that nothing but the call itself comes between it and the flip.
+
+    Milvus has no conditional alter_alias, so a writer may still slip in between the
+    read and the call; the window is one describe_alias round trip, not a whole pass.
+    """
+    alias = release.spec.alias
+
+    def guard(attempt: int) -> None:
+        # The first call moves the alias from where the decision saw it. A re-issue (a
+        # lost flip) finds it on the target (2.3.5: describe_alias moved, reads did not)
+        # or still where it was (a call that did nothing); anywhere else, someone moved it.
+        expected = {observed} if attempt == 1 else {observed, target}
+        current = ctx.milvus.alias_target(alias)
+        if current not in expected:
+            _refuse(
+                ctx,
+                release,
+                AliasMoved(
+                    f"alias {alias} points at {current or '(none)'}, the decision was made "
+                    f"for {observed or '(none)'}; not flipping it to {target}, observing again"
+                ),
+                "alias_moved",
+            )
+        verdict = ctx.fence.may_act()
+        if not verdict:
+            _refuse(
+                ctx,
+                release,
+                FlipFenced(
+                    f"not flipping alias {alias} to {target}: {verdict.why}; observing again"
+                ),
+                "fenced",
+            )
+
+    return guard
+
+
+def _refuse(ctx: StepContext, release: EmbeddingRelease, exc: FlipFenced, kind: str) -> None:
+    """Say why (an Event, the metric), then end the pass with ``exc``: nothing changed."""
+    ctx.telemetry.flip_refused(release.track, kind)
+    ctx.reporter.event(exc.reason, str(exc), warning=True)
+    raise exc
 
 
 def stored_fingerprint(
