@@ -29,6 +29,7 @@ from controller.drivers.local import LocalController
 from controller.engine import Engine
 from controller.metrics import PrometheusTelemetry
 from controller.ports import Fence, Verdict
+from controller.schema import Schema
 from controller.spec import EmbeddingRelease, parse_release
 from controller.status import Phase, Reason, ReleaseStatus
 from tests.conftest import Backend, Corpus, release_yaml, write_release
@@ -162,7 +163,7 @@ def test_a_flip_to_a_stale_target_is_never_made(track: Track) -> None:
     t = track
     awaiting_v2(t)
     other = f"{t.backend.alias}_other"
-    t.milvus.create_collection(other, 32, [], {})
+    t.milvus.create_collection(other, Schema(32), {})
     t.milvus.ensure_index(other, "FLAT", "COSINE", {})
     t.milvus.load(other)
     t.fake.before("row_count", moves_alias(t, other))
