@@ -27,7 +27,15 @@ from pymilvus import DataType, MilvusClient, MilvusException
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from controller.config import Credentials, RetryPolicy
-from controller.errors import EmbrelError, MilvusRejected, MilvusUnavailable, NotFound, SpecError
+from controller.errors import (
+    EmbrelError,
+    MilvusConnectionLost,
+    MilvusRejected,
+    MilvusTimedOut,
+    MilvusUnavailable,
+    NotFound,
+    SpecError,
+)
 from controller.sources.base import VectorBatch
 from controller.spec import FieldSpec, redact_uri
 
@@ -71,14 +79,34 @@ ID_FIELD = "id"
 VECTOR_FIELD = "vector"
 
 
+# A call that got no answer: grpc's own deadline, or a connection that never became
+# ready within the connect timeout ("Fail connecting").
+_DEADLINE = re.compile(r"DEADLINE_EXCEEDED|deadline exceeded|fail connecting", re.I)
+# A connection that broke under a call: the peer reset or closed it.
+_CONNECTION_LOST = re.compile(
+    r"connection reset|socket closed|broken pipe|connection refused|stream removed|goaway|"
+    r"end of tcp stream|failed to connect",
+    re.I,
+)
+# pymilvus' own retry loop giving up once the call's timeout has passed.
+_TIMED_OUT = re.compile(r"retry timeout|timed? ?out", re.I)
+
+
 @contextmanager
-def _translated(action: str) -> Iterator[None]:
-    """Turn pymilvus/grpc exceptions into embrel errors that say what to do."""
+def _translated(action: str, timeout: float | None = None) -> Iterator[None]:
+    """Turn pymilvus/grpc exceptions into embrel errors that say what to do.
+
+    ``timeout`` is the call's deadline: a call that got no answer within it is a
+    ``MilvusTimedOut`` that names ``action``, one whose connection broke a
+    ``MilvusConnectionLost``; both are worth a retry.
+    """
     try:
         yield
     except MilvusException as exc:
         code = getattr(exc, "code", None)
         message = getattr(exc, "message", str(exc))
+        if lost := _no_answer(action, message, timeout):
+            raise lost from exc
         unreachable = "connect" in message.lower() or "unavailable" in message.lower()
         if _BAD_ARGUMENT.search(message) and not unreachable:
             raise MilvusRejected(f"{action}: Milvus refused ({message}, code {code})") from exc
@@ -90,9 +118,29 @@ def _translated(action: str) -> Iterator[None]:
     except (ConnectionError, TimeoutError, OSError) as exc:
         raise MilvusUnavailable(f"{action}: cannot reach Milvus ({exc})") from exc
     except Exception as exc:  # grpc.RpcError and friends: pymilvus does not always wrap them
-        if type(exc).__module__.startswith("grpc"):
-            raise MilvusUnavailable(f"{action}: Milvus RPC failed ({exc})") from exc
-        raise
+        if not type(exc).__module__.startswith("grpc"):
+            raise
+        code_name = getattr(getattr(exc, "code", lambda: None)(), "name", "")
+        detail = f"{code_name} {type(exc).__name__} {exc}"
+        if lost := _no_answer(action, detail, timeout):
+            raise lost from exc
+        raise MilvusUnavailable(f"{action}: Milvus RPC failed ({exc})") from exc
+
+
+def _no_answer(action: str, message: str, timeout: float | None) -> MilvusUnavailable | None:
+    """The error for a call that got no answer in time, or whose connection broke."""
+    within = f" within {timeout:g}s" if timeout is not None else ""
+    if _DEADLINE.search(message):
+        return MilvusTimedOut(f"Milvus did not answer {action}{within}")
+    lost = _CONNECTION_LOST.search(message)
+    if lost or "UNAVAILABLE" in message:
+        why = lost.group(0).lower() if lost else "unavailable"
+        return MilvusConnectionLost(
+            f"connection to Milvus lost during {action} ({why}), no answer{within}"
+        )
+    if _TIMED_OUT.search(message):
+        return MilvusTimedOut(f"Milvus did not answer {action}{within}")
+    return None
 
 
 def _lite_problem(path: Path) -> EmbrelError:
@@ -131,6 +179,11 @@ def _lite_problem(path: Path) -> EmbrelError:
 
 
 def _error_kind(exc: Exception) -> str:
+    """The bounded ``kind`` label of ``embrel_milvus_request_errors_total``."""
+    if isinstance(exc, MilvusTimedOut):
+        return "timeout"
+    if isinstance(exc, MilvusConnectionLost):
+        return "reset"
     if isinstance(exc, NotFound):
         return "not_found"
     if isinstance(exc, MilvusUnavailable):
@@ -151,6 +204,8 @@ class MilvusGateway:
     ) -> None:
         self.uri = uri
         self.policy = policy or RetryPolicy()
+        # Every call's deadline: a stalled connection ends as MilvusTimedOut, and retried.
+        self.call_timeout = self.policy.call_timeout
         # (operation, seconds, error kind or None) per attempt: controller.metrics
         self.observer = observer
         creds = credentials or Credentials()
@@ -165,7 +220,7 @@ class MilvusGateway:
 
     def _connect(self, uri: str, db_name: str, creds: Credentials) -> MilvusClient:
         try:
-            with _translated(f"connecting to Milvus at {redact_uri(uri)}"):
+            with _translated(f"connecting to Milvus at {redact_uri(uri)}", self.policy.timeout):
                 return MilvusClient(
                     uri=uri,
                     token=creds.token,
@@ -196,7 +251,7 @@ class MilvusGateway:
         def attempt() -> T:
             started, error = time.perf_counter(), None
             try:
-                with _translated(action):
+                with _translated(action, self.call_timeout):
                     return fn()
             except Exception as exc:
                 error = _error_kind(exc)
@@ -211,13 +266,15 @@ class MilvusGateway:
 
     def list_collections(self) -> list[str]:
         return self._call(
-            "listing collections", self._client.list_collections, op="list_collections"
+            "listing collections",
+            lambda: self._client.list_collections(timeout=self.call_timeout),
+            op="list_collections",
         )
 
     def properties(self, name: str) -> dict[str, str]:
         desc = self._call(
             f"describing {name}",
-            lambda: self._client.describe_collection(name),
+            lambda: self._client.describe_collection(name, timeout=self.call_timeout),
             op="describe_collection",
         )
         return {str(k): str(v) for k, v in (desc.get("properties") or {}).items()}
@@ -239,7 +296,7 @@ class MilvusGateway:
             f"creating collection {name}",
             # Default (Bounded) consistency for applications; validation asks for Strong.
             lambda: self._client.create_collection(
-                name, schema=schema, properties=dict(properties)
+                name, schema=schema, properties=dict(properties), timeout=self.call_timeout
             ),
             op="create_collection",
         )
@@ -248,7 +305,9 @@ class MilvusGateway:
         # Never drop properties: drop_collection_properties fails on 2.3.5 when none exist.
         self._call(
             f"updating properties of {name}",
-            lambda: self._client.alter_collection_properties(name, properties=dict(properties)),
+            lambda: self._client.alter_collection_properties(
+                name, properties=dict(properties), timeout=self.call_timeout
+            ),
             op="alter_collection_properties",
         )
 
@@ -258,7 +317,9 @@ class MilvusGateway:
         if aliases := self.aliases_of(name):
             raise MilvusRejected(f"refusing to drop {name}: aliases {aliases} point at it")
         self._call(
-            f"dropping {name}", lambda: self._client.drop_collection(name), op="drop_collection"
+            f"dropping {name}",
+            lambda: self._client.drop_collection(name, timeout=self.call_timeout),
+            op="drop_collection",
         )
 
     # -- data ----------------------------------------------------------------
@@ -271,7 +332,11 @@ class MilvusGateway:
         for field, values in batch.fields.items():
             for row, value in zip(rows, values, strict=True):
                 row[field] = value
-        self._call(f"inserting into {name}", lambda: self._client.insert(name, rows), op="insert")
+        self._call(
+            f"inserting into {name}",
+            lambda: self._client.insert(name, rows, timeout=self.call_timeout),
+            op="insert",
+        )
 
     def row_count(self, name: str, flush: bool = True) -> int:
         """Rows in the collection; flushed first so that recent inserts are counted.
@@ -280,10 +345,14 @@ class MilvusGateway:
         flushed before, and it avoids 0.5 s per flush on Milvus 2.3.5.
         """
         if flush:
-            self._call(f"flushing {name}", lambda: self._client.flush(name), op="flush")
+            self._call(
+                f"flushing {name}",
+                lambda: self._client.flush(name, timeout=self.call_timeout),
+                op="flush",
+            )
         stats = self._call(
             f"counting rows of {name}",
-            lambda: self._client.get_collection_stats(name),
+            lambda: self._client.get_collection_stats(name, timeout=self.call_timeout),
             op="get_collection_stats",
         )
         return int(stats["row_count"])
@@ -294,7 +363,11 @@ class MilvusGateway:
         rows = self._call(
             f"reading vectors from {name}",
             lambda: self._client.get(
-                name, ids=list(ids), output_fields=[VECTOR_FIELD], consistency_level=consistency
+                name,
+                ids=list(ids),
+                output_fields=[VECTOR_FIELD],
+                consistency_level=consistency,
+                timeout=self.call_timeout,
             ),
             op="get",
         )
@@ -345,7 +418,11 @@ class MilvusGateway:
         it = self._call(
             action,
             lambda: self._client.query_iterator(
-                name, batch_size=size, output_fields=output, consistency_level="Strong"
+                name,
+                batch_size=size,
+                output_fields=output,
+                consistency_level="Strong",
+                timeout=self.call_timeout,  # the iterator keeps it for every page
             ),
             op="query_iterator",
         )
@@ -359,7 +436,7 @@ class MilvusGateway:
         """(vector dimension, extra scalar fields) of a collection, as embrel names them."""
         desc = self._call(
             f"describing {name}",
-            lambda: self._client.describe_collection(name),
+            lambda: self._client.describe_collection(name, timeout=self.call_timeout),
             op="describe_collection",
         )
         names = {v: k for k, v in _SCALAR_TYPES.items()}
@@ -387,7 +464,9 @@ class MilvusGateway:
         self, name: str, index_type: str, metric: str, params: Mapping[str, Any]
     ) -> None:
         if self._call(
-            f"listing indexes of {name}", lambda: self._client.list_indexes(name), op="list_indexes"
+            f"listing indexes of {name}",
+            lambda: self._client.list_indexes(name, timeout=self.call_timeout),
+            op="list_indexes",
         ):
             return
         index = self._client.prepare_index_params()
@@ -396,20 +475,22 @@ class MilvusGateway:
         )
         self._call(
             f"creating index on {name}",
-            lambda: self._client.create_index(name, index),
+            lambda: self._client.create_index(name, index, timeout=self.call_timeout),
             op="create_index",
         )
 
     def index_progress(self, name: str) -> tuple[int, int] | None:
         """(indexed rows, total rows) of the vector index, or None when there is none."""
         indexes = self._call(
-            f"listing indexes of {name}", lambda: self._client.list_indexes(name), op="list_indexes"
+            f"listing indexes of {name}",
+            lambda: self._client.list_indexes(name, timeout=self.call_timeout),
+            op="list_indexes",
         )
         if not indexes:
             return None
         info = self._call(
             f"describing index of {name}",
-            lambda: self._client.describe_index(name, indexes[0]),
+            lambda: self._client.describe_index(name, indexes[0], timeout=self.call_timeout),
             op="describe_index",
         )
         return int(info.get("indexed_rows", 0)), int(info.get("total_rows", 0))
@@ -417,20 +498,24 @@ class MilvusGateway:
     def is_loaded(self, name: str) -> bool:
         state = self._call(
             f"reading load state of {name}",
-            lambda: self._client.get_load_state(name),
+            lambda: self._client.get_load_state(name, timeout=self.call_timeout),
             op="get_load_state",
         )
         return str(state.get("state")).endswith("Loaded") and "Not" not in str(state.get("state"))
 
     def load(self, name: str) -> None:
+        # Asynchronous: the load step waits for it with its own overall deadline
+        # (build.loadTimeoutSeconds) instead of inside one call.
         self._call(
-            f"loading {name}", lambda: self._client.load_collection(name), op="load_collection"
+            f"loading {name}",
+            lambda: self._client.load_collection(name, timeout=self.call_timeout, _async=True),
+            op="load_collection",
         )
 
     def release(self, name: str) -> None:
         self._call(
             f"releasing {name}",
-            lambda: self._client.release_collection(name),
+            lambda: self._client.release_collection(name, timeout=self.call_timeout),
             op="release_collection",
         )
 
@@ -440,7 +525,7 @@ class MilvusGateway:
         try:
             desc = self._call(
                 f"describing alias {alias}",
-                lambda: self._client.describe_alias(alias),
+                lambda: self._client.describe_alias(alias, timeout=self.call_timeout),
                 op="describe_alias",
             )
         except NotFound:
@@ -449,7 +534,9 @@ class MilvusGateway:
 
     def aliases_of(self, name: str) -> list[str]:
         desc = self._call(
-            f"listing aliases of {name}", lambda: self._client.list_aliases(name), op="list_aliases"
+            f"listing aliases of {name}",
+            lambda: self._client.list_aliases(name, timeout=self.call_timeout),
+            op="list_aliases",
         )
         return [str(a) for a in desc.get("aliases", [])]
 
@@ -458,13 +545,13 @@ class MilvusGateway:
         if self.alias_target(alias) is None:
             self._call(
                 f"creating alias {alias}",
-                lambda: self._client.create_alias(collection, alias),
+                lambda: self._client.create_alias(collection, alias, timeout=self.call_timeout),
                 op="create_alias",
             )
         else:
             self._call(
                 f"moving alias {alias}",
-                lambda: self._client.alter_alias(collection, alias),
+                lambda: self._client.alter_alias(collection, alias, timeout=self.call_timeout),
                 op="alter_alias",
             )
 
@@ -472,7 +559,9 @@ class MilvusGateway:
         """Remove an alias (deletionPolicy Delete); a missing one is already gone."""
         if self.alias_target(alias) is not None:
             self._call(
-                f"dropping alias {alias}", lambda: self._client.drop_alias(alias), op="drop_alias"
+                f"dropping alias {alias}",
+                lambda: self._client.drop_alias(alias, timeout=self.call_timeout),
+                op="drop_alias",
             )
 
     # -- search --------------------------------------------------------------
@@ -499,6 +588,7 @@ class MilvusGateway:
                 output_fields=[ID_FIELD],
                 search_params={"params": dict(params)},
                 consistency_level=consistency,
+                timeout=self.call_timeout,
             ),
             op="search",
         )
