@@ -332,9 +332,14 @@ class MilvusGateway:
         for field, values in batch.fields.items():
             for row, value in zip(rows, values, strict=True):
                 row[field] = value
+        # Upsert, not insert: a batch whose answer was lost (a timeout, a reset) is sent
+        # again, by pymilvus itself or by our retry, and insert does not deduplicate
+        # primary keys (both copies would be stored and counted by count(*)). Upsert
+        # replaces rows by id, so a batch sent twice is there once. It costs no more
+        # than insert on 2.3.5 (docs/reliability.md).
         self._call(
             f"inserting into {name}",
-            lambda: self._client.insert(name, rows, timeout=self.call_timeout),
+            lambda: self._client.upsert(name, rows, timeout=self.call_timeout),
             op="insert",
         )
 
