@@ -8,7 +8,12 @@ encodes the Milvus behaviour measured on Milvus Lite and 2.3.5
 * rows are invisible to ``row_count`` until flushed -> ``row_count`` flushes first;
 * validation searches use ``consistency_level="Strong"``;
 * some versions drop a collection that still has an alias (and the alias with it)
-  -> ``drop`` refuses while any alias points at the collection.
+  -> ``drop`` refuses while any alias points at the collection;
+* insert stores a primary key twice when a batch is resent -> batches are upserted.
+
+Every call carries ``timeout=`` (``RetryPolicy.call_timeout``): a call without an answer
+is ``MilvusTimedOut``, one whose connection broke ``MilvusConnectionLost``; both are
+retried (docs/reliability.md).
 """
 
 from __future__ import annotations

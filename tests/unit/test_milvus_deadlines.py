@@ -185,3 +185,21 @@ def test_no_answer_is_told_apart(message: str, kind: type[Exception]) -> None:
     error = _no_answer("inserting into c", message, 5.0)
     assert type(error) is kind
     assert "inserting into c" in str(error) and "within 5s" in str(error)
+
+
+def test_the_request_error_metric_counts_timeouts(proxy: FaultProxy) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from controller.metrics import PrometheusTelemetry
+
+    registry = CollectorRegistry()
+    telemetry = PrometheusTelemetry(registry)
+    policy = RetryPolicy(attempts=2, max_wait=0.1, timeout=2.0, call_timeout=0.5)
+    gateway = MilvusGateway(
+        f"http://{proxy.address}", policy=policy, observer=telemetry.milvus_call
+    )
+    proxy.stall()
+    with pytest.raises(MilvusTimedOut):
+        gateway.list_collections()
+    labels = {"operation": "list_collections", "kind": "timeout"}
+    assert registry.get_sample_value("embrel_milvus_request_errors_total", labels) == 2.0
