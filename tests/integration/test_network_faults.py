@@ -215,6 +215,7 @@ def test_a_release_survives_a_network_fault(
         "phase": phase,
         "alias": alias,
         "seconds": round(seconds, 1),
+        "failed_calls": len(injector.failures()),
         "recovery_seconds": injector.recovery_seconds(),
         "longest_call_seconds": round(longest, 2),
         "error_kinds": kinds,

@@ -31,22 +31,25 @@ STEPS = {
 FAULTS = ("latency", "reset", "stall", "black_hole")
 START, END = "<!-- table -->", "<!-- /table -->"
 HEADER = (
-    "| step | fault | outcome | rows (count(*) / distinct ids) | failed calls "
-    "(kinds) | recovery s | longest call s | release s |\n"
-    "|---|---|---|---|---|---|---|---|"
+    "| step | fault | outcome | rows (count(*) / distinct ids) | failed attempts (kind) "
+    "| recovery s | longest call s | release s | a pass retried with |\n"
+    "|---|---|---|---|---|---|---|---|---|"
 )
 
 
 def _row(r: dict[str, Any]) -> str:
     kinds = ", ".join(r["error_kinds"]) or "none"
+    failed = f"{r['failed_calls']} ({kinds})" if "failed_calls" in r else kinds
+    # The status message of a pass that ended in an error, without the retry notice.
+    retried = r["retry_message"].strip(" !").partition("; retry")[0] or "-"
     recovery = "-" if r["recovery_seconds"] is None else f"{r['recovery_seconds']:.2f}"
     outcome = r["phase"] if r["phase"] == "Live" else f"{r['phase']}, alias {r['alias']}"
     if r.get("warning"):
         outcome += f" ({r['warning']})"
     return (
         f"| {r['step']} | {r['fault']} | {outcome} | {r['count']} / {r['distinct_ids']} "
-        f"| {r.get('failed_calls', '?')} ({kinds}) | {recovery} "
-        f"| {r['longest_call_seconds']:.2f} | {r['seconds']:.1f} |"
+        f"| {failed} | {recovery} "
+        f"| {r['longest_call_seconds']:.2f} | {r['seconds']:.1f} | {retried} |"
     )
 
 
