@@ -514,11 +514,11 @@ class MilvusGateway:
         return str(state.get("state")).endswith("Loaded") and "Not" not in str(state.get("state"))
 
     def load(self, name: str) -> None:
-        # Asynchronous: the load step waits for it with its own overall deadline
-        # (build.loadTimeoutSeconds) instead of inside one call.
+        # pymilvus waits until loaded, up to the call's deadline; a load that takes longer
+        # times out, and asking again (retried) waits for the same load to finish.
         self._call(
             f"loading {name}",
-            lambda: self._client.load_collection(name, timeout=self.call_timeout, _async=True),
+            lambda: self._client.load_collection(name, timeout=self.call_timeout),
             op="load_collection",
         )
 
