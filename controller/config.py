@@ -29,7 +29,10 @@ class _Section(BaseModel):
 
 
 class MilvusOptions(_Section):
+    # Connecting (the channel must be ready within it).
     timeout_seconds: Annotated[float, Field(gt=0)] = 60.0
+    # Each call; index builds and loads are waited for with build.*TimeoutSeconds.
+    call_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 60.0
     retry_attempts: Annotated[int, Field(ge=1, le=50)] = 5
     retry_max_wait_seconds: Annotated[float, Field(gt=0)] = 30.0
 
@@ -93,7 +96,8 @@ class RetryPolicy:
 
     attempts: int = 5
     max_wait: float = 30.0
-    timeout: float = 60.0
+    timeout: float = 60.0  # connecting
+    call_timeout: float = 60.0  # each call's deadline
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,8 @@
     │   └── WebhookFailed       a webhook gate did not pass (spec.promotion.webhooks)
     └── TemporaryError          worth retrying after ``delay`` seconds
         ├── MilvusUnavailable   Milvus could not be reached or timed out
+        │   ├── MilvusTimedOut        a call got no answer within its deadline
+        │   └── MilvusConnectionLost  the connection broke during a call (reset, closed)
         ├── SourceUnavailable   object storage could not be reached, timed out or throttled
         ├── BuildIncomplete     the candidate holds fewer rows than were written; rebuilt
         ├── WaitTimedOut        an index build or a load did not finish in its time limit
@@ -113,6 +115,15 @@ class MilvusUnavailable(TemporaryError):
     """Milvus could not be reached, or a call timed out."""
 
     reason = Reason.MILVUS_UNAVAILABLE
+
+
+class MilvusTimedOut(MilvusUnavailable):
+    """A Milvus call got no answer within its deadline (``milvus.callTimeoutSeconds``)."""
+
+
+class MilvusConnectionLost(MilvusUnavailable):
+    """The connection to Milvus broke during a call: whether the call took effect is
+    unknown, so only calls that are safe to repeat are retried as they were."""
 
 
 class SourceUnavailable(TemporaryError):

@@ -8,7 +8,12 @@ encodes the Milvus behaviour measured on Milvus Lite and 2.3.5
 * rows are invisible to ``row_count`` until flushed -> ``row_count`` flushes first;
 * validation searches use ``consistency_level="Strong"``;
 * some versions drop a collection that still has an alias (and the alias with it)
-  -> ``drop`` refuses while any alias points at the collection.
+  -> ``drop`` refuses while any alias points at the collection;
+* insert stores a primary key twice when a batch is resent -> batches are upserted.
+
+Every call carries ``timeout=`` (``RetryPolicy.call_timeout``): a call without an answer
+is ``MilvusTimedOut``, one whose connection broke ``MilvusConnectionLost``; both are
+retried (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -27,7 +32,15 @@ from pymilvus import DataType, MilvusClient, MilvusException
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from controller.config import Credentials, RetryPolicy
-from controller.errors import EmbrelError, MilvusRejected, MilvusUnavailable, NotFound, SpecError
+from controller.errors import (
+    EmbrelError,
+    MilvusConnectionLost,
+    MilvusRejected,
+    MilvusTimedOut,
+    MilvusUnavailable,
+    NotFound,
+    SpecError,
+)
 from controller.schema import Features, Schema, features_of
 from controller.sources.base import VectorBatch
 from controller.spec import FieldSpec, redact_uri
@@ -73,14 +86,34 @@ ID_FIELD = "id"
 VECTOR_FIELD = "vector"
 
 
+# A call that got no answer: grpc's own deadline, or a connection that never became
+# ready within the connect timeout ("Fail connecting").
+_DEADLINE = re.compile(r"DEADLINE_EXCEEDED|deadline exceeded|fail connecting", re.I)
+# A connection that broke under a call: the peer reset or closed it.
+_CONNECTION_LOST = re.compile(
+    r"connection reset|socket closed|broken pipe|connection refused|stream removed|goaway|"
+    r"end of tcp stream|failed to connect",
+    re.I,
+)
+# pymilvus' own retry loop giving up once the call's timeout has passed.
+_TIMED_OUT = re.compile(r"retry timeout|timed? ?out", re.I)
+
+
 @contextmanager
-def _translated(action: str) -> Iterator[None]:
-    """Turn pymilvus/grpc exceptions into embrel errors that say what to do."""
+def _translated(action: str, timeout: float | None = None) -> Iterator[None]:
+    """Turn pymilvus/grpc exceptions into embrel errors that say what to do.
+
+    ``timeout`` is the call's deadline: a call that got no answer within it is a
+    ``MilvusTimedOut`` that names ``action``, one whose connection broke a
+    ``MilvusConnectionLost``; both are worth a retry.
+    """
     try:
         yield
     except MilvusException as exc:
         code = getattr(exc, "code", None)
         message = getattr(exc, "message", str(exc))
+        if lost := _no_answer(action, message, timeout):
+            raise lost from exc
         unreachable = "connect" in message.lower() or "unavailable" in message.lower()
         if _BAD_ARGUMENT.search(message) and not unreachable:
             raise MilvusRejected(f"{action}: Milvus refused ({message}, code {code})") from exc
@@ -92,9 +125,29 @@ def _translated(action: str) -> Iterator[None]:
     except (ConnectionError, TimeoutError, OSError) as exc:
         raise MilvusUnavailable(f"{action}: cannot reach Milvus ({exc})") from exc
     except Exception as exc:  # grpc.RpcError and friends: pymilvus does not always wrap them
-        if type(exc).__module__.startswith("grpc"):
-            raise MilvusUnavailable(f"{action}: Milvus RPC failed ({exc})") from exc
-        raise
+        if not type(exc).__module__.startswith("grpc"):
+            raise
+        code_name = getattr(getattr(exc, "code", lambda: None)(), "name", "")
+        detail = f"{code_name} {type(exc).__name__} {exc}"
+        if lost := _no_answer(action, detail, timeout):
+            raise lost from exc
+        raise MilvusUnavailable(f"{action}: Milvus RPC failed ({exc})") from exc
+
+
+def _no_answer(action: str, message: str, timeout: float | None) -> MilvusUnavailable | None:
+    """The error for a call that got no answer in time, or whose connection broke."""
+    within = f" within {timeout:g}s" if timeout is not None else ""
+    if _DEADLINE.search(message):
+        return MilvusTimedOut(f"Milvus did not answer {action}{within}")
+    lost = _CONNECTION_LOST.search(message)
+    if lost or "UNAVAILABLE" in message:
+        why = lost.group(0).lower() if lost else "unavailable"
+        return MilvusConnectionLost(
+            f"connection to Milvus lost during {action} ({why}), no answer{within}"
+        )
+    if _TIMED_OUT.search(message):
+        return MilvusTimedOut(f"Milvus did not answer {action}{within}")
+    return None
 
 
 def _lite_problem(path: Path) -> EmbrelError:
@@ -133,6 +186,11 @@ def _lite_problem(path: Path) -> EmbrelError:
 
 
 def _error_kind(exc: Exception) -> str:
+    """The bounded ``kind`` label of ``embrel_milvus_request_errors_total``."""
+    if isinstance(exc, MilvusTimedOut):
+        return "timeout"
+    if isinstance(exc, MilvusConnectionLost):
+        return "reset"
     if isinstance(exc, NotFound):
         return "not_found"
     if isinstance(exc, MilvusUnavailable):
@@ -153,6 +211,8 @@ class MilvusGateway:
     ) -> None:
         self.uri = uri
         self.policy = policy or RetryPolicy()
+        # Every call's deadline: a stalled connection ends as MilvusTimedOut, and retried.
+        self.call_timeout = self.policy.call_timeout
         # (operation, seconds, error kind or None) per attempt: controller.metrics
         self.observer = observer
         creds = credentials or Credentials()
@@ -167,7 +227,7 @@ class MilvusGateway:
 
     def _connect(self, uri: str, db_name: str, creds: Credentials) -> MilvusClient:
         try:
-            with _translated(f"connecting to Milvus at {redact_uri(uri)}"):
+            with _translated(f"connecting to Milvus at {redact_uri(uri)}", self.policy.timeout):
                 return MilvusClient(
                     uri=uri,
                     token=creds.token,
@@ -198,7 +258,7 @@ class MilvusGateway:
         def attempt() -> T:
             started, error = time.perf_counter(), None
             try:
-                with _translated(action):
+                with _translated(action, self.call_timeout):
                     return fn()
             except Exception as exc:
                 error = _error_kind(exc)
@@ -213,13 +273,15 @@ class MilvusGateway:
 
     def list_collections(self) -> list[str]:
         return self._call(
-            "listing collections", self._client.list_collections, op="list_collections"
+            "listing collections",
+            lambda: self._client.list_collections(timeout=self.call_timeout),
+            op="list_collections",
         )
 
     def properties(self, name: str) -> dict[str, str]:
         desc = self._call(
             f"describing {name}",
-            lambda: self._client.describe_collection(name),
+            lambda: self._client.describe_collection(name, timeout=self.call_timeout),
             op="describe_collection",
         )
         return {str(k): str(v) for k, v in (desc.get("properties") or {}).items()}
@@ -227,7 +289,7 @@ class MilvusGateway:
     def features(self) -> Features:
         version = self._call(
             "reading the server version",
-            self._client.get_server_version,
+            lambda: self._client.get_server_version(timeout=self.call_timeout),
             op="get_server_version",
         )
         return features_of(str(version), lite="://" not in self.uri)
@@ -251,7 +313,11 @@ class MilvusGateway:
             f"creating collection {name}",
             # Default (Bounded) consistency for applications; validation asks for Strong.
             lambda: self._client.create_collection(
-                name, schema=described, properties=dict(properties), **extra
+                name,
+                schema=described,
+                properties=dict(properties),
+                timeout=self.call_timeout,
+                **extra,
             ),
             op="create_collection",
         )
@@ -260,7 +326,9 @@ class MilvusGateway:
         # Never drop properties: drop_collection_properties fails on 2.3.5 when none exist.
         self._call(
             f"updating properties of {name}",
-            lambda: self._client.alter_collection_properties(name, properties=dict(properties)),
+            lambda: self._client.alter_collection_properties(
+                name, properties=dict(properties), timeout=self.call_timeout
+            ),
             op="alter_collection_properties",
         )
 
@@ -270,7 +338,9 @@ class MilvusGateway:
         if aliases := self.aliases_of(name):
             raise MilvusRejected(f"refusing to drop {name}: aliases {aliases} point at it")
         self._call(
-            f"dropping {name}", lambda: self._client.drop_collection(name), op="drop_collection"
+            f"dropping {name}",
+            lambda: self._client.drop_collection(name, timeout=self.call_timeout),
+            op="drop_collection",
         )
 
     # -- data ----------------------------------------------------------------
@@ -283,7 +353,16 @@ class MilvusGateway:
         for field, values in batch.fields.items():
             for row, value in zip(rows, values, strict=True):
                 row[field] = value
-        self._call(f"inserting into {name}", lambda: self._client.insert(name, rows), op="insert")
+        # Upsert, not insert: a batch whose answer was lost (a timeout, a reset) is sent
+        # again, by pymilvus itself or by our retry, and insert does not deduplicate
+        # primary keys (both copies would be stored and counted by count(*)). Upsert
+        # replaces rows by id, so a batch sent twice is there once. It costs no more
+        # than insert on 2.3.5 (docs/reliability.md).
+        self._call(
+            f"inserting into {name}",
+            lambda: self._client.upsert(name, rows, timeout=self.call_timeout),
+            op="insert",
+        )
 
     def row_count(self, name: str, flush: bool = True) -> int:
         """Rows in the collection; flushed first so that recent inserts are counted.
@@ -292,10 +371,14 @@ class MilvusGateway:
         flushed before, and it avoids 0.5 s per flush on Milvus 2.3.5.
         """
         if flush:
-            self._call(f"flushing {name}", lambda: self._client.flush(name), op="flush")
+            self._call(
+                f"flushing {name}",
+                lambda: self._client.flush(name, timeout=self.call_timeout),
+                op="flush",
+            )
         stats = self._call(
             f"counting rows of {name}",
-            lambda: self._client.get_collection_stats(name),
+            lambda: self._client.get_collection_stats(name, timeout=self.call_timeout),
             op="get_collection_stats",
         )
         return int(stats["row_count"])
@@ -306,7 +389,11 @@ class MilvusGateway:
         rows = self._call(
             f"reading vectors from {name}",
             lambda: self._client.get(
-                name, ids=list(ids), output_fields=[VECTOR_FIELD], consistency_level=consistency
+                name,
+                ids=list(ids),
+                output_fields=[VECTOR_FIELD],
+                consistency_level=consistency,
+                timeout=self.call_timeout,
             ),
             op="get",
         )
@@ -357,7 +444,11 @@ class MilvusGateway:
         it = self._call(
             action,
             lambda: self._client.query_iterator(
-                name, batch_size=size, output_fields=output, consistency_level="Strong"
+                name,
+                batch_size=size,
+                output_fields=output,
+                consistency_level="Strong",
+                timeout=self.call_timeout,  # the iterator keeps it for every page
             ),
             op="query_iterator",
         )
@@ -371,7 +462,7 @@ class MilvusGateway:
         """The collection's schema as embrel describes it, scalar indexes included."""
         desc = self._call(
             f"describing {name}",
-            lambda: self._client.describe_collection(name),
+            lambda: self._client.describe_collection(name, timeout=self.call_timeout),
             op="describe_collection",
         )
         indexes = self._scalar_indexes(name)
@@ -396,7 +487,7 @@ class MilvusGateway:
         return list(
             self._call(
                 f"listing indexes of {name}",
-                lambda: self._client.list_indexes(name),
+                lambda: self._client.list_indexes(name, timeout=self.call_timeout),
                 op="list_indexes",
             )
         )
@@ -405,7 +496,7 @@ class MilvusGateway:
         return dict(
             self._call(
                 f"describing index {index} of {name}",
-                lambda: self._client.describe_index(name, index),
+                lambda: self._client.describe_index(name, index, timeout=self.call_timeout),
                 op="describe_index",
             )
         )
@@ -438,7 +529,7 @@ class MilvusGateway:
         if len(index):
             self._call(
                 f"creating indexes on {name}",
-                lambda: self._client.create_index(name, index),
+                lambda: self._client.create_index(name, index, timeout=self.call_timeout),
                 op="create_index",
             )
 
@@ -453,22 +544,26 @@ class MilvusGateway:
     def is_loaded(self, name: str) -> bool:
         state = self._call(
             f"reading load state of {name}",
-            lambda: self._client.get_load_state(name),
+            lambda: self._client.get_load_state(name, timeout=self.call_timeout),
             op="get_load_state",
         )
         return str(state.get("state")).endswith("Loaded") and "Not" not in str(state.get("state"))
 
     def load(self, name: str, replicas: int = 1) -> None:
+        # pymilvus waits until loaded, up to the call's deadline; a load that takes longer
+        # times out, and asking again (retried) waits for the same load to finish.
         self._call(
             f"loading {name}",
-            lambda: self._client.load_collection(name, replica_number=replicas),
+            lambda: self._client.load_collection(
+                name, replica_number=replicas, timeout=self.call_timeout
+            ),
             op="load_collection",
         )
 
     def release(self, name: str) -> None:
         self._call(
             f"releasing {name}",
-            lambda: self._client.release_collection(name),
+            lambda: self._client.release_collection(name, timeout=self.call_timeout),
             op="release_collection",
         )
 
@@ -478,7 +573,7 @@ class MilvusGateway:
         try:
             desc = self._call(
                 f"describing alias {alias}",
-                lambda: self._client.describe_alias(alias),
+                lambda: self._client.describe_alias(alias, timeout=self.call_timeout),
                 op="describe_alias",
             )
         except NotFound:
@@ -487,7 +582,9 @@ class MilvusGateway:
 
     def aliases_of(self, name: str) -> list[str]:
         desc = self._call(
-            f"listing aliases of {name}", lambda: self._client.list_aliases(name), op="list_aliases"
+            f"listing aliases of {name}",
+            lambda: self._client.list_aliases(name, timeout=self.call_timeout),
+            op="list_aliases",
         )
         return [str(a) for a in desc.get("aliases", [])]
 
@@ -496,13 +593,13 @@ class MilvusGateway:
         if self.alias_target(alias) is None:
             self._call(
                 f"creating alias {alias}",
-                lambda: self._client.create_alias(collection, alias),
+                lambda: self._client.create_alias(collection, alias, timeout=self.call_timeout),
                 op="create_alias",
             )
         else:
             self._call(
                 f"moving alias {alias}",
-                lambda: self._client.alter_alias(collection, alias),
+                lambda: self._client.alter_alias(collection, alias, timeout=self.call_timeout),
                 op="alter_alias",
             )
 
@@ -510,7 +607,9 @@ class MilvusGateway:
         """Remove an alias (deletionPolicy Delete); a missing one is already gone."""
         if self.alias_target(alias) is not None:
             self._call(
-                f"dropping alias {alias}", lambda: self._client.drop_alias(alias), op="drop_alias"
+                f"dropping alias {alias}",
+                lambda: self._client.drop_alias(alias, timeout=self.call_timeout),
+                op="drop_alias",
             )
 
     # -- search --------------------------------------------------------------
@@ -537,6 +636,7 @@ class MilvusGateway:
                 output_fields=[ID_FIELD],
                 search_params={"params": dict(params)},
                 consistency_level=consistency,
+                timeout=self.call_timeout,
             ),
             op="search",
         )

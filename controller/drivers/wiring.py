@@ -73,7 +73,12 @@ def engine_settings(config: ControllerConfig) -> Settings:
 
 def retry_policy(config: ControllerConfig) -> RetryPolicy:
     opts = config.milvus
-    return RetryPolicy(opts.retry_attempts, opts.retry_max_wait_seconds, opts.timeout_seconds)
+    return RetryPolicy(
+        opts.retry_attempts,
+        opts.retry_max_wait_seconds,
+        opts.timeout_seconds,
+        opts.call_timeout_seconds,
+    )
 
 
 def open_embedding_cache(config: ControllerConfig) -> EmbeddingCache | None:

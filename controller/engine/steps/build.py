@@ -110,9 +110,13 @@ def _finish(ctx: StepContext, release: EmbeddingRelease, target: str, result: Bu
     """The one tail of every build: verify the flushed row count, then mark it complete."""
     counted = ctx.milvus.row_count(target)  # flushes first
     if counted != result.rows:
+        # More: a batch was sent twice after its answer was lost. Upsert kept one copy
+        # of each id, but the flushed count includes the replaced rows until Milvus
+        # compacts, so it cannot prove the build; a rebuild can.
+        why = "a batch was written twice" if counted > result.rows else "rows are missing"
         raise BuildIncomplete(
-            f"{target} holds {counted} rows after flush, {result.rows} were inserted; "
-            "the incomplete candidate will be rebuilt"
+            f"{target} holds {counted} rows after flush, {result.rows} were inserted "
+            f"({why}); the candidate will be rebuilt"
         )
     ctx.milvus.set_properties(
         target, {P_SOURCE_ROWS: str(result.rows), P_BUILD: json.dumps(result.counts)}
