@@ -89,6 +89,7 @@ from controller.ports import (
     DataPort,
     EmbedderFactory,
     EmbeddingCachePort,
+    ImportStagingPort,
     MetricQueryPort,
     MilvusPort,
     NotifierPort,
@@ -151,6 +152,7 @@ class Engine:
         webhooks: WebhookPort | None = None,
         notifier: NotifierPort | None = None,
         metric_query: MetricQueryPort | None = None,
+        staging: ImportStagingPort | None = None,
     ) -> None:
         # Told the status of every step decided, before it runs: the Kubernetes driver
         # writes it, so a long pass shows Building -> Indexing -> Validating as it goes.
@@ -169,6 +171,7 @@ class Engine:
             webhooks=webhooks,
             notifier=notifier,
             metric_query=metric_query,
+            staging=staging,
         )
 
     @property

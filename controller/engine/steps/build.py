@@ -15,6 +15,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from controller.bulk_import import BulkImport, check_load, wants_import
 from controller.embedding.descriptor import descriptor_json, encoder_descriptor
 from controller.engine.decide import base_identity, delta_base
 from controller.engine.state import (
@@ -67,6 +68,7 @@ def build(ctx: StepContext, release: EmbeddingRelease, step: Step, obs: Observat
     """Ask the preBuild webhooks, check the whole source, then create the collection
     and insert every row."""
     webhooks.pre_build(ctx, release, obs, step.target)
+    check_load(release, ctx.milvus, ctx.staging)  # bulkImport where it cannot run
     planned = plan_build(ctx, release, obs)
     planned.build.plan()  # reads and checks every input; Milvus untouched until here
     check_validation_inputs(release, ctx.data)  # golden and query sets, before hours of build
@@ -90,6 +92,7 @@ def plan_build(ctx: StepContext, release: EmbeddingRelease, obs: Observation) ->
         ctx.settings.batch_size,
         lambda: embedder(ctx, release),
         ctx.cache,
+        lambda rows: bulk_import(ctx, release, rows),
     )
     source = release.spec.source
     if source.files is not None:
@@ -101,6 +104,20 @@ def plan_build(ctx: StepContext, release: EmbeddingRelease, obs: Observation) ->
         return PlannedBuild(DeltaBuild(ports, base.name), props)
     documents = DocumentsBuild(ports, documents_base(ports, obs.alias_target))
     return PlannedBuild(documents, {P_BASE: documents.base or UNSET}, [HASH_FIELD])
+
+
+def bulk_import(ctx: StepContext, release: EmbeddingRelease, rows: int) -> BulkImport | None:
+    """The bulk import a files build of ``rows`` rows uses (``source.files.load``)."""
+    if ctx.staging is None or not wants_import(release, ctx.milvus, ctx.staging, rows):
+        return None
+    return BulkImport(
+        ctx.milvus,
+        ctx.staging,
+        ctx.progress(release.track),
+        lambda done, failed: ctx.telemetry.bulk_import(release.track, done, failed),
+        ctx.settings.import_timeout,
+        ctx.settings.poll_interval,
+    )
 
 
 def _finish(ctx: StepContext, release: EmbeddingRelease, target: str, result: BuildResult) -> None:

@@ -14,6 +14,7 @@ from controller.ports import (
     DataPort,
     EmbedderFactory,
     EmbeddingCachePort,
+    ImportStagingPort,
     MetricQueryPort,
     MilvusPort,
     NotifierPort,
@@ -33,6 +34,7 @@ class Settings:
     batch_size: int = 5000
     index_timeout: float = 3600.0
     load_timeout: float = 600.0
+    import_timeout: float = 3600.0  # a bulk import, all its jobs
     poll_interval: float = 0.5
     # Verified flip: probe through the alias this long before re-issuing alter_alias,
     # at most this many times, then the release is Degraded.
@@ -61,6 +63,7 @@ class StepContext:
     notifier: NotifierPort | None = None  # spec.notifications: phase changes
     metric_query: MetricQueryPort | None = None  # spec.analysis: Prometheus queries
     sleep: Callable[[float], None] = time.sleep  # between analysis measurements
+    staging: ImportStagingPort | None = None  # milvus.importStaging: bulk imports
 
     def progress(self, track: str) -> Progress:
         """The reporter's progress bar, mirrored into telemetry (build progress gauges)."""
