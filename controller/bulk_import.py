@@ -69,6 +69,7 @@ class BulkImport:
     staging: ImportStagingPort
     progress: Progress
     report: Callable[[float, int], None]  # telemetry: fraction done, jobs newly failed
+    say: Callable[[str], None]  # an event a person reads (status message)
     timeout: float
     poll: float
     sleep: Callable[[float], None] = time.sleep
@@ -90,6 +91,7 @@ class BulkImport:
 
                 files = self.staging.stage(target, fields, counted())
             jobs = self.milvus.bulk_import(target, files)
+            self.say(f"importing {staged} rows into {target}: {len(jobs)} import jobs submitted")
             imported = self._follow(target, jobs, staged)
         finally:
             self.staging.remove(target)
@@ -104,12 +106,16 @@ class BulkImport:
         """Poll every job until all completed; BuildIncomplete as soon as one failed."""
         deadline = time.monotonic() + self.timeout
         with self.progress(f"importing {target}", rows) as advance:
-            shown = 0
+            shown, said = 0, 0
             while True:
                 states = [self.milvus.import_job(j) for j in jobs]
                 done = sum(s.percent for s in states) / (100 * len(states))
                 failed = [s for s in states if s.state == "failed"]
+                completed = sum(s.state == "completed" for s in states)
                 self.report(done, len(failed))
+                if completed > said:  # one line per finished job, not per poll
+                    said = completed
+                    self.say(f"importing into {target}: {done:.0%}, {completed}/{len(jobs)} jobs")
                 advance(int(done * rows) - shown)
                 shown = int(done * rows)
                 if failed:

@@ -268,7 +268,7 @@ class CollectionSpec(_Model):
 # least BULK_IMPORT_MIN_ROWS rows when it can, and inserts otherwise.
 LoadMode = Literal["insert", "bulkImport", "auto"]
 # Below this many rows an import's fixed costs (staging, job scheduling, a sealed segment
-# per job) outweigh what it saves over batched inserts (docs/benchmarks.md §9).
+# per job) outweigh what it saves over batched inserts (docs/benchmarks.md §12).
 BULK_IMPORT_MIN_ROWS = 100_000
 
 

@@ -77,8 +77,11 @@ def quiet_progress(stage: str, total: int | None) -> Any:
     return nullcontext(lambda n: None)
 
 
-def importer(milvus: FakeMilvus, staging: ParquetStaging, report: Recorded) -> BulkImport:
-    return BulkImport(milvus, staging, quiet_progress, report, 30.0, 0.0, sleep=lambda s: None)
+def importer(
+    milvus: FakeMilvus, staging: ParquetStaging, report: Recorded, said: list[str] | None = None
+) -> BulkImport:
+    say = (said if said is not None else []).append
+    return BulkImport(milvus, staging, quiet_progress, report, say, 30.0, 0.0, sleep=lambda s: None)
 
 
 def test_staging_writes_parts_named_for_milvus_and_removes_them(tmp_path: Path) -> None:
@@ -105,7 +108,12 @@ def test_a_bulk_import_fills_the_collection_and_leaves_nothing_staged(tmp_path: 
     milvus.create_collection("coll", DIM, FIELDS, {})
     stage = tmp_path / "stage"
     staging = ParquetStaging(stage, str(stage), rows_per_file=50)
-    assert importer(milvus, staging, report).load("coll", FIELDS, batches(120), 120) == 120
+    said: list[str] = []
+    assert importer(milvus, staging, report, said).load("coll", FIELDS, batches(120), 120) == 120
+    assert said == [
+        "importing 120 rows into coll: 3 import jobs submitted",
+        "importing into coll: 100%, 3/3 jobs",
+    ]
     assert milvus.row_count("coll") == 120
     rows = milvus.state.collections["coll"].rows
     vector, scalars = rows[7]

@@ -67,8 +67,8 @@ class PlannedBuild:
 def build(ctx: StepContext, release: EmbeddingRelease, step: Step, obs: Observation) -> None:
     """Ask the preBuild webhooks, check the whole source, then create the collection
     and insert every row."""
-    webhooks.pre_build(ctx, release, obs, step.target)
     check_load(release, ctx.milvus, ctx.staging)  # bulkImport where it cannot run
+    webhooks.pre_build(ctx, release, obs, step.target)
     planned = plan_build(ctx, release, obs)
     planned.build.plan()  # reads and checks every input; Milvus untouched until here
     check_validation_inputs(release, ctx.data)  # golden and query sets, before hours of build
@@ -115,6 +115,7 @@ def bulk_import(ctx: StepContext, release: EmbeddingRelease, rows: int) -> BulkI
         ctx.staging,
         ctx.progress(release.track),
         lambda done, failed: ctx.telemetry.bulk_import(release.track, done, failed),
+        lambda message: ctx.reporter.event(Reason.BUILDING, message),
         ctx.settings.import_timeout,
         ctx.settings.poll_interval,
     )
