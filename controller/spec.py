@@ -268,7 +268,10 @@ class CollectionSpec(_Model):
 # least BULK_IMPORT_MIN_ROWS rows when it can, and inserts otherwise.
 LoadMode = Literal["insert", "bulkImport", "auto"]
 # Below this many rows an import's fixed costs (staging, job scheduling, a sealed segment
-# per job) outweigh what it saves over batched inserts (docs/benchmarks.md §12).
+# per job) outweigh anything it saves over batched inserts. Measured on a standalone
+# 2.3.5 server sharing 2 cores with the controller, import was slower than insert even
+# at 1M rows (docs/benchmarks.md §12), so ``auto`` imports only where a person configured
+# staging (``milvus.importStaging``): a cluster whose proxy and queue are the bottleneck.
 BULK_IMPORT_MIN_ROWS = 100_000
 
 
