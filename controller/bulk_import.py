@@ -103,7 +103,7 @@ class BulkImport:
         return staged
 
     def _follow(self, target: str, jobs: Sequence[int], rows: int) -> int:
-        """Poll every job until all completed; BuildIncomplete as soon as one failed."""
+        """Poll every job until all ended; BuildIncomplete when any failed."""
         deadline = time.monotonic() + self.timeout
         with self.progress(f"importing {target}", rows) as advance:
             shown, said = 0, 0
@@ -118,7 +118,10 @@ class BulkImport:
                     self.say(f"importing into {target}: {done:.0%}, {completed}/{len(jobs)} jobs")
                 advance(int(done * rows) - shown)
                 shown = int(done * rows)
-                if failed:
+                # A failed job ends the import only once no job of it can still write:
+                # on 2.3.5 a job left pending while its collection is dropped (the
+                # rebuild does) stayed Persisted and blocked every later import.
+                if failed and all(s.state in ("completed", "failed") for s in states):
                     raise BuildIncomplete(_failure(target, failed, len(states)))
                 if all(s.state == "completed" for s in states):
                     return sum(s.rows for s in states)
