@@ -28,6 +28,21 @@ class _Section(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
 
+class ImportStagingOptions(_Section):
+    """Where bulk imports (source.files.load) stage their Parquet files for Milvus."""
+
+    # Written by the controller: a folder Milvus can read too.
+    path: Path
+    # The same folder as Milvus names it in an import request; None: ``path`` made
+    # absolute (a server on the controller's disk, e.g. standalone with local storage).
+    remote_prefix: str | None = None
+    # Rows per staged file; Milvus runs one import job per file.
+    rows_per_file: Annotated[int, Field(ge=1)] = 250_000
+
+    def remote(self) -> str:
+        return self.remote_prefix or str(self.path.resolve())
+
+
 class MilvusOptions(_Section):
     # Connecting (the channel must be ready within it).
     timeout_seconds: Annotated[float, Field(gt=0)] = 60.0
@@ -35,12 +50,15 @@ class MilvusOptions(_Section):
     call_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 60.0
     retry_attempts: Annotated[int, Field(ge=1, le=50)] = 5
     retry_max_wait_seconds: Annotated[float, Field(gt=0)] = 30.0
+    # None: no bulk import (source.files.load auto inserts, bulkImport is refused).
+    import_staging: ImportStagingOptions | None = None
 
 
 class BuildOptions(_Section):
     batch_size: Annotated[int, Field(ge=1, le=100_000)] = 5000
     index_timeout_seconds: Annotated[float, Field(gt=0)] = 3600.0
     load_timeout_seconds: Annotated[float, Field(gt=0)] = 600.0
+    import_timeout_seconds: Annotated[float, Field(gt=0)] = 3600.0
 
 
 class EmbeddingCacheOptions(_Section):

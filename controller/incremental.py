@@ -29,6 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from controller.bulk_import import BulkImport
 from controller.embedding.content import HASH_LENGTH, content_hash, embedding_input
 from controller.errors import SourceError
 from controller.ports import (
@@ -63,6 +64,8 @@ class BuildPorts:
     batch_size: int
     embedder: Callable[[], EmbedderPort]  # made on first use: the model loads lazily
     cache: EmbeddingCachePort
+    # Files builds: the bulk import to use for this many checked rows; None inserts.
+    importer: Callable[[int], BulkImport | None] = lambda rows: None
 
 
 @dataclass
@@ -133,9 +136,10 @@ class FilesBuild:
     ports: BuildPorts
     source: VectorSource | None = None
     rows: int = 0  # rows the check pass counted
+    bulk: BulkImport | None = None  # chosen once the rows are counted
 
     def describe(self) -> str:
-        return f"inserting {self.rows} rows"
+        return f"{'importing' if self.bulk else 'inserting'} {self.rows} rows"
 
     def plan(self) -> None:
         """Check dimension, NaN/inf, zero vectors and duplicate ids of every row."""
@@ -156,24 +160,41 @@ class FilesBuild:
                 f"{source.describe()} holds no rows; refusing to release an empty collection"
             )
         self.source, self.rows = source, rows
+        self.bulk = self.ports.importer(rows)
 
     def load(self, target: str) -> BuildResult:
         assert self.source is not None, "plan() first"
-        ports, spec = self.ports, self.ports.release.spec.collection
-        loaded = 0
-        with ports.progress(f"loading {target}", self.rows) as advance:
-            for batch in self.source.batches(ports.batch_size):
-                check_batch(batch, spec.dimension, spec.metric, spec.fields)
-                ports.milvus.insert(target, batch)
-                loaded += len(batch.ids)
-                advance(len(batch.ids))
+        if self.bulk is not None:
+            loaded = self.bulk.load(
+                target, self.ports.release.spec.collection.fields, self._checked(), self.rows
+            )
+        else:
+            loaded = self._insert(target)
         if loaded != self.rows:
             raise SourceError(
                 f"{self.source.describe()} changed while loading: {self.rows} rows checked, "
                 f"{loaded} read"
             )
-        counts = {"source": "files", "rows": loaded}
-        return BuildResult(loaded, counts, f"loaded {loaded} rows into {target}")
+        how = "bulkImport" if self.bulk is not None else "insert"
+        counts = {"source": "files", "rows": loaded, "load": how}
+        return BuildResult(loaded, counts, f"loaded {loaded} rows into {target} ({how})")
+
+    def _checked(self) -> Iterator[VectorBatch]:
+        """The source again, every batch checked again (the files may have changed)."""
+        assert self.source is not None
+        spec = self.ports.release.spec.collection
+        for batch in self.source.batches(self.ports.batch_size):
+            check_batch(batch, spec.dimension, spec.metric, spec.fields)
+            yield batch
+
+    def _insert(self, target: str) -> int:
+        loaded = 0
+        with self.ports.progress(f"loading {target}", self.rows) as advance:
+            for batch in self._checked():
+                self.ports.milvus.insert(target, batch)
+                loaded += len(batch.ids)
+                advance(len(batch.ids))
+        return loaded
 
 
 # -- delta -------------------------------------------------------------------------

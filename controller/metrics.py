@@ -241,6 +241,14 @@ class PrometheusTelemetry:
         self.rows_per_second = gauge(
             "build_rows_per_second", "Mean throughput of the current build stage", [*r, "stage"]
         )
+        self.import_progress = gauge(
+            "bulk_import_progress_ratio",
+            "Progress of the running bulk import (0..1 over all its jobs)",
+            r,
+        )
+        self.import_failures = counter(
+            "bulk_import_failed_jobs", "Bulk import jobs Milvus reported failed", r
+        )
         self.step_duration = histogram(
             "step_duration_seconds", "Duration of engine steps", ["step"], STEP_BUCKETS
         )
@@ -383,6 +391,12 @@ class PrometheusTelemetry:
             t = self._track(track)
             self._count(t, self.cache_hits, t.key, hits)
             self._count(t, self.cache_misses, t.key, misses)
+
+    def bulk_import(self, track: str, fraction: float, failed_jobs: int) -> None:
+        with self._lock:
+            t = self._track(track)
+            self._set(t, self.import_progress, t.key, min(max(fraction, 0.0), 1.0))
+            self._count(t, self.import_failures, t.key, failed_jobs)
 
     def notification_failed(self, track: str, notification: str) -> None:
         """One notification given up on; ``notification`` is its spec name (bounded)."""

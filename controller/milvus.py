@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-from pymilvus import DataType, MilvusClient, MilvusException
+from pymilvus import BulkInsertState, DataType, MilvusClient, MilvusException
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from controller.config import Credentials, RetryPolicy
@@ -41,6 +41,7 @@ from controller.errors import (
     NotFound,
     SpecError,
 )
+from controller.ports import ImportJob, ImportState
 from controller.schema import Features, Schema, features_of
 from controller.sources.base import VectorBatch
 from controller.spec import FieldSpec, redact_uri
@@ -84,6 +85,16 @@ LITE_LOCK_FILE = "LOCK"
 QUERY_ITERATOR_MAX_BATCH = 16_384
 ID_FIELD = "id"
 VECTOR_FIELD = "vector"
+# GetImportState's states, as embrel names them (Persisted: rows written, segments not
+# yet handed over; only Completed rows are counted and searchable).
+_IMPORT_STATES: dict[int, ImportState] = {
+    BulkInsertState.ImportPending: "pending",
+    BulkInsertState.ImportStarted: "running",
+    BulkInsertState.ImportPersisted: "running",
+    BulkInsertState.ImportCompleted: "completed",
+    BulkInsertState.ImportFailed: "failed",
+    BulkInsertState.ImportFailedAndCleaned: "failed",
+}
 
 
 # A call that got no answer: grpc's own deadline, or a connection that never became
@@ -499,6 +510,53 @@ class MilvusGateway:
                 lambda: self._client.describe_index(name, index, timeout=self.call_timeout),
                 op="describe_index",
             )
+        )
+
+    # -- bulk import ---------------------------------------------------------
+
+    def supports_bulk_import(self) -> bool:
+        """Milvus Lite (a local database path) has no Import RPC; servers have."""
+        return "://" in self.uri and not self.uri.startswith("file://")
+
+    def bulk_import(self, name: str, files: Sequence[str]) -> list[int]:
+        """One import job per file (Milvus 2.3 takes one Parquet or JSON file per job).
+
+        Not retried: a job submitted twice would import its rows twice.
+        """
+        if not self.supports_bulk_import():
+            raise MilvusRejected(
+                f"bulk import into {name}: Milvus Lite ({redact_uri(self.uri)}) has no import"
+            )
+        # MilvusClient in pymilvus 3 has no call for 2.3's Import RPC (its bulk_import is
+        # the REST API of 2.4+); the ORM's utility.do_bulk_insert calls this same handler.
+        handler = self._client._get_connection()
+
+        def submit(file: str) -> int:
+            return int(
+                self._call(
+                    f"importing {file} into {name}",
+                    lambda: handler.do_bulk_insert(name, "", [file], timeout=self.policy.timeout),
+                    op="do_bulk_insert",
+                    retried=False,
+                )
+            )
+
+        return [submit(f) for f in files]
+
+    def import_job(self, job_id: int) -> ImportJob:
+        handler = self._client._get_connection()
+        st = self._call(
+            f"reading the state of import job {job_id}",
+            lambda: handler.get_bulk_insert_state(job_id, timeout=self.policy.timeout),
+            op="get_bulk_insert_state",
+        )
+        state = _IMPORT_STATES.get(st.state, "running")
+        return ImportJob(
+            job_id,
+            state,
+            int(st.progress or 0),
+            int(st.row_count or 0),
+            str(st.failed_reason or "") if state == "failed" else "",
         )
 
     # -- index and load ------------------------------------------------------

@@ -7,10 +7,10 @@ or a file reader itself.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -24,6 +24,7 @@ from controller.spec import (
     DocumentsSource,
     EmbedderSpec,
     EmbeddingRelease,
+    FieldSpec,
     FilesSource,
     LabelledTextsSpec,
     NotificationSpec,
@@ -31,6 +32,19 @@ from controller.spec import (
     WebhookSpec,
 )
 from controller.status import ReleaseStatus
+
+ImportState = Literal["pending", "running", "completed", "failed"]
+
+
+@dataclass(frozen=True)
+class ImportJob:
+    """One bulk import job (one staged file) as Milvus reports it."""
+
+    job_id: int
+    state: ImportState
+    percent: int  # 0-100, as the server estimates it
+    rows: int  # rows imported; known once the job persisted its data
+    reason: str = ""  # why it failed
 
 
 class MilvusPort(Protocol):
@@ -81,8 +95,25 @@ class MilvusPort(Protocol):
         self, name: str, batch_size: int, fields: Sequence[str] = (), vectors: bool = True
     ) -> Generator[VectorBatch, None, None]: ...  # every row, bounded batches, Strong, by id
     def collection_schema(self, name: str) -> Schema: ...
+    # Bulk import: whether this backend has it (Milvus Lite has not), then one job per
+    # staged file (paths as Milvus reads them), followed by id. MilvusRejected on Lite.
+    def supports_bulk_import(self) -> bool: ...
+    def bulk_import(self, name: str, files: Sequence[str]) -> list[int]: ...
+    def import_job(self, job_id: int) -> ImportJob: ...
     def fresh(self) -> MilvusPort: ...  # a new connection: how a new client sees Milvus
     def close(self) -> None: ...
+
+
+class ImportStagingPort(Protocol):
+    """Where a bulk import's files are written for Milvus to read (``controller.sources.
+    staging``): Parquet with the collection's field names, a bounded number of rows per
+    file. ``stage`` returns the paths as Milvus names them; ``remove`` deletes what was
+    staged for ``name`` (also what an interrupted run left)."""
+
+    def stage(
+        self, name: str, fields: Sequence[FieldSpec], batches: Iterable[VectorBatch]
+    ) -> list[str]: ...
+    def remove(self, name: str) -> None: ...
 
 
 class DataPort(Protocol):
@@ -210,6 +241,8 @@ class Telemetry(Protocol):
     ) -> None: ...  # kind: "promote" | "rollback" | "auto_rollback"
     def drift(self, track: str, values: Mapping[str, float]) -> None: ...
     def cache(self, track: str, hits: int, misses: int) -> None: ...
+    # A bulk import's progress, 0..1 over all its jobs; failed jobs counted as they end.
+    def bulk_import(self, track: str, fraction: float, failed_jobs: int) -> None: ...
     def notification_failed(self, track: str, notification: str) -> None: ...
     def flip_refused(self, track: str, reason: str) -> None: ...  # "fenced" | "alias_moved"
 
@@ -237,6 +270,9 @@ class NullTelemetry:
         pass
 
     def cache(self, track: str, hits: int, misses: int) -> None:
+        pass
+
+    def bulk_import(self, track: str, fraction: float, failed_jobs: int) -> None:
         pass
 
     def notification_failed(self, track: str, notification: str) -> None:

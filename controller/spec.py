@@ -354,6 +354,19 @@ class CollectionSpec(_Model):
         return next((f for f in self.fields if f.partition_key), None)
 
 
+# How a files build writes its rows: ``insert`` batches through the proxy; ``bulkImport``
+# stages Parquet files where Milvus reads them and runs import jobs (Milvus servers only,
+# with ``milvus.importStaging`` in the controller config); ``auto`` imports sources of at
+# least BULK_IMPORT_MIN_ROWS rows when it can, and inserts otherwise.
+LoadMode = Literal["insert", "bulkImport", "auto"]
+# Below this many rows an import's fixed costs (staging, job scheduling, a sealed segment
+# per job) outweigh anything it saves over batched inserts. Measured on a standalone
+# 2.3.5 server sharing 2 cores with the controller, import was slower than insert even
+# at 1M rows (docs/benchmarks.md §13), so ``auto`` imports only where a person configured
+# staging (``milvus.importStaging``): a cluster whose proxy and queue are the bottleneck.
+BULK_IMPORT_MIN_ROWS = 100_000
+
+
 class FilesSource(_Model):
     """Vectors in Parquet, .npy or JSON Lines files; ``uri`` may be a glob or a folder (a
     hive-partitioned Parquet dataset), local or in object storage (``s3://``, ``gs://``,
@@ -362,6 +375,7 @@ class FilesSource(_Model):
     uri: Annotated[str, Field(min_length=1)]
     id_field: str = "id"
     vector_field: str = "vector"
+    load: LoadMode = "auto"
 
 
 class DeltaUpserts(_Model):
@@ -992,6 +1006,16 @@ class ReleaseSpec(_Model):
     ) = None
 
     @model_validator(mode="after")
+    def _lite_cannot_import(self) -> ReleaseSpec:
+        files = self.source.files
+        if files is not None and files.load == "bulkImport" and self.milvus.is_lite:
+            raise ValueError(
+                f"source.files.load is bulkImport, but spec.milvus.uri {excerpt(self.milvus.uri)} "
+                "is Milvus Lite, which has no bulk import; use load: insert or auto"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _documents_need_an_embedder(self) -> ReleaseSpec:
         if self.source.documents is not None and self.embedder is None:
             raise ValueError("source.documents needs spec.embedder (how to embed the texts)")
@@ -1063,8 +1087,9 @@ class EmbeddingRelease(_Model):
     def spec_hash(self) -> str:
         """Identity of this revision: any change to what the spec builds or validates
         makes a new one; operating fields (``OPERATING_FIELDS``) do not."""
+        excluded: dict[str, Any] = dict.fromkeys(OPERATING_FIELDS, True)
         return _digest(
-            self.spec.model_dump(mode="json", by_alias=True, exclude=set(OPERATING_FIELDS))
+            self.spec.model_dump(mode="json", by_alias=True, exclude=excluded | _HOW_LOADED)
         )
 
     def validation_hash(self) -> str:
@@ -1109,7 +1134,7 @@ class EmbeddingRelease(_Model):
         """
         if self._source_identity is None:
             return self.legacy_build_hash(base)
-        source = self.spec.source.model_dump(mode="json", by_alias=True)
+        source = _source_content(self.spec.source)
         return _digest(
             self._content(base)
             | {"source": _without_uris(source)}
@@ -1126,7 +1151,7 @@ class EmbeddingRelease(_Model):
             "version": s.version,
             "model": s.model.model_dump(mode="json"),
             "collection": s.collection.model_dump(mode="json", by_alias=True),
-            "source": s.source.model_dump(mode="json", by_alias=True),
+            "source": _source_content(s.source),
         }
         if s.source.documents is not None and s.embedder is not None:
             content["embedder"] = s.embedder.model_dump(
@@ -1135,6 +1160,15 @@ class EmbeddingRelease(_Model):
         if base:
             content["base"] = base
         return content
+
+
+# How a files build writes its rows is not what the collection holds: changing it keeps
+# the build and spec hashes, so an existing candidate is reused either way.
+_HOW_LOADED: dict[str, Any] = {"source": {"files": {"load"}}}
+
+
+def _source_content(source: SourceSpec) -> dict[str, Any]:
+    return source.model_dump(mode="json", by_alias=True, exclude=_HOW_LOADED["source"])
 
 
 def _without_uris(source: Any) -> Any:

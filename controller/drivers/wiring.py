@@ -37,6 +37,7 @@ from controller.prometheus import PrometheusQuery
 from controller.secrets import SecretSource, env_secrets
 from controller.sources import LocalFiles
 from controller.sources.location import StorageSettings
+from controller.sources.staging import ParquetStaging
 from controller.spec import EmbedderSpec, MilvusRef
 from controller.status import Phase, ReleaseStatus, with_phase
 from controller.webhooks import Notifier, WebhookClient
@@ -68,7 +69,16 @@ def engine_settings(config: ControllerConfig) -> Settings:
         batch_size=build.batch_size,
         index_timeout=build.index_timeout_seconds,
         load_timeout=build.load_timeout_seconds,
+        import_timeout=build.import_timeout_seconds,
     )
+
+
+def import_staging(config: ControllerConfig) -> ParquetStaging | None:
+    """Where bulk imports stage their files; None when ``milvus.importStaging`` is unset."""
+    opts = config.milvus.import_staging
+    if opts is None:
+        return None
+    return ParquetStaging(opts.path, opts.remote(), opts.rows_per_file)
 
 
 def retry_policy(config: ControllerConfig) -> RetryPolicy:
@@ -161,6 +171,7 @@ class EngineFactory:
             notifier=self.notifier,
             metric_query=self.prometheus,
             fence=fence,
+            staging=import_staging(self.config),
         )
 
     def observer(self, milvus: MilvusPort, base_dir: Path, reporter: Reporter) -> Engine:

@@ -91,6 +91,7 @@ from controller.ports import (
     EmbedderFactory,
     EmbeddingCachePort,
     Fence,
+    ImportStagingPort,
     MetricQueryPort,
     MilvusPort,
     NotifierPort,
@@ -155,6 +156,7 @@ class Engine:
         notifier: NotifierPort | None = None,
         metric_query: MetricQueryPort | None = None,
         fence: Fence | None = None,
+        staging: ImportStagingPort | None = None,
     ) -> None:
         # Told the status of every step decided, before it runs: the Kubernetes driver
         # writes it, so a long pass shows Building -> Indexing -> Validating as it goes.
@@ -174,6 +176,7 @@ class Engine:
             notifier=notifier,
             metric_query=metric_query,
             fence=fence or Unfenced(),
+            staging=staging,
         )
 
     @property

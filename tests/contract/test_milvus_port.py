@@ -20,9 +20,10 @@ import pytest
 
 from controller.errors import MilvusRejected, MilvusUnavailable, NotFound
 from controller.milvus import MilvusGateway, RetryPolicy
-from controller.ports import MilvusPort
+from controller.ports import ImportJob, MilvusPort
 from controller.schema import Schema
 from controller.sources.base import VectorBatch
+from controller.sources.staging import ParquetStaging
 from controller.spec import FieldSpec
 from tests.support.fake_milvus import FakeMilvus
 from tests.support.milvus_server import MilvusServer, drop_alias_collections
@@ -195,6 +196,72 @@ def test_insert_counts_after_a_flush(subject: Subject) -> None:
     assert port.row_count(name, flush=False) <= ROWS  # unflushed rows may not count yet
     assert port.row_count(name, flush=True) == ROWS
     assert port.row_count(name, flush=False) == ROWS  # sealed now
+
+
+# -- bulk import ---------------------------------------------------------------------
+
+
+def finished(port: MilvusPort, jobs: list[int], timeout: float = 120) -> list[ImportJob]:
+    """Every job's state once none is pending or running."""
+    deadline = time.monotonic() + timeout
+    while True:
+        states = [port.import_job(j) for j in jobs]
+        if all(s.state in ("completed", "failed") for s in states):
+            return states
+        assert all(0 <= s.percent <= 100 for s in states)
+        assert time.monotonic() < deadline, f"import jobs stuck: {states}"
+        time.sleep(0.5)
+
+
+def staged(tmp_path: Path, name: str, rows_per_file: int, vecs: np.ndarray) -> list[str]:
+    """ROWS rows staged as Parquet, where a server on this machine reads them."""
+    staging = ParquetStaging(tmp_path, str(tmp_path.resolve()), rows_per_file)
+    return staging.stage(name, FIELDS, [batch(np.arange(ROWS), vecs)])
+
+
+def test_bulk_import_of_staged_parquet(subject: Subject, tmp_path: Path) -> None:
+    port, name = subject.port, subject.name("imported")
+    port.create_collection(name, DIM, FIELDS, {})
+    vecs = vectors(8)
+    files = staged(tmp_path, name, 100, vecs)
+    if subject.kind == "lite":  # Milvus Lite has no Import RPC: refused, nothing written
+        assert not port.supports_bulk_import()
+        with pytest.raises(MilvusRejected, match="Milvus Lite"):
+            port.bulk_import(name, files)
+        assert port.row_count(name) == 0
+        return
+    assert port.supports_bulk_import()
+    jobs = port.bulk_import(name, files)
+    assert len(jobs) == len(files) == 3  # one job per file
+    states = finished(port, jobs)
+    assert [(s.state, s.percent, s.reason) for s in states] == [("completed", 100, "")] * 3
+    assert sum(s.rows for s in states) == ROWS
+    assert port.row_count(name) == ROWS
+    port.ensure_index(name, "FLAT", "L2", {})
+    wait_indexed(port, name, ROWS)
+    port.load(name)
+    got = port.vectors_by_id(name, [0, 150, ROWS - 1])
+    assert all(np.allclose(got[i], vecs[i]) for i in (0, 150, ROWS - 1))
+    scalars = {
+        int(i): (t, n)
+        for page in port.iterate_rows(name, 100, fields=["title", "n"], vectors=False)
+        for i, t, n in zip(page.ids, page.fields["title"], page.fields["n"], strict=True)
+    }
+    assert len(scalars) == ROWS and scalars[150] == ("t150", 1500)
+
+
+def test_a_corrupt_file_fails_its_job_and_only_its_job(subject: Subject, tmp_path: Path) -> None:
+    if subject.kind == "lite":
+        pytest.skip("Milvus Lite has no import (test_bulk_import_of_staged_parquet)")
+    port, name = subject.port, subject.name("corrupt")
+    port.create_collection(name, DIM, FIELDS, {})
+    files = staged(tmp_path, name, 100, vectors(9))
+    middle = Path(files[1])
+    middle.write_bytes(middle.read_bytes()[:100])  # truncated: not a Parquet file anymore
+    states = finished(port, port.bulk_import(name, files))
+    assert [s.state for s in states] == ["completed", "failed", "completed"]
+    assert states[1].reason  # Milvus says why
+    assert port.row_count(name) == ROWS - 100  # the good files' rows: a partial import
 
 
 # -- index and load ------------------------------------------------------------------

@@ -18,10 +18,16 @@ Index builds finish at once. Injectable faults, shared by every connection:
   raise MilvusUnavailable, as the gateway does once its retries are spent;
 * ``before(operation, action)``: ``action`` runs once, right before the next call of a
   port operation (another writer acting at that moment, e.g. moving an alias).
+
+Bulk import reads the staged Parquet files when a job is submitted, like the server:
+a file it cannot read fails its job (with pyarrow's reason) while the others import.
+A job reports ``running`` at 50% on its first poll and ``completed`` on the next.
+``FakeState(bulk_import=False)`` refuses imports as the gateway does on Milvus Lite.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
@@ -31,7 +37,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from controller.errors import EmbrelError, MilvusRejected, MilvusUnavailable, NotFound
-from controller.ports import MilvusPort
+from controller.ports import ImportJob, MilvusPort
 from controller.schema import Features, Schema
 from controller.sources.base import VectorBatch
 from controller.spec import FieldSpec
@@ -61,6 +67,8 @@ _METRIC_OP = {
     "vectors_by_id": "get",
     "sample_ids": "query_iterator",
     "iterate_rows": "query_iterator",
+    "bulk_import": "do_bulk_insert",
+    "import_job": "get_bulk_insert_state",
 }
 
 
@@ -108,10 +116,16 @@ class FakeState:
     """
 
     def __init__(
-        self, flips_a_second_apart: bool = False, features: Features | None = None
+        self,
+        flips_a_second_apart: bool = False,
+        features: Features | None = None,
+        bulk_import: bool = True,
     ) -> None:
         self.flips_a_second_apart = flips_a_second_apart
         self.features = features or Features("the in-memory fake Milvus")
+        self.bulk_import = bulk_import
+        self.import_jobs: dict[int, ImportJob] = {}
+        self.import_polls: dict[int, int] = {}
         self.last_flip = 0
         self.lock = threading.RLock()
         self.collections: dict[str, _Collection] = {}
@@ -354,6 +368,44 @@ class FakeMilvus:
     def collection_schema(self, name: str) -> Schema:
         return self._call("collection_schema", lambda: self._get(name).schema)
 
+    # -- bulk import ---------------------------------------------------------
+
+    def supports_bulk_import(self) -> bool:
+        return self.state.bulk_import
+
+    def bulk_import(self, name: str, files: Sequence[str]) -> list[int]:
+        def submit() -> list[int]:
+            if not self.state.bulk_import:
+                raise MilvusRejected(f"bulk import into {name}: Milvus Lite has no import")
+            self._get(name)
+            return [self._import_file(name, f) for f in files]
+
+        return self._call("bulk_import", submit)
+
+    def _import_file(self, name: str, path: str) -> int:
+        job_id = len(self.state.import_jobs) + 1
+        try:
+            batch = _read_staged(path, self._get(name))
+        except Exception as exc:  # what pyarrow says of a file it cannot read
+            job = ImportJob(job_id, "failed", 0, 0, f"{path}: {exc}")
+        else:
+            self._insert(name, batch)
+            job = ImportJob(job_id, "completed", 100, len(batch))
+        self.state.import_jobs[job_id] = job
+        return job_id
+
+    def import_job(self, job_id: int) -> ImportJob:
+        def poll() -> ImportJob:
+            job = self.state.import_jobs.get(job_id)
+            if job is None:
+                raise NotFound(f"import job {job_id} not found")
+            polls = self.state.import_polls[job_id] = self.state.import_polls.get(job_id, 0) + 1
+            if job.state == "completed" and polls == 1:
+                return ImportJob(job_id, "running", 50, 0)
+            return job
+
+        return self._call("import_job", poll)
+
     # -- index and load ------------------------------------------------------
 
     def ensure_index(
@@ -487,6 +539,22 @@ class FakeMilvus:
 
     def close(self) -> None:
         self.closed = True
+
+
+def _read_staged(path: str, c: _Collection) -> VectorBatch:
+    """A staged Parquet file as Milvus 2.3 reads one: columns named like the fields."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    ids = table.column("id").to_numpy().astype(np.int64)
+    vectors = np.asarray(table.column("vector").to_pylist(), dtype=np.float32)
+    if vectors.shape[1:] != (c.dimension,):
+        raise ValueError(f"vector dimension {vectors.shape[1:]} != {c.dimension}")
+    fields = {f.name: table.column(f.name).to_pylist() for f in c.fields}
+    for f in c.fields:
+        if f.type == "JSON":  # staged as its text, which Milvus parses
+            fields[f.name] = [json.loads(v) for v in fields[f.name]]
+    return VectorBatch(ids, vectors.reshape(len(ids), c.dimension), fields, path, 0)
 
 
 _: MilvusPort = FakeMilvus()  # mypy checks that the fake implements the whole port

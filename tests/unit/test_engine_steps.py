@@ -338,10 +338,10 @@ def test_a_files_build_ends_complete_with_its_counts() -> None:
     events = run_build(milvus)
     props = milvus.props["products__v2"]
     assert props[P_SOURCE_ROWS] == "12"
-    assert json.loads(props[P_BUILD]) == {"source": "files", "rows": 12}
+    assert json.loads(props[P_BUILD]) == {"source": "files", "rows": 12, "load": "insert"}
     assert events.seen == [
         "created products__v2; inserting 12 rows",
-        "loaded 12 rows into products__v2",
+        "loaded 12 rows into products__v2 (insert)",
     ]
 
 

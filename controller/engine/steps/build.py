@@ -15,6 +15,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from controller.bulk_import import BulkImport, check_load, wants_import
 from controller.embedding.descriptor import descriptor_json, encoder_descriptor
 from controller.engine.decide import base_identity, delta_base
 from controller.engine.state import (
@@ -68,6 +69,7 @@ class PlannedBuild:
 def build(ctx: StepContext, release: EmbeddingRelease, step: Step, obs: Observation) -> None:
     """Ask the preBuild webhooks, check the whole source, then create the collection
     and insert every row."""
+    check_load(release, ctx.milvus, ctx.staging)  # bulkImport where it cannot run
     webhooks.pre_build(ctx, release, obs, step.target)
     planned = plan_build(ctx, release, obs)
     planned.build.plan()  # reads and checks every input; Milvus untouched until here
@@ -93,6 +95,7 @@ def plan_build(ctx: StepContext, release: EmbeddingRelease, obs: Observation) ->
         ctx.settings.batch_size,
         lambda: embedder(ctx, release),
         ctx.cache,
+        lambda rows: bulk_import(ctx, release, rows),
     )
     source = release.spec.source
     if source.files is not None:
@@ -104,6 +107,21 @@ def plan_build(ctx: StepContext, release: EmbeddingRelease, obs: Observation) ->
         return PlannedBuild(DeltaBuild(ports, base.name), props)
     documents = DocumentsBuild(ports, documents_base(ports, obs.alias_target))
     return PlannedBuild(documents, {P_BASE: documents.base or UNSET}, [HASH_FIELD])
+
+
+def bulk_import(ctx: StepContext, release: EmbeddingRelease, rows: int) -> BulkImport | None:
+    """The bulk import a files build of ``rows`` rows uses (``source.files.load``)."""
+    if ctx.staging is None or not wants_import(release, ctx.milvus, ctx.staging, rows):
+        return None
+    return BulkImport(
+        ctx.milvus,
+        ctx.staging,
+        ctx.progress(release.track),
+        lambda done, failed: ctx.telemetry.bulk_import(release.track, done, failed),
+        lambda message: ctx.reporter.event(Reason.BUILDING, message),
+        ctx.settings.import_timeout,
+        ctx.settings.poll_interval,
+    )
 
 
 def _finish(ctx: StepContext, release: EmbeddingRelease, target: str, result: BuildResult) -> None:

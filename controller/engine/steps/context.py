@@ -15,6 +15,7 @@ from controller.ports import (
     EmbedderFactory,
     EmbeddingCachePort,
     Fence,
+    ImportStagingPort,
     MetricQueryPort,
     MilvusPort,
     NotifierPort,
@@ -35,6 +36,7 @@ class Settings:
     batch_size: int = 5000
     index_timeout: float = 3600.0
     load_timeout: float = 600.0
+    import_timeout: float = 3600.0  # a bulk import, all its jobs
     poll_interval: float = 0.5
     # Verified flip: probe through the alias this long before re-issuing alter_alias,
     # at most this many times, then the release is Degraded.
@@ -65,6 +67,7 @@ class StepContext:
     sleep: Callable[[float], None] = time.sleep  # between analysis measurements
     # Asked right before every alter_alias: may this controller act (leadership)?
     fence: Fence = field(default_factory=Unfenced)
+    staging: ImportStagingPort | None = None  # milvus.importStaging: bulk imports
 
     def progress(self, track: str) -> Progress:
         """The reporter's progress bar, mirrored into telemetry (build progress gauges)."""

@@ -1,0 +1,169 @@
+"""Bulk import against insert: `embrel apply` from Parquet to a live, indexed collection.
+
+Runs the real CLI as a subprocess against the real Milvus 2.3.5 server, once with
+``source.files.load: insert`` and once with ``bulkImport`` (staging under the run's
+temporary folder, which the standalone server reads from the same disk), on the same
+``--rows`` x ``--dim`` source; then bulk import again at a tenth of the rows, to show
+whether the controller's memory grows with the corpus. Each run reports the wall time
+of the whole apply (check pass, load, index, load into memory, validation, flip: a
+searchable, indexed collection behind the alias), the load phase alone (from the
+collection's creation to the "loaded N rows" event: inserts and flush, or staging and
+the import jobs) and the controller's peak RSS (VmHWM).
+
+    python -m benchmarks.bulk_import --backend server [--rows 1000000] [--dim 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from benchmarks.build_memory import INDEX, MB, Run, import_floor, run_measured
+from benchmarks.support import (
+    Backend,
+    fresh_alias,
+    machine,
+    open_backend,
+    release_doc,
+    table,
+    write_vectors,
+    write_yaml,
+)
+
+BATCH = 5000
+ROWS_PER_FILE = 250_000
+# The engine's event lines around the load (controller.engine.steps.build).
+LOAD_PHASE = ("created ", "loaded ")
+
+
+def apply_once(backend: Backend, source: Path, rows: int, dim: int, load: str, work: Path) -> Run:
+    """`embrel apply` of ``source`` with ``load``; the collection is dropped afterwards."""
+    alias = fresh_alias("bi")
+    folder = work / alias
+    stage = folder / "stage"
+    config = write_yaml(
+        folder / "config.yaml",
+        {
+            "stateDir": str(folder / "state"),
+            "build": {"batchSize": BATCH},
+            "milvus": {"importStaging": {"path": str(stage), "rowsPerFile": ROWS_PER_FILE}},
+        },
+    )
+    uri = backend.uri(alias)
+    doc = release_doc(
+        name="bulk", alias=alias, version="v1", uri=uri, source=source, dim=dim, index=INDEX
+    )
+    doc["spec"]["source"]["files"]["load"] = load
+    spec = write_yaml(folder / "release.yaml", doc)
+    argv = [sys.executable, "-m", "controller.cli", "--config", str(config), "apply", "-f"]
+    try:
+        run = run_measured([*argv, str(spec)], Run(f"{load} {rows:,}", rows, rows * dim * 4))
+    finally:
+        backend.discard(uri, alias)
+    if run.returncode != 0:
+        log = "\n".join(line for _, line in run.output[-30:])
+        raise RuntimeError(f"embrel apply ({load}) exited {run.returncode}:\n{log}")
+    if stage.exists() and any(stage.iterdir()):
+        raise RuntimeError(f"staged files left behind in {stage}")
+    return run
+
+
+def load_seconds(r: Run) -> float:
+    begin = next((t for t, line in r.output if LOAD_PHASE[0] in line), None)
+    end = next((t for t, line in r.output if LOAD_PHASE[1] in line), None)
+    return end - begin if begin is not None and end is not None else float("nan")
+
+
+def report(floor: Run, runs: Sequence[Run]) -> str:
+    rows = [
+        [
+            r.label,
+            f"{r.wall:.1f}",
+            f"{r.rows / r.wall:,.0f}",
+            f"{load_seconds(r):.1f}",
+            f"{r.rows / load_seconds(r):,.0f}",
+            f"{r.peak_rss / MB:,.0f}",
+            f"{(r.peak_rss - floor.peak_rss) / MB:,.0f}",
+        ]
+        for r in runs
+    ]
+    out = table(
+        [
+            "run",
+            "apply wall s",
+            "rows/s end to end",
+            "load phase s",
+            "rows/s load phase",
+            "peak RSS MB",
+            "above floor MB",
+        ],
+        rows,
+    )
+    insert, bulk = runs[0], runs[1]
+    out += (
+        f"\n\nEnd to end, bulk import is {insert.wall / bulk.wall:.2f}x insert's rows/s; "
+        f"the load phase alone {load_seconds(insert) / load_seconds(bulk):.2f}x."
+        f"\nImport floor (`embrel --help`): peak RSS {floor.peak_rss / MB:,.0f} MB."
+    )
+    if len(runs) > 2:
+        small = runs[2]
+        growth = (bulk.peak_rss - floor.peak_rss) / max(small.peak_rss - floor.peak_rss, 1)
+        out += (
+            f"\nBulk import RSS above the floor, {bulk.rows:,} vs {small.rows:,} rows: "
+            f"x{growth:.2f}."
+        )
+    return out
+
+
+def run(rows: int, dim: int, small_rows: int) -> list[Run]:
+    print(
+        f"bulk import vs insert: `embrel apply` of {rows:,} x {dim}-dim rows from Parquet, "
+        f"{ROWS_PER_FILE:,} rows per staged file, on {machine()}",
+        flush=True,
+    )
+    floor = import_floor()
+    runs: list[Run] = []
+    with (
+        tempfile.TemporaryDirectory(prefix="embrel-bench-bulk-") as tmp,
+        open_backend("server") as backend,
+    ):
+        work = Path(tmp)
+        source = write_vectors(work / "vectors.parquet", rows, dim)
+        for load in ("insert", "bulkImport"):
+            runs.append(apply_once(backend, source, rows, dim, load, work))
+            print(f"  {runs[-1].label}: {runs[-1].wall:.1f} s", flush=True)
+        source.unlink()
+        if small_rows:
+            small = write_vectors(work / "small.parquet", small_rows, dim)
+            runs.append(apply_once(backend, small, small_rows, dim, "bulkImport", work))
+            print(f"  {runs[-1].label}: {runs[-1].wall:.1f} s", flush=True)
+    for r in runs:
+        start = r.output[0][0] if r.output else 0.0
+        print(f"\n  {r.label}:")
+        print("\n".join(f"    {t - start:6.1f} s  {line.strip()}" for t, line in r.output))
+    print("\n" + report(floor, runs), flush=True)
+    return runs
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--backend", choices=["server"], default="server")
+    p.add_argument("--rows", type=int, default=1_000_000)
+    p.add_argument("--dim", type=int, default=128)
+    p.add_argument(
+        "--small-rows", type=int, default=100_000, help="a bulk import this size too (0: none)"
+    )
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    run(args.rows, args.dim, args.small_rows)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
