@@ -535,7 +535,7 @@ class MilvusGateway:
             return int(
                 self._call(
                     f"importing {file} into {name}",
-                    lambda: handler.do_bulk_insert(name, "", [file], timeout=self.policy.timeout),
+                    lambda: handler.do_bulk_insert(name, "", [file], timeout=self.call_timeout),
                     op="do_bulk_insert",
                     retried=False,
                 )
@@ -547,7 +547,7 @@ class MilvusGateway:
         handler = self._client._get_connection()
         st = self._call(
             f"reading the state of import job {job_id}",
-            lambda: handler.get_bulk_insert_state(job_id, timeout=self.policy.timeout),
+            lambda: handler.get_bulk_insert_state(job_id, timeout=self.call_timeout),
             op="get_bulk_insert_state",
         )
         state = _IMPORT_STATES.get(st.state, "running")

@@ -221,7 +221,7 @@ def staged(tmp_path: Path, name: str, rows_per_file: int, vecs: np.ndarray) -> l
 
 def test_bulk_import_of_staged_parquet(subject: Subject, tmp_path: Path) -> None:
     port, name = subject.port, subject.name("imported")
-    port.create_collection(name, DIM, FIELDS, {})
+    port.create_collection(name, SCHEMA, {})
     vecs = vectors(8)
     files = staged(tmp_path, name, 100, vecs)
     if subject.kind == "lite":  # Milvus Lite has no Import RPC: refused, nothing written
@@ -254,7 +254,7 @@ def test_a_corrupt_file_fails_its_job_and_only_its_job(subject: Subject, tmp_pat
     if subject.kind == "lite":
         pytest.skip("Milvus Lite has no import (test_bulk_import_of_staged_parquet)")
     port, name = subject.port, subject.name("corrupt")
-    port.create_collection(name, DIM, FIELDS, {})
+    port.create_collection(name, SCHEMA, {})
     files = staged(tmp_path, name, 100, vectors(9))
     middle = Path(files[1])
     middle.write_bytes(middle.read_bytes()[:100])  # truncated: not a Parquet file anymore

@@ -18,6 +18,7 @@ import yaml
 
 from controller.bulk_import import BulkImport, check_load, wants_import
 from controller.errors import BuildIncomplete, SpecError
+from controller.schema import Schema
 from controller.sources.base import VectorBatch
 from controller.sources.staging import ParquetStaging
 from controller.spec import BULK_IMPORT_MIN_ROWS, FieldSpec, parse_release
@@ -105,7 +106,7 @@ def test_staging_writes_parts_named_for_milvus_and_removes_them(tmp_path: Path) 
 
 def test_a_bulk_import_fills_the_collection_and_leaves_nothing_staged(tmp_path: Path) -> None:
     milvus, report = FakeMilvus(), Recorded()
-    milvus.create_collection("coll", DIM, FIELDS, {})
+    milvus.create_collection("coll", Schema(DIM, tuple(FIELDS)), {})
     stage = tmp_path / "stage"
     staging = ParquetStaging(stage, str(stage), rows_per_file=50)
     said: list[str] = []
@@ -136,7 +137,7 @@ class CorruptingStaging(ParquetStaging):
 
 def test_a_failed_job_is_incomplete_and_cleans_up(tmp_path: Path) -> None:
     milvus, report = FakeMilvus(), Recorded()
-    milvus.create_collection("coll", DIM, FIELDS, {})
+    milvus.create_collection("coll", Schema(DIM, tuple(FIELDS)), {})
     stage = tmp_path / "stage"
     staging = CorruptingStaging(stage, str(stage), rows_per_file=50)
     with pytest.raises(BuildIncomplete, match=r"failed: 1 of 3 jobs .*rebuilt"):

@@ -26,7 +26,7 @@ from tests.support.tcp_proxy import FaultProxy
 
 REPO = Path(__file__).resolve().parents[2]
 # Client methods that build objects locally and never reach the server.
-_LOCAL = {"close", "prepare_index_params", "create_schema"}
+_LOCAL = {"close", "prepare_index_params", "create_schema", "_get_connection"}  # no RPC
 SLACK = 0.6  # scheduling on 2 shared cores, the proxy's 20 ms tick
 
 
