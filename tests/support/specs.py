@@ -11,7 +11,9 @@ from controller.errors import SpecError
 from controller.spec import release_from_dict
 
 
-def minimal_release(name: str = "products", **spec: Any) -> dict[str, Any]:
+def minimal_release(
+    name: str = "products", namespace: str | None = None, **spec: Any
+) -> dict[str, Any]:
     """The smallest valid EmbeddingRelease as a dict, ``spec`` keys replaced or added."""
     body: dict[str, Any] = {
         "alias": "products",
@@ -24,7 +26,7 @@ def minimal_release(name: str = "products", **spec: Any) -> dict[str, Any]:
     return {
         "apiVersion": "embrel.dev/v1alpha1",
         "kind": "EmbeddingRelease",
-        "metadata": {"name": name},
+        "metadata": {"name": name} | ({"namespace": namespace} if namespace else {}),
         "spec": body | spec,
     }
 

@@ -23,6 +23,7 @@ from controller.sources.base import VectorBatch
 from controller.sources.staging import ParquetStaging
 from controller.spec import BULK_IMPORT_MIN_ROWS, FieldSpec, parse_release
 from tests.support.fake_milvus import FakeMilvus, FakeState
+from tests.support.specs import minimal_release
 
 DIM = 4
 FIELDS = [
@@ -48,19 +49,12 @@ def batches(rows: int, size: int = 40) -> list[VectorBatch]:
 
 
 def release(load: str, uri: str = "http://milvus:19530") -> Any:
-    doc = {
-        "apiVersion": "embrel.dev/v1alpha1",
-        "kind": "EmbeddingRelease",
-        "metadata": {"name": "products", "namespace": "search"},
-        "spec": {
-            "alias": "products",
-            "version": "v1",
-            "model": {"name": "m"},
-            "milvus": {"uri": uri},
-            "collection": {"dimension": DIM},
-            "source": {"files": {"uri": "data.parquet", "load": load}},
-        },
-    }
+    doc = minimal_release(
+        namespace="search",
+        milvus={"uri": uri},
+        collection={"dimension": DIM},
+        source={"files": {"uri": "data.parquet", "load": load}},
+    )
     return parse_release(yaml.safe_dump(doc))
 
 

@@ -23,6 +23,7 @@ from controller.sources.base import VectorBatch
 from controller.sources.location import StorageSettings, read_ahead
 from controller.spec import DocumentsSource, FilesSource, SourceSpec, release_from_dict
 from tests.support.s3_server import S3Bucket, free_port
+from tests.support.specs import minimal_release
 
 
 def parquet_bytes(tmp_path: Path, first_id: int, n: int = 3, dim: int = 4, **extra: list) -> Path:
@@ -177,20 +178,15 @@ def test_source_identity_follows_the_objects_without_reading_them(
 def test_a_storage_secret_ref_wins_over_the_environment(tmp_path: Path) -> None:
     """spec.storage.secretRef: the Secret's keys over the environment (Kubernetes driver);
     the local driver, which reads no Secrets, uses the environment."""
-    doc = {
-        "apiVersion": "embrel.dev/v1alpha1",
-        "kind": "EmbeddingRelease",
-        "metadata": {"name": "p", "namespace": "shop"},
-        "spec": {
-            "alias": "p",
-            "version": "v1",
-            "model": {"name": "m"},
-            "milvus": {"uri": "./m.db"},
-            "collection": {"dimension": 4},
-            "source": {"files": {"uri": "s3://b/*.parquet"}},
-            "storage": {"secretRef": "s3-reader"},
-        },
-    }
+    doc = minimal_release(
+        "p",
+        namespace="shop",
+        alias="p",
+        milvus={"uri": "./m.db"},
+        collection={"dimension": 4},
+        source={"files": {"uri": "s3://b/*.parquet"}},
+        storage={"secretRef": "s3-reader"},
+    )
     release = release_from_dict(doc)
     asked: list[tuple[str, str, str]] = []
 
