@@ -290,6 +290,11 @@ def status_schema() -> dict[str, Any]:
         build=obj("How the candidate was built."),
         cutover=obj("The last alias flip."),
         drift=obj("The live collection against its reference taken at promotion."),
+        unavailableSince={
+            "description": "When Milvus stopped answering; set only while it does not.",
+            "type": "string",
+            "format": "date-time",
+        },
     )
 
 

@@ -125,6 +125,8 @@ class ReleaseStatus:
     cutover: dict[str, Any] | None = None
     # The live collection against its reference taken at promotion.
     drift: dict[str, Any] | None = None
+    # When Milvus stopped answering, while it does not (kept across passes).
+    unavailable_since: str | None = None
 
     def condition(self, type_: str) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_), None)
@@ -150,6 +152,7 @@ class ReleaseStatus:
             build=d.get("build"),
             cutover=d.get("cutover"),
             drift=d.get("drift"),
+            unavailable_since=d.get("unavailable_since"),
         )
 
 
@@ -186,6 +189,22 @@ def with_phase(
         phase, reason, message, status.observed_generation, now, status.conditions
     )
     return replace(status, phase=phase, message=message, conditions=conds)
+
+
+def temporarily_failed(
+    status: ReleaseStatus, reason: str, message: str, now: str, unavailable_since: str | None
+) -> ReleaseStatus:
+    """A pass stopped by an error worth retrying: the phase stays. While Milvus does not
+    answer, the message says since when (``unavailable_since``, from the previous status,
+    so that it survives every failed pass until one gets through)."""
+    if reason != Reason.MILVUS_UNAVAILABLE:
+        status = with_phase(status, status.phase, reason, message, now)
+        return replace(status, unavailable_since=None)
+    since = unavailable_since or now
+    status = with_phase(
+        status, status.phase, reason, f"waiting for Milvus since {since}: {message}", now
+    )
+    return replace(status, unavailable_since=since)
 
 
 def _camel(value: Any) -> Any:

@@ -39,7 +39,7 @@ from controller.sources import LocalFiles
 from controller.sources.location import StorageSettings
 from controller.sources.staging import ParquetStaging
 from controller.spec import EmbedderSpec, MilvusRef
-from controller.status import Phase, ReleaseStatus, with_phase
+from controller.status import Phase, ReleaseStatus, temporarily_failed, with_phase
 from controller.webhooks import Notifier, WebhookClient
 
 MilvusObserver = Callable[[str, float, str | None], None]
@@ -250,7 +250,7 @@ def failed_pass(
     """
     status = replace(previous, observed_generation=generation)
     if isinstance(exc, TemporaryError):
-        status = with_phase(status, status.phase, exc.reason, str(exc), now)
+        status = temporarily_failed(status, exc.reason, str(exc), now, previous.unavailable_since)
         return ReconcileResult(status, False, exc, exc.delay)
     status = with_phase(status, Phase.FAILED, exc.reason, str(exc), now)
     return ReconcileResult(status, True, exc)

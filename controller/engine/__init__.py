@@ -105,7 +105,7 @@ from controller.ports import (
     WebhookPort,
 )
 from controller.spec import EmbeddingRelease
-from controller.status import Phase, ReleaseStatus, with_phase
+from controller.status import Phase, ReleaseStatus, temporarily_failed, with_phase
 
 MAX_STEPS_PER_PASS = 50
 # Steps that run once the alias serves a proven collection: their failure is a warning.
@@ -252,13 +252,16 @@ class Engine:
         ``intents`` may be a callable, read again before every step, so that an abort
         requested while a long step runs stops the release before its flip.
         """
-        status = replace(previous or ReleaseStatus(), observed_generation=generation)
+        previous = previous or ReleaseStatus()
+        status = replace(previous, observed_generation=generation, unavailable_since=None)
         status.spec_hash = release.spec_hash()
         run = _Pass(self, self.identified(release), intents, status)
         try:
             return run.until_settled()
         except TemporaryError as exc:
-            status = with_phase(run.status, run.status.phase, exc.reason, str(exc), self.clock())
+            status = temporarily_failed(
+                run.status, exc.reason, str(exc), self.clock(), previous.unavailable_since
+            )
             status = self._as_observed(release, status)
             return ReconcileResult(status, False, exc, exc.delay, frozenset(run.applied))
         except PermanentError as exc:

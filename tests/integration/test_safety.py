@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -314,7 +316,17 @@ def test_milvus_unavailable_during_validation_leaves_the_alias_and_a_retry_relea
     assert r.returncode == 4, r.stdout + r.stderr  # Milvus stayed unavailable
     assert "unavailable" in r.stdout + r.stderr
     assert backend.alias_target() == f"{backend.alias}__v1"
+    waiting = status_json(tmp_path, crash_specs["config"])
+    assert waiting["message"].startswith("waiting for Milvus since "), waiting["message"]
+    assert waiting["unavailableSince"] in waiting["message"]
 
     r = apply("v2")
     assert r.returncode == 0, r.stdout + r.stderr
     assert backend.alias_target() == f"{backend.alias}__v2"
+    assert "unavailableSince" not in status_json(tmp_path, crash_specs["config"])
+
+
+def status_json(cwd: Path, config: Path) -> dict[str, Any]:
+    shown = embrel("--config", str(config), "status", "products", "-o", "json", cwd=cwd)
+    out: dict[str, Any] = json.loads(shown.stdout)
+    return out

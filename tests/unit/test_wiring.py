@@ -29,6 +29,7 @@ from controller.spec import EmbedderSpec, MilvusRef, parse_release
 from controller.status import Phase, Reason, ReleaseStatus, with_phase
 
 NOW = "2030-01-01T00:00:00Z"
+LATER = "2030-01-01T00:09:00Z"
 
 
 class Recorder:
@@ -95,11 +96,22 @@ def test_a_temporary_error_keeps_the_phase_and_asks_for_a_retry(
 ) -> None:
     result = wiring.failed_pass(previous(), exc, 3, NOW)
     assert result.status.phase == Phase.BUILDING
-    assert result.status.message == str(exc)
+    assert result.status.message.endswith(str(exc))
     assert result.status.observed_generation == 3
     assert {c.reason for c in result.status.conditions} == {reason}
     assert not result.done and result.error is exc
     assert result.requeue_after == exc.delay  # type: ignore[attr-defined]
+
+
+def test_while_milvus_is_down_the_status_says_since_when() -> None:
+    first = wiring.failed_pass(previous(), MilvusUnavailable("refused"), 3, NOW).status
+    assert first.message == f"waiting for Milvus since {NOW}: refused"
+    later = wiring.failed_pass(first, MilvusUnavailable("timed out"), 3, LATER).status
+    assert later.message == f"waiting for Milvus since {NOW}: timed out"
+    assert later.unavailable_since == NOW
+    assert ReleaseStatus.from_dict(later.to_dict()).unavailable_since == NOW
+    other = wiring.failed_pass(later, BuildIncomplete("rows differ"), 3, NOW).status
+    assert other.unavailable_since is None and other.message == "rows differ"
 
 
 @pytest.mark.parametrize(
