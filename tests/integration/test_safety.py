@@ -34,6 +34,7 @@ from tests.conftest import (
     write_release,
     write_vectors,
 )
+from tests.support.fake_milvus import FakeMilvus
 
 N, DIM = 3000, 32
 RANGES = {"v1": 0, "v2": 1_000_000, "v3": 2_000_000}  # each version's ids live in their own range
@@ -324,6 +325,51 @@ def test_milvus_unavailable_during_validation_leaves_the_alias_and_a_retry_relea
     assert r.returncode == 0, r.stdout + r.stderr
     assert backend.alias_target() == f"{backend.alias}__v2"
     assert "unavailableSince" not in status_json(tmp_path, crash_specs["config"])
+
+
+@FAKE_ONLY  # Milvus gone right after alter_alias, on cue
+def test_a_flip_interrupted_before_its_proof_is_proven_and_recorded_by_the_next_pass(
+    tmp_path: Path,
+    backend: Backend,
+    crash_specs: dict[str, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def apply(version: str) -> subprocess.CompletedProcess[str]:
+        return embrel(
+            *("--config", str(crash_specs["config"])),
+            *("apply", "-f", str(crash_specs[version])),
+            cwd=tmp_path,
+        )
+
+    assert apply("v1").returncode == 0
+    assert backend.fake is not None
+    real_point = FakeMilvus.point_alias
+
+    def point_then_go_down(fake: FakeMilvus, alias: str, collection: str) -> None:
+        real_point(fake, alias, collection)
+        fake.state.down = True
+
+    monkeypatch.setattr(FakeMilvus, "point_alias", point_then_go_down)
+    r = apply("v2")
+    assert r.returncode == 4, r.stdout + r.stderr
+    assert backend.alias_target() == f"{backend.alias}__v2", "the flip itself took effect"
+    monkeypatch.setattr(FakeMilvus, "point_alias", real_point)
+    backend.fake.down = False
+
+    r = apply("v2")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "never proven; probing the alias" in r.stdout
+    status = status_json(tmp_path, crash_specs["config"])
+    assert status["phase"] == "Live"
+    assert status["cutover"]["verified"] and status["cutover"]["from"] == f"{backend.alias}__v1"
+    assert status["validation"]["passed"]
+    assert [(h["version"], h["outcome"]) for h in status["history"]] == [
+        ("v1", "Retired"),
+        ("v2", "Live"),
+    ]
+    r = embrel("--config", str(crash_specs["config"]), "rollback", "products", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert backend.alias_target() == f"{backend.alias}__v1", "v1 was recorded as retired"
 
 
 def status_json(cwd: Path, config: Path) -> dict[str, Any]:

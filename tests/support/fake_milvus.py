@@ -133,6 +133,8 @@ class FakeState:
         self.routes: dict[str, str] = {}  # where reads through an alias go (lost flips)
         self.lost_flips = 0
         self.failing: dict[str, int] = {}
+        # Every call fails, as while the server restarts (tests set and clear it).
+        self.down = False
         self.insert_fault: _InsertFault | None = None
         self.hooks: dict[str, list[Callable[[], None]]] = {}
 
@@ -164,6 +166,8 @@ class FakeState:
 
     def take_fault(self, operation: str) -> None:
         with self.lock:
+            if self.down:
+                raise MilvusUnavailable(f"{operation}: Milvus is down (injected)", 0.0)
             if self.failing.get(operation, 0) > 0:
                 self.failing[operation] -= 1
                 raise MilvusUnavailable(f"{operation}: Milvus is unavailable (injected)", 0.0)

@@ -17,6 +17,7 @@ from controller.engine import (
     Observation,
     decide,
 )
+from controller.engine.decide import serving_before
 from controller.spec import EmbeddingRelease, release_from_dict
 from controller.status import Phase, Reason
 from tests.unit.test_decide import coll, release
@@ -62,6 +63,30 @@ def test_unproven_flip_is_degraded_and_nothing_is_released_or_dropped() -> None:
     assert later.name == "verify_flip" and later.target == "products__v2"
     again = decide(r, at(31, "products__v2", old, new, done=frozenset({"verify_flip"})), Intents())
     assert again.terminal and again.phase == Phase.DEGRADED
+
+
+def test_a_flip_never_recorded_is_proven_before_anything_else() -> None:
+    """Milvus went away between alter_alias and its proof: the alias is on a collection
+    whose live period was never recorded. Nothing is dropped; the flip is proven."""
+    r = tuned(retention={"keepPrevious": 0, "keepLoaded": 0}, promotion={"drainSeconds": 0})
+    v1 = coll("v1", promoted=stamp(-100))
+    step = decide(r, at(5, "products__v2", v1, coll("v2")), Intents())
+    assert (step.name, step.target, step.rollback) == ("verify_flip", "products__v2", False)
+    assert serving_before(r, at(5, "products__v2", v1, coll("v2")), "products__v2") == (
+        "products__v1"
+    )
+    # Going back to a retired version (a rollback) that was interrupted the same way.
+    v1_retired = coll("v1", promoted=stamp(-100), retired=stamp(-50))
+    v2 = coll("v2", promoted=stamp(-50))
+    back = decide(r, at(5, "products__v1", v1_retired, v2), Intents())
+    assert (back.name, back.target, back.rollback) == ("verify_flip", "products__v1", True)
+    assert serving_before(r, at(5, "products__v1", v1_retired, v2), "products__v1") == (
+        "products__v2"
+    )
+    # Once per pass: a flip that could not be proven in this pass is not retried in it.
+    done = at(5, "products__v2", v1, coll("v2"), done=frozenset({"verify_flip"}))
+    settled = decide(r, done, Intents())
+    assert settled.terminal and settled.phase == Phase.DEGRADED, "and never retention"
 
 
 def test_previous_collection_drains_before_retention_acts() -> None:

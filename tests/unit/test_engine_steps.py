@@ -141,6 +141,11 @@ CASES = [
         ("verify_flip", Reason.FLIP_UNVERIFIED),
     ),
     Case(
+        rules.interrupted_flip,
+        snapshot("products__v2", coll("v1", promoted=LONG_AGO), coll("v2")),
+        ("verify_flip", Reason.FLIP_UNVERIFIED),
+    ),
+    Case(
         rules.desired_is_live,
         snapshot("products__v2", coll("v2", promoted=LONG_AGO)),
         ("done", Reason.LIVE),

@@ -22,9 +22,11 @@ from controller.engine.decide.targets import (
     build_conflict,
     delta_base,
     drain_left,
+    interrupted,
     kept_previous,
     retention_plan,
     rollback_targets,
+    serving_before,
     unproven,
 )
 from controller.engine.state import Observation
@@ -43,6 +45,7 @@ RULES: tuple[Rule, ...] = (
     rules.reload_live,
     rules.rollback_request,
     rules.unproven_flip,
+    rules.interrupted_flip,
     rules.desired_is_live,
     rules.already_aborted,
     rules.abort_request,
@@ -81,8 +84,10 @@ __all__ = [
     "decide",
     "delta_base",
     "drain_left",
+    "interrupted",
     "kept_previous",
     "retention_plan",
     "rollback_targets",
+    "serving_before",
     "unproven",
 ]

@@ -20,6 +20,7 @@ from controller.engine.decide.situation import Situation
 from controller.engine.decide.targets import (
     adopted_names,
     build_conflict,
+    interrupted,
     rollback_targets,
     unproven,
 )
@@ -29,6 +30,7 @@ from controller.engine.state import (
     OWNER_VALUE,
     P_ABORTED_AT,
     P_OWNER,
+    P_RETIRED_AT,
     P_ROLLBACK_REASON,
     P_ROLLED_BACK_AT,
     P_TRACK,
@@ -197,6 +199,31 @@ def unproven_flip(s: Situation) -> Step | None:
     """Invariant 3 while a flip is unproven: nothing is released or dropped; probe again."""
     target = unproven(s.release, s.obs)
     return live_rules.unverified(s.release, s.obs, target) if target is not None else None
+
+
+def interrupted_flip(s: Situation) -> Step | None:
+    """A flip that took effect but was never proven nor recorded (Milvus went away in
+    between): prove it now, then record its live period; nothing is dropped before."""
+    target = interrupted(s.release, s.obs)
+    if target is None:
+        return None
+    if StepName.VERIFY_FLIP in s.obs.steps_done:  # tried in this pass: not again in it
+        return done(
+            Phase.DEGRADED,
+            Reason.FLIP_UNVERIFIED,
+            f"alias {s.release.spec.alias} points at {target.name}, a flip not proven yet; "
+            "nothing is released or dropped until it is",
+            requeue_after=s.obs.reverify_after,
+        )
+    return Step(
+        StepName.VERIFY_FLIP,
+        target.name,
+        Phase.PROMOTING,
+        Reason.FLIP_UNVERIFIED,
+        f"the flip of alias {s.release.spec.alias} to {target.name} was never proven; "
+        "probing the alias",
+        rollback=target.get(P_RETIRED_AT) != UNSET,  # it served before: going back to it
+    )
 
 
 def desired_is_live(s: Situation) -> Step | None:

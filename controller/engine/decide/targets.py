@@ -12,6 +12,7 @@ from controller.engine.state import (
     P_BUILD_HASH,
     P_CUTOVER,
     P_FLIP_UNVERIFIED,
+    P_PROMOTED_AT,
     P_RETIRED_AT,
     P_SPEC_HASH,
     P_TRACK,
@@ -110,6 +111,35 @@ def drain_left(release: EmbeddingRelease, obs: Observation, name: str) -> float:
     if retired is None:
         return 0.0
     return max(0.0, retired + release.spec.promotion.drain_seconds - obs.now)
+
+
+def interrupted(release: EmbeddingRelease, obs: Observation) -> CollectionState | None:
+    """Where the alias points, when that is a collection of this track whose current live
+    period was never recorded: its flip took effect, but Milvus went away (or the
+    controller stopped) before the proof and the marks that follow it."""
+    live = obs.live
+    if live is None or not live.owned_by_embrel or live.get(P_TRACK) != release.track:
+        return None
+    return None if _live_period_open(live) else live
+
+
+def serving_before(release: EmbeddingRelease, obs: Observation, target: str) -> str | None:
+    """The collection of this track whose live period is open, other than ``target``:
+    where the alias pointed before an interrupted flip to ``target``."""
+    periods = [
+        (c.get(P_PROMOTED_AT), c.name)
+        for c in obs.owned(release.track)
+        if c.name != target and _live_period_open(c)
+    ]
+    return max(periods)[1] if periods else None
+
+
+def _live_period_open(c: CollectionState) -> bool:
+    """Promoted, and not retired since (a rollback target was retired before)."""
+    if c.get(P_PROMOTED_AT) == UNSET:
+        return False
+    promoted, retired = epoch(c.get(P_PROMOTED_AT)), epoch(c.get(P_RETIRED_AT))
+    return promoted is None or retired is None or promoted >= retired
 
 
 def unproven(release: EmbeddingRelease, obs: Observation) -> CollectionState | None:

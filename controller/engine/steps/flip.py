@@ -28,6 +28,7 @@ from controller.cutover import (
     read_probes,
     verified_flip,
 )
+from controller.engine.decide import serving_before
 from controller.engine.state import (
     OWNER_VALUE,
     P_ADOPTED,
@@ -109,15 +110,19 @@ def flip(ctx: StepContext, release: EmbeddingRelease, step: Step, obs: Observati
 
 
 def verify_flip(ctx: StepContext, release: EmbeddingRelease, step: Step, obs: Observation) -> None:
-    """Probe an unproven flip again; re-issuing alter_alias heals a lost flip."""
+    """Probe an unproven flip again; re-issuing alter_alias heals a lost flip. A flip
+    interrupted before its proof left no record: where the alias pointed before is the
+    collection whose live period is still open."""
     target = obs.collections[step.target]
-    recorded = Cutover.from_json(target.get(P_CUTOVER))
-    hint = stored_fingerprint(target, recorded.previous, obs)
+    if target.get(P_FLIP_UNVERIFIED) != UNSET:
+        recorded = Cutover.from_json(target.get(P_CUTOVER))
+        previous, rollback, auto = recorded.previous, recorded.rollback, recorded.auto
+    else:
+        previous, rollback, auto = serving_before(release, obs, target.name), step.rollback, ""
+    hint = stored_fingerprint(target, previous, obs)
     # Re-issued from where the alias was observed (the target), not from ``previous``.
-    proof = flip_alias(
-        ctx, release, target.name, recorded.previous, hint, observed=obs.alias_target
-    )
-    settle(ctx, release, target.name, obs, replace(recorded, proof=proof))
+    proof = flip_alias(ctx, release, target.name, previous, hint, observed=obs.alias_target)
+    settle(ctx, release, target.name, obs, Cutover(previous, rollback, auto, proof))
 
 
 def settle(
