@@ -50,7 +50,9 @@ pytest_plugins = ["tests.support.s3_server"]
 def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusServer]:
     if not milvus_server_available():
         pytest.fail("milvus-server is not installed; run `make test` (it installs milvus==2.3.5)")
-    server = MilvusServer()
+    # A short session lease: a server restarted on the same folder (tests of Milvus
+    # restarts) waits for its previous run's sessions to expire.
+    server = MilvusServer(extra_config={"common.session.ttl": 10})
     server.start(tmp_path_factory.mktemp("milvus-server"))
     try:
         yield server

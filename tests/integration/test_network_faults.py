@@ -31,7 +31,7 @@ import yaml
 import controller.drivers.wiring
 from tests.conftest import Backend, Corpus, release_yaml, write_release
 from tests.support import inprocess_cli
-from tests.support.milvus_server import MilvusServer, drop_alias_collections
+from tests.support.milvus_server import MilvusServer, drop_alias_collections, stored_ids
 from tests.support.reliability_table import FAULTS, RESULTS, STEPS
 from tests.support.tcp_proxy import FaultProxy
 
@@ -138,28 +138,6 @@ def _config(path: Path) -> Path:
     return path
 
 
-def _held(uri: str, collection: str) -> tuple[int, np.ndarray]:
-    """count(*) (Strong: counts a duplicated primary key twice) and every id read back."""
-    from pymilvus import MilvusClient
-
-    client = MilvusClient(uri=uri, timeout=30)
-    try:
-        rows = client.query(
-            collection, output_fields=["count(*)"], consistency_level="Strong", timeout=30
-        )
-        count = int(rows[0]["count(*)"])
-        it = client.query_iterator(
-            collection, batch_size=1000, output_fields=["id"], consistency_level="Strong"
-        )
-        ids: list[int] = []
-        while page := it.next():
-            ids.extend(int(r["id"]) for r in page)
-        it.close()
-        return count, np.asarray(sorted(ids), dtype=np.int64)
-    finally:
-        client.close()
-
-
 def _cases() -> Iterator[Any]:
     for step in STEPS:
         for fault in FAULTS:
@@ -223,7 +201,7 @@ def test_a_release_survives_a_network_fault(
         # A Live release reports what failed after the flip as a warning.
         "warning": status.get("message", "").partition("warning: ")[2][:120],
     }
-    count, ids = _held(milvus_server.uri, alias) if alias else (0, np.empty(0, np.int64))
+    count, ids = stored_ids(milvus_server.uri, alias) if alias else (0, np.empty(0, np.int64))
     outcome |= {"count": count, "distinct_ids": len(ids)}
     with RESULTS.open("a") as fh:
         fh.write(json.dumps(outcome) + "\n")

@@ -48,6 +48,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
+import numpy as np
+
 HOST = "127.0.0.1"
 DEFAULT_PROXY_PORT = 19530
 DEFAULT_ETCD_PORT = 2379
@@ -187,6 +189,9 @@ class MilvusServer:
         self._wrapper: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self._machine_lock: IO[bytes] | None = None
+        # How the wrapper launched `milvus run standalone` (argv, environment, folder):
+        # ``restart`` runs it again the same way, on the same ports.
+        self._launch: tuple[list[str], dict[str, str], str] | None = None
 
     # -- context manager ------------------------------------------------------------------
 
@@ -275,6 +280,7 @@ class MilvusServer:
                 )
                 if self.standalone_pid is not None:
                     self.metrics_port = self._metrics_port(self.standalone_pid)
+                    self._launch = _launch_of(self.standalone_pid)
             elif not _alive(self.standalone_pid):
                 self._fail(f"'milvus run standalone' (pid {self.standalone_pid}) died")
             if proxy_port is None and config.is_file():
@@ -348,6 +354,54 @@ class MilvusServer:
         if release:
             self._release_machine()
 
+    def restart(self, timeout: float = 120.0) -> None:
+        """Run ``milvus run standalone`` again as the wrapper last launched it, after
+        ``kill``: the same ports and data, as a restarted pod. (Through the wrapper it
+        would move to other ports while the old ones sit in TIME_WAIT.)"""
+        if self.running:
+            raise RuntimeError(f"Milvus server already running at {self.uri}")
+        if self._launch is None or self.log_path is None:
+            raise RuntimeError("restart() needs a server started (and killed) before")
+        argv, env, cwd = self._launch
+        self._claim_machine()
+        began = time.monotonic()
+        self._log = self.log_path.open("ab")
+        self._log.write(f"\n=== {time.strftime('%F %T')} restart: {' '.join(argv)}\n".encode())
+        self._log.flush()
+        self._wrapper = process = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.standalone_pid = process.pid
+        atexit.register(self.stop)
+        deadline = began + timeout
+        last_error = "no answer yet"
+        try:
+            while (error := _client_error(self.uri)) is not None:
+                last_error = error
+                if process.poll() is not None:
+                    self._fail(f"'milvus run standalone' exited with status {process.returncode}")
+                if time.monotonic() >= deadline:
+                    self._fail(f"no answer at {self.uri} in time (last error: {last_error})")
+                time.sleep(0.5)
+        except BaseException:
+            self.stop(release=False)
+            raise
+        self.listen_ports = frozenset(_ports_of(process.pid))
+        self.start_seconds = time.monotonic() - began
+
+    def kill(self) -> None:
+        """SIGKILL ``milvus run standalone`` (a crash, a pod evicted), then clean up what
+        is left of the wrapper; the machine lock stays held for ``start`` again."""
+        if self.standalone_pid is not None:
+            _signal(self.standalone_pid, signal.SIGKILL)
+        self.stop(grace=0.0, release=False)
+
     def _stop_server(
         self, wrapper: subprocess.Popen[bytes], grace: float, port_timeout: float
     ) -> None:
@@ -414,6 +468,13 @@ def _wait(done: Callable[[], bool], timeout: float) -> bool:
         time.sleep(0.1)
 
 
+def _launch_of(pid: int) -> tuple[list[str], dict[str, str], str]:
+    """A process' argv, environment and working folder, to run it again."""
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    env = dict(item.decode(errors="replace").split("=", 1) for item in raw if b"=" in item)
+    return _cmdline(pid), env, os.readlink(f"/proc/{pid}/cwd")
+
+
 def _ports_of(pid: int) -> set[int]:
     """TCP ports a process listens on (matched through its socket inodes)."""
     inodes: set[int] = set()
@@ -470,5 +531,27 @@ def drop_alias_collections(uri: str, alias: str) -> None:
                 for other in client.list_aliases(name).get("aliases", []):
                     client.drop_alias(other)
                 client.drop_collection(name)
+    finally:
+        client.close()
+
+
+def stored_ids(uri: str, collection: str) -> tuple[int, np.ndarray]:
+    """count(*) (Strong: counts a duplicated primary key twice) and every id read back."""
+    from pymilvus import MilvusClient
+
+    client = MilvusClient(uri=uri, timeout=30)
+    try:
+        rows = client.query(
+            collection, output_fields=["count(*)"], consistency_level="Strong", timeout=30
+        )
+        count = int(rows[0]["count(*)"])
+        it = client.query_iterator(
+            collection, batch_size=1000, output_fields=["id"], consistency_level="Strong"
+        )
+        ids: list[int] = []
+        while page := it.next():
+            ids.extend(int(r["id"]) for r in page)
+        it.close()
+        return count, np.asarray(sorted(ids), dtype=np.int64)
     finally:
         client.close()

@@ -1,11 +1,12 @@
-"""Render the network-fault results (JSON Lines written by
-tests/integration/test_network_faults.py) as the Markdown table of docs/reliability.md.
+"""Render the fault results (JSON Lines written by tests/integration/test_network_faults.py
+and test_milvus_restart.py) as the Markdown tables of docs/reliability.md.
 
     python -m tests.support.reliability_table [RESULTS] [--write docs/reliability.md]
 
-Without ``--write`` the table is printed; with it, the table replaces what lies between
-the ``<!-- table -->`` and ``<!-- /table -->`` markers. The last row of a (step, fault)
-wins, so a rerun of some cases updates only theirs.
+Without ``--write`` the tables are printed; with it, each replaces what lies between its
+markers (``<!-- table -->`` for the network faults, ``<!-- restart-table -->`` for the
+restarts). The last row of a (step, fault) wins, so a rerun of some cases updates only
+theirs.
 """
 
 from __future__ import annotations
@@ -29,7 +30,21 @@ STEPS = {
     "drift reference": "query_iterator",  # with monitoring: sampled after the flip
 }
 FAULTS = ("latency", "reset", "stall", "black_hole")
-START, END = "<!-- table -->", "<!-- /table -->"
+# The steps a Milvus restart interrupts (tests/integration/test_milvus_restart.py).
+RESTART_STEPS = (
+    "insert",
+    "index build",
+    "load",
+    "validation",
+    "flip, before its proof",
+    "drift measurement",
+    "drain",
+    "retention drop",
+)
+MARKERS = {
+    "network": ("<!-- table -->", "<!-- /table -->"),
+    "restart": ("<!-- restart-table -->", "<!-- /restart-table -->"),
+}
 HEADER = (
     "| step | fault | outcome | rows (count(*) / distinct ids) | failed attempts (kind) "
     "| recovery s | longest call s | release s | a pass retried with |\n"
@@ -53,15 +68,46 @@ def _row(r: dict[str, Any]) -> str:
     )
 
 
-def table(results: Path) -> str:
+RESTART_HEADER = (
+    "| step | outcome | rows (count(*) / distinct ids) | collections left | down s "
+    "| failed attempts while down | recovery s | release s | status while down |\n"
+    "|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def _restart_row(r: dict[str, Any]) -> str:
+    recovery = "-" if r["recovery_seconds"] is None else f"{r['recovery_seconds']:.2f}"
+    outcome = r["phase"] if r["phase"] == "Live" else f"{r['phase']}, alias {r['alias']}"
+    # The alias names are random per case: show the version part only.
+    left = ", ".join(name.partition("__")[2] for name in r["collections"]) or "none"
+    waiting = r["waiting_message"].partition(": ")
+    shown = f"{waiting[0].rsplit(' ', 1)[0]} ...: {waiting[2][:70]}" if waiting[2] else "-"
+    return (
+        f"| {r['step']} | {outcome} | {r['count']} / {r['distinct_ids']} | {left} "
+        f"| {r['down_seconds']:.1f} | {r['failed_calls']} | {recovery} | {r['seconds']:.1f} "
+        f"| {shown} |"
+    )
+
+
+def _latest(results: Path) -> dict[tuple[str, str], dict[str, Any]]:
     latest: dict[tuple[str, str], dict[str, Any]] = {}
     for line in results.read_text().splitlines():
         if line.strip():
             r = json.loads(line)
             latest[(r["step"], r["fault"])] = r
-    order = [(s, f) for s in STEPS for f in FAULTS]
-    rows = [_row(latest[key]) for key in order if key in latest]
-    return "\n".join([HEADER, *rows])
+    return latest
+
+
+def tables(results: Path) -> dict[str, str]:
+    latest = _latest(results)
+    network = [(s, f) for s in STEPS for f in FAULTS]
+    restarts = [(s, "restart") for s in RESTART_STEPS]
+    return {
+        "network": "\n".join([HEADER, *(_row(latest[k]) for k in network if k in latest)]),
+        "restart": "\n".join(
+            [RESTART_HEADER, *(_restart_row(latest[k]) for k in restarts if k in latest)]
+        ),
+    }
 
 
 def main() -> None:
@@ -69,14 +115,16 @@ def main() -> None:
     parser.add_argument("results", nargs="?", type=Path, default=RESULTS)
     parser.add_argument("--write", type=Path, help="the Markdown file to update in place")
     args = parser.parse_args()
-    rendered = table(args.results)
+    rendered = tables(args.results)
     if args.write is None:
-        print(rendered)
+        print("\n\n".join(rendered.values()))
         return
     doc = args.write.read_text()
-    head, _, rest = doc.partition(START)
-    _, _, tail = rest.partition(END)
-    args.write.write_text(f"{head}{START}\n{rendered}\n{END}{tail}")
+    for kind, (start, end) in MARKERS.items():
+        head, _, rest = doc.partition(start)
+        _, _, tail = rest.partition(end)
+        doc = f"{head}{start}\n{rendered[kind]}\n{end}{tail}"
+    args.write.write_text(doc)
 
 
 if __name__ == "__main__":

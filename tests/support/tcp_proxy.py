@@ -104,6 +104,10 @@ class FaultProxy:
         self.delay = 0.0
         self.mode = "pass"
 
+    def forward_to(self, upstream_port: int) -> None:
+        """Send later connections to another port (a server restarted on a new one)."""
+        self.upstream = (LOOPBACK, upstream_port)
+
     def reset(self) -> None:
         """RST every open connection (both sides); later connections pass."""
         with self._lock:

@@ -83,6 +83,12 @@ def test_a_flip_never_recorded_is_proven_before_anything_else() -> None:
     assert serving_before(r, at(5, "products__v1", v1_retired, v2), "products__v1") == (
         "products__v2"
     )
+    # Its validation record lost in the crash as well: judged again before anything else.
+    unjudged = decide(r, at(5, "products__v2", v1, coll("v2", validation="")), Intents())
+    assert (unjudged.name, unjudged.target) == ("validate", "products__v2")
+    failed = decide(r, at(5, "products__v2", v1, coll("v2", validation="failed")), Intents())
+    assert failed.terminal and failed.phase == Phase.DEGRADED
+    assert failed.reason == Reason.VALIDATION_FAILED
     # Once per pass: a flip that could not be proven in this pass is not retried in it.
     done = at(5, "products__v2", v1, coll("v2"), done=frozenset({"verify_flip"}))
     settled = decide(r, done, Intents())

@@ -207,11 +207,30 @@ def interrupted_flip(s: Situation) -> Step | None:
     target = interrupted(s.release, s.obs)
     if target is None:
         return None
+    alias, judged = s.release.spec.alias, target.get(P_VALIDATION)
+    # Only a validated collection is ever flipped to; Milvus 2.3 can lose the latest
+    # property updates in a crash, the validation's among them: judge it again.
+    if judged == UNSET and StepName.VALIDATE not in s.obs.steps_done:
+        return Step(
+            StepName.VALIDATE,
+            target.name,
+            Phase.PROMOTING,
+            Reason.VALIDATING,
+            f"alias {alias} points at {target.name}, whose validation record Milvus lost; "
+            "validating it again",
+        )
+    if judged not in PROMOTABLE:
+        return done(
+            Phase.DEGRADED,
+            Reason.VALIDATION_FAILED,
+            f"alias {alias} points at {target.name}, which did not pass validation again "
+            "after Milvus lost its record; `embrel rollback` to go back",
+        )
     if StepName.VERIFY_FLIP in s.obs.steps_done:  # tried in this pass: not again in it
         return done(
             Phase.DEGRADED,
             Reason.FLIP_UNVERIFIED,
-            f"alias {s.release.spec.alias} points at {target.name}, a flip not proven yet; "
+            f"alias {alias} points at {target.name}, a flip not proven yet; "
             "nothing is released or dropped until it is",
             requeue_after=s.obs.reverify_after,
         )
@@ -220,8 +239,7 @@ def interrupted_flip(s: Situation) -> Step | None:
         target.name,
         Phase.PROMOTING,
         Reason.FLIP_UNVERIFIED,
-        f"the flip of alias {s.release.spec.alias} to {target.name} was never proven; "
-        "probing the alias",
+        f"the flip of alias {alias} to {target.name} was never proven; probing the alias",
         rollback=target.get(P_RETIRED_AT) != UNSET,  # it served before: going back to it
     )
 
