@@ -203,3 +203,27 @@ def test_a_release_without_the_second_vector_is_refused_as_breaking(
     assert code == ExitCode.FAILED and "invalid release spec" in out, out
     assert "spec.collection.vectors" in out and "vector field 'image'" in out and "missing" in out
     assert backend.alias_target() == f"{backend.alias}__v1"
+
+
+# The refusal is the engine's, before Milvus is asked: the fake is enough.
+@pytest.mark.parametrize("backend", ["fake"], indirect=True)
+def test_a_delta_over_a_base_with_a_second_vector_is_refused(
+    tmp_path: Path, corpus: Corpus, backend: Backend
+) -> None:
+    """A delta copies its base's rows with the one vector field: refused, named, before
+    anything is built, rather than a candidate without the image vectors."""
+    fields = _fields(backend, nullable=False)
+    assert (
+        _apply(tmp_path, _release(tmp_path, backend, corpus, "v1", fields, vectors=IMAGE))[0] == 0
+    )
+    upserts = _rich_source(tmp_path / "upserts.parquet", corpus, "v1", nullable=False)
+    doc = release_yaml(backend, "v2", upserts)
+    spec = doc["spec"]
+    assert isinstance(spec, dict)
+    spec["collection"] |= {"fields": fields, "dynamicField": True}
+    spec["source"] = {"delta": {"base": "live", "upserts": {"uri": str(upserts)}}}
+    before = backend.inspect()["collections"]
+    code, out = _apply(tmp_path, write_release(tmp_path / "v2.yaml", doc))
+    assert code == ExitCode.FAILED, out
+    assert "vector fields 'image' besides vector, which a delta does not copy" in out, out
+    assert backend.inspect()["collections"] == before
