@@ -56,6 +56,8 @@ def wants_import(
     files = release.spec.source.files
     if files is None or files.load == "insert" or staging is None:
         return False
+    if release.spec.collection.vectors:  # staged files carry the one vector column
+        return False
     if files.load == "bulkImport":
         return True
     return rows >= BULK_IMPORT_MIN_ROWS and milvus.supports_bulk_import()

@@ -460,6 +460,7 @@ class ReleaseClient(_RetryingSearcher):
             filter=filter,
             output_fields=output_fields,
             search_params=search_params or {},
+            anns_field="vector",  # the encoder's vectors; Lite would search the first field
         )
         answers = [
             Answer([dict(hit) for hit in hits], target.version, target.name, target.encoder)

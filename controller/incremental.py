@@ -118,6 +118,9 @@ def check_base_schema(ports: BuildPorts, base: str, role: str) -> list[FieldSpec
         problems.append(f"{dimension}-dim vectors, the spec says {spec.dimension}")
     if theirs != ours:
         problems.append(f"fields {theirs or '{}'}, the spec's collection.fields are {ours or '{}'}")
+    if schema.vectors:  # a delta or documents build writes the one vector field
+        names = ", ".join(repr(v.name) for v in schema.vectors)
+        problems.append(f"vector fields {names} besides vector, which a delta does not copy")
     if problems:
         raise SourceError(
             f"{role} {base} does not match the spec: it has {'; '.join(problems)}. "
@@ -146,11 +149,12 @@ class FilesBuild:
         files = self.ports.release.spec.source.files
         assert files is not None
         spec = self.ports.release.spec.collection
-        source = self.ports.data.open_vectors(files, [f.name for f in spec.fields])
+        columns = [f.name for f in spec.fields] + [v.name for v in spec.vectors]
+        source = self.ports.data.open_vectors(files, columns)
         dupes, rows = DuplicateIdTracker(), 0
         with self.ports.progress(f"checking {source.describe()}", source.count_rows()) as adv:
             for batch in source.batches(self.ports.batch_size):
-                check_batch(batch, spec.dimension, spec.metric, spec.fields)
+                check_batch(batch, spec.dimension, spec.metric, spec.fields, spec.vectors)
                 dupes.add(batch)
                 rows += len(batch.ids)
                 adv(len(batch.ids))
@@ -184,7 +188,7 @@ class FilesBuild:
         assert self.source is not None
         spec = self.ports.release.spec.collection
         for batch in self.source.batches(self.ports.batch_size):
-            check_batch(batch, spec.dimension, spec.metric, spec.fields)
+            check_batch(batch, spec.dimension, spec.metric, spec.fields, spec.vectors)
             yield batch
 
     def _insert(self, target: str) -> int:

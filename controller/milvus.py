@@ -42,7 +42,7 @@ from controller.errors import (
     SpecError,
 )
 from controller.ports import ImportJob, ImportState
-from controller.schema import Features, Schema, features_of
+from controller.schema import Features, Schema, VectorField, VectorIndex, features_of
 from controller.sources.base import VectorBatch
 from controller.spec import FieldSpec, redact_uri
 
@@ -78,6 +78,8 @@ _SCALAR_TYPES: dict[str, DataType] = {  # spec.collection.fields[].type -> Milvu
     "JSON": DataType.JSON,
 }
 _SCALAR_NAMES = {kind: name for name, kind in _SCALAR_TYPES.items()}
+_VECTOR_TYPES: dict[str, DataType] = {"FLOAT_VECTOR": DataType.FLOAT_VECTOR}
+_VECTOR_NAMES = {kind: name for name, kind in _VECTOR_TYPES.items()}
 
 # The file milvus-lite locks inside its data folder (milvus_lite.db.LOCK_FILENAME).
 LITE_LOCK_FILE = "LOCK"
@@ -317,6 +319,8 @@ class MilvusGateway:
         )
         described.add_field(ID_FIELD, DataType.INT64, is_primary=True)
         described.add_field(VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=schema.dimension)
+        for v in schema.vectors:
+            described.add_field(v.name, _VECTOR_TYPES[v.type], dim=v.dimension)
         for f in schema.fields:
             described.add_field(f.name, _SCALAR_TYPES[f.type], **_field_options(f))
         extra = {} if num_partitions is None else {"num_partitions": num_partitions}
@@ -476,22 +480,25 @@ class MilvusGateway:
             lambda: self._client.describe_collection(name, timeout=self.call_timeout),
             op="describe_collection",
         )
-        indexes = self._scalar_indexes(name)
-        dimension, fields = 0, []
+        indexes = self._field_indexes(name)
+        dimension, fields, vectors = 0, [], []
         for f in desc.get("fields", []):
+            dim = int((f.get("params") or {}).get("dim", 0))
             if f["name"] == VECTOR_FIELD:
-                dimension = int((f.get("params") or {}).get("dim", 0))
+                dimension = dim
+            elif f["type"] in _VECTOR_NAMES:
+                vectors.append(VectorField(f["name"], dim, _VECTOR_NAMES[f["type"]]))
             elif f["name"] != ID_FIELD:
                 fields.append(_field_spec(name, f, indexes.get(f["name"])))
-        return Schema(dimension, tuple(fields), bool(desc.get("enable_dynamic_field")))
+        dynamic = bool(desc.get("enable_dynamic_field"))
+        return Schema(dimension, tuple(fields), dynamic, tuple(vectors))
 
-    def _scalar_indexes(self, name: str) -> dict[str, str]:
-        """Field -> index type of every index not on the vector field."""
+    def _field_indexes(self, name: str) -> dict[str, str]:
+        """Field -> index type of every index."""
         found = {}
         for index in self._index_names(name):
             info = self._describe_index(name, index)
-            if info.get("field_name") != VECTOR_FIELD:
-                found[str(info.get("field_name"))] = str(info.get("index_type"))
+            found[str(info.get("field_name"))] = str(info.get("index_type"))
         return found
 
     def _index_names(self, name: str) -> list[str]:
@@ -568,8 +575,10 @@ class MilvusGateway:
         metric: str,
         params: Mapping[str, Any],
         scalar_indexes: Mapping[str, str] | None = None,
+        vector_indexes: Mapping[str, VectorIndex] | None = None,
     ) -> None:
-        """The vector index and the scalar ones, each created unless it exists."""
+        """The vector index, the other vector fields' and the scalar ones, each created
+        unless it exists (named after its field)."""
         existing = {
             self._describe_index(name, index).get("field_name") for index in self._index_names(name)
         }
@@ -581,6 +590,15 @@ class MilvusGateway:
                 metric_type=metric,
                 params=dict(params),
             )
+        for field, vector in (vector_indexes or {}).items():
+            if field not in existing:
+                index.add_index(
+                    field_name=field,
+                    index_type=vector.type,
+                    metric_type=vector.metric,
+                    params=dict(vector.params),
+                    index_name=field,
+                )
         for field, kind in (scalar_indexes or {}).items():
             if field not in existing:
                 index.add_index(field_name=field, index_type=kind, index_name=field)
@@ -592,12 +610,23 @@ class MilvusGateway:
             )
 
     def index_progress(self, name: str) -> tuple[int, int] | None:
-        """(indexed rows, total rows) of the vector index, or None when there is none."""
+        """(indexed rows, total rows) of the least advanced vector index (``vector``'s and
+        the other vector fields'), or None when ``vector`` has none."""
+        desc = self._call(
+            f"describing {name}",
+            lambda: self._client.describe_collection(name, timeout=self.call_timeout),
+            op="describe_collection",
+        )
+        vectors = {f["name"] for f in desc.get("fields", []) if f["type"] in _VECTOR_NAMES}
+        found: dict[str, tuple[int, int]] = {}
         for index in self._index_names(name):
             info = self._describe_index(name, index)
-            if info.get("field_name") == VECTOR_FIELD:
-                return int(info.get("indexed_rows", 0)), int(info.get("total_rows", 0))
-        return None
+            if info.get("field_name") in vectors:
+                done = int(info.get("indexed_rows", 0)), int(info.get("total_rows", 0))
+                found[str(info.get("field_name"))] = done
+        if VECTOR_FIELD not in found:
+            return None
+        return min(found.values(), key=lambda done: done[0] / max(done[1], 1))
 
     def is_loaded(self, name: str) -> bool:
         state = self._call(
@@ -679,8 +708,9 @@ class MilvusGateway:
         k: int,
         params: Mapping[str, Any],
         consistency: str = "Strong",
+        field: str = VECTOR_FIELD,
     ) -> np.ndarray:
-        """Top-k ids per query, padded with -1; shape (nq, k).
+        """Top-k ids per query on the vector ``field``, padded with -1; shape (nq, k).
 
         Strong by default: validation must see every row. Latency measurements pass
         "Bounded", what applications use, since Strong waits for a fresh timestamp.
@@ -691,6 +721,8 @@ class MilvusGateway:
                 target,
                 data=[q for q in np.asarray(queries, dtype=np.float32)],
                 limit=k,
+                # Named always: with several vector fields Lite searches the first.
+                anns_field=field,
                 output_fields=[ID_FIELD],
                 search_params={"params": dict(params)},
                 consistency_level=consistency,

@@ -15,7 +15,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from controller.hooks import HookAnswer
-from controller.schema import Features, Schema
+from controller.schema import Features, Schema, VectorIndex
 from controller.sources.base import GoldenSet, VectorBatch, VectorSource
 from controller.sources.documents import DocumentSource
 from controller.sources.labelled_queries import LabelledQueries
@@ -70,7 +70,9 @@ class MilvusPort(Protocol):
         metric: str,
         params: Mapping[str, Any],
         scalar_indexes: Mapping[str, str] | None = None,  # field -> INVERTED|STL_SORT|TRIE
+        vector_indexes: Mapping[str, VectorIndex] | None = None,  # other vector fields
     ) -> None: ...
+    # (indexed, total) rows of the least advanced vector index; None before there is one.
     def index_progress(self, name: str) -> tuple[int, int] | None: ...
     def is_loaded(self, name: str) -> bool: ...
     def load(self, name: str, replicas: int = 1) -> None: ...
@@ -86,6 +88,7 @@ class MilvusPort(Protocol):
         k: int,
         params: Mapping[str, Any],
         consistency: str = "Strong",
+        field: str = "vector",  # which vector field; gates and probes search ``vector``
     ) -> np.ndarray: ...
     def vectors_by_id(
         self, name: str, ids: Sequence[int], consistency: str = "Strong"

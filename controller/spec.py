@@ -257,6 +257,16 @@ class FieldSpec(_Model):
     default: FieldDefault | None = None  # what Milvus stores for a missing value
     index: ScalarIndexType | None = None  # a scalar index, for filters on the field
 
+    @model_validator(mode="before")
+    @classmethod
+    def _vectors_are_declared_apart(cls, data: Any) -> Any:
+        if isinstance(data, dict) and str(data.get("type", "")).endswith("_VECTOR"):
+            raise ValueError(
+                f"field {excerpt(data.get('name'))} is a vector: declare it in "
+                "collection.vectors ({name, dimension, metric, index}), not in fields"
+            )
+        return data
+
     @model_validator(mode="after")
     def _varchar_needs_length(self) -> FieldSpec:
         if self.type == "VARCHAR" and self.max_length is None:
@@ -294,6 +304,27 @@ def _fits(value: object, kind: str) -> bool:
     return False  # JSON fields take no default in Milvus
 
 
+class VectorFieldSpec(_Model):
+    """A vector field besides ``vector``, read from the source's column of the same name
+    and indexed with its own index and metric."""
+
+    name: Annotated[str, Field(pattern=_MILVUS_NAME.pattern, max_length=MAX_MILVUS_NAME)]
+    type: Literal["FLOAT_VECTOR"] = "FLOAT_VECTOR"
+    dimension: Annotated[int, Field(ge=2, le=32768)]
+    metric: Metric = "COSINE"
+    index: IndexSpec = IndexSpec()
+
+    @model_validator(mode="after")
+    def _pq_splits_the_dimension(self) -> VectorFieldSpec:
+        m = self.index.params.get("m")
+        if self.index.type == "IVF_PQ" and isinstance(m, int) and self.dimension % m:
+            raise ValueError(
+                f"vector field {self.name!r}: index.params.m ({m}) must divide its dimension "
+                f"({self.dimension}) for IVF_PQ"
+            )
+        return self
+
+
 class LoadSpec(_Model):
     """How Milvus loads the collection to serve it."""
 
@@ -303,13 +334,15 @@ class LoadSpec(_Model):
 
 class CollectionSpec(_Model):
     _ADDED_LATER: ClassVar[frozenset[str]] = frozenset(
-        {"dynamic_field", "num_partitions", "load", "allow_schema_change"}
+        {"dynamic_field", "num_partitions", "load", "allow_schema_change", "vectors"}
     )
 
     dimension: Annotated[int, Field(ge=2, le=32768)]
     metric: Metric = "COSINE"
     index: IndexSpec = IndexSpec()
     fields: list[FieldSpec] = []
+    # Vector fields besides ``vector`` (Milvus 2.4+); gates and probes search ``vector``.
+    vectors: list[VectorFieldSpec] = []
     # Rows may carry keys beyond the schema (Milvus' $meta field), as applications write.
     dynamic_field: bool = False
     num_partitions: Annotated[int | None, Field(ge=1, le=4096)] = None  # with a partition key
@@ -333,6 +366,21 @@ class CollectionSpec(_Model):
         if len(keys) > 1:
             raise ValueError(f"a collection has at most one partition key, got {keys}")
         return fields
+
+    @model_validator(mode="after")
+    def _unique_vector_names(self) -> CollectionSpec:
+        names = [v.name for v in self.vectors]
+        reserved = {"id", "vector", CONTENT_HASH_FIELD} & set(names)
+        if reserved:
+            raise ValueError(
+                f"vectors names {sorted(reserved)} are reserved for the primary key, the "
+                "search vector and the content hash of documents releases"
+            )
+        if len(set(names)) != len(names):
+            raise ValueError(f"vectors names must be unique, got {names}")
+        if taken := sorted(set(names) & {f.name for f in self.fields}):
+            raise ValueError(f"vectors {taken} have the names of scalar fields in fields")
+        return self
 
     @model_validator(mode="after")
     def _partitions_need_a_key(self) -> CollectionSpec:
@@ -1012,6 +1060,23 @@ class ReleaseSpec(_Model):
             raise ValueError(
                 f"source.files.load is bulkImport, but spec.milvus.uri {excerpt(self.milvus.uri)} "
                 "is Milvus Lite, which has no bulk import; use load: insert or auto"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _vectors_come_from_files(self) -> ReleaseSpec:
+        if not self.collection.vectors:
+            return self
+        files = self.source.files
+        if files is None:
+            raise ValueError(
+                "collection.vectors are read from the columns of source.files; a delta or "
+                "documents release builds the one vector field `vector`"
+            )
+        if files.load == "bulkImport":
+            raise ValueError(
+                "collection.vectors are inserted, not bulk imported; use source.files.load: "
+                "insert or auto"
             )
         return self
 

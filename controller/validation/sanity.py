@@ -22,17 +22,22 @@ from controller.errors import SourceError
 from controller.sources.base import VectorBatch
 
 if TYPE_CHECKING:
-    from controller.spec import FieldSpec
+    from controller.spec import FieldSpec, VectorFieldSpec
 
 # Rows compared per step in DuplicateIdTracker.check, bounding its scratch memory.
 _SCAN_BLOCK = 1 << 20
 
 
 def check_batch(
-    batch: VectorBatch, dimension: int, metric: str, fields: Sequence[FieldSpec] = ()
+    batch: VectorBatch,
+    dimension: int,
+    metric: str,
+    fields: Sequence[FieldSpec] = (),
+    vectors: Sequence[VectorFieldSpec] = (),
 ) -> None:
     """Raise SourceError if the batch has the wrong dimension or unusable vectors,
-    or an extra field (``fields``: the spec's collection.fields) Milvus would refuse.
+    or an extra field (``fields``: the spec's collection.fields) Milvus would refuse,
+    or an unusable value in one of the other vector fields (``vectors``).
 
     Non-finite values are always rejected; all-zero vectors only for COSINE,
     where they have no direction and the similarity is undefined.
@@ -42,6 +47,13 @@ def check_batch(
     if metric.upper() == "COSINE":
         _check_nonzero(batch)
     _check_fields(batch.fields, fields, lambda i: _row(batch, i))
+    for position, spec in enumerate(vectors):
+        values = batch.fields.get(spec.name)
+        if values is None:  # a reader bug or a caller that did not ask for the column
+            raise ValueError(f"the batch carries no values for vector field {spec.name!r}")
+        path = f"spec.collection.vectors[{position}]"
+        where = _in_vector(lambda i: _row(batch, i), spec.name)
+        _check_vector_field(values, spec, path, where)
 
 
 def check_field_values(
@@ -98,6 +110,52 @@ def _check_nonzero(batch: VectorBatch) -> None:
         raise SourceError(
             f"{_row(batch, int(zero[0]))}: vector is all zeros{_more(zero.size)}; "
             "COSINE similarity is undefined for it, so drop the row or fix its embedding"
+        )
+
+
+# --- other vector fields ------------------------------------------------------------
+
+
+def _in_vector(where: Where, name: str) -> Where:
+    return lambda i: f"{where(i)}, vector field {name!r}"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_vector_field(
+    values: Sequence[Any], spec: VectorFieldSpec, path: str, where: Where
+) -> None:
+    """Each value a list of ``spec.dimension`` finite numbers (not all zero for COSINE)."""
+    for i, value in enumerate(values):
+        if value is None:
+            raise SourceError(
+                f"{where(i)}: value is null; every row needs a {spec.dimension}-dim vector"
+            )
+        if not isinstance(value, list | tuple) or not all(map(_is_number, value)):
+            raise SourceError(
+                f"{where(i)}: value is {_describe(value)}; {spec.type} needs a list of "
+                f"{spec.dimension} numbers"
+            )
+        if len(value) != spec.dimension:
+            raise SourceError(
+                f"{where(i)}: vector has {len(value)} values, {path}.dimension is {spec.dimension}"
+            )
+    if not values:
+        return
+    with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf
+        matrix = np.asarray(values, dtype=np.float32)
+    bad = np.flatnonzero(~np.isfinite(matrix).all(axis=1))
+    if bad.size:
+        raise SourceError(
+            f"{where(int(bad[0]))}: vector holds a value that is not a finite float32"
+            f"{_more(bad.size)}; vectors must contain only finite numbers"
+        )
+    if spec.metric == "COSINE" and (zero := np.flatnonzero(~matrix.any(axis=1))).size:
+        raise SourceError(
+            f"{where(int(zero[0]))}: vector is all zeros{_more(zero.size)}; COSINE "
+            "similarity is undefined for it"
         )
 
 

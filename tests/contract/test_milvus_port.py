@@ -21,7 +21,7 @@ import pytest
 from controller.errors import MilvusRejected, MilvusUnavailable, NotFound
 from controller.milvus import MilvusGateway, RetryPolicy
 from controller.ports import ImportJob, MilvusPort
-from controller.schema import Schema
+from controller.schema import Schema, VectorField, VectorIndex
 from controller.sources.base import VectorBatch
 from controller.sources.staging import ParquetStaging
 from controller.spec import FieldSpec
@@ -185,6 +185,41 @@ def test_a_production_schema_round_trips(subject: Subject) -> None:
     assert port.collection_schema(name) == schema
     port.ensure_index(name, "FLAT", "COSINE", {}, schema.scalar_indexes)  # kept, no error
     assert port.collection_schema(name) == schema
+
+
+def test_several_vector_fields_round_trip_where_the_backend_has_them(subject: Subject) -> None:
+    """A second vector field is created, filled, indexed with its own metric, described
+    back and searched on its own; Milvus 2.3.5 refuses the collection."""
+    port, name = subject.port, subject.name("multivec")
+    schema = Schema(DIM, (FieldSpec(name="n", type="INT64"),), vectors=(VectorField("image", 3),))
+    if port.features().max_vector_fields == 1:
+        assert subject.kind == "server"
+        with pytest.raises(MilvusRejected):
+            port.create_collection(name, schema, {})
+        assert name not in port.list_collections()
+        return
+    port.create_collection(name, schema, {})
+    ids, main = np.arange(20), vectors(9, n=20)
+    images = [[float(i), 1.0, 0.5] for i in ids.tolist()]
+    columns: dict[str, list[object]] = {"n": ids.tolist(), "image": list(images)}
+    port.insert(name, VectorBatch(ids, main, columns, "contract", 0))
+    assert port.row_count(name) == 20
+    image_index = {"image": VectorIndex("FLAT", "L2")}
+    port.ensure_index(name, "FLAT", "COSINE", {}, None, image_index)
+    wait_indexed(port, name, 20)
+    assert port.collection_schema(name) == schema
+    port.load(name)
+    near = port.search_ids(
+        name, np.asarray([[3.2, 1.0, 0.5]], dtype=np.float32), 2, {}, field="image"
+    )
+    assert near.tolist() == [[3, 4]]  # by L2 on image: 3 (0.04) before 4 (0.64) and 2 (1.44)
+    assert port.search_ids(name, main[5:6], 1, {}).tolist() == [[5]]  # vector, by default
+    stored = {
+        int(i): b.fields["image"][row]
+        for b in port.iterate_rows(name, 100, ["image"], vectors=False)
+        for row, i in enumerate(b.ids.tolist())
+    }
+    assert [list(map(float, stored[i])) for i in range(20)] == images
 
 
 def test_insert_counts_after_a_flush(subject: Subject) -> None:

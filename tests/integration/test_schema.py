@@ -9,12 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from controller.cli.output import ExitCode
-from controller.schema import Schema, features_of
+from controller.schema import Schema, VectorField, features_of
 from controller.spec import FieldSpec
 from tests.conftest import (
     ON_LITE_TOO,
@@ -27,8 +28,16 @@ from tests.conftest import (
 )
 
 
-def _rich_source(path: Path, corpus: Corpus, version: str, nullable: bool) -> Path:
-    """The corpus' vectors with a tenant, a number and (when nullable) a price with gaps."""
+def _image(i: int) -> list[float]:
+    """Row ``i``'s second vector: nearest to row i's own by L2, whatever the corpus."""
+    return [float(i), 1.0, 0.5, -1.0]
+
+
+def _rich_source(
+    path: Path, corpus: Corpus, version: str, nullable: bool, images: bool = False
+) -> Path:
+    """The corpus' vectors with a tenant, a number, (when nullable) a price with gaps and
+    (with ``images``) a second vector column ``image``."""
     ids = corpus.ids
     vectors = corpus.vectors[version]
     columns: dict[str, Any] = {
@@ -39,6 +48,8 @@ def _rich_source(path: Path, corpus: Corpus, version: str, nullable: bool) -> Pa
     }
     if nullable:
         columns["price"] = pa.array([None if i % 7 == 0 else float(i) for i in ids.tolist()])
+    if images:
+        columns["image"] = pa.array([_image(i) for i in ids.tolist()], pa.list_(pa.float32()))
     pq.write_table(pa.table(columns), path)
     return path
 
@@ -64,7 +75,8 @@ def _release(
     **collection: object,
 ) -> Path:
     nullable = any(f.get("nullable") for f in fields)
-    source = _rich_source(tmp_path / f"{version}.parquet", corpus, version, nullable)
+    images = bool(collection.get("vectors"))
+    source = _rich_source(tmp_path / f"{version}.parquet", corpus, version, nullable, images)
     doc = release_yaml(backend, version, source)
     spec = doc["spec"]
     assert isinstance(spec, dict)
@@ -137,8 +149,81 @@ def test_a_feature_the_backend_lacks_is_a_spec_error_naming_it(
         backend.fake.features = features_of("v2.3.5", lite=False)
     fields = _fields(backend, nullable=True)
     fields[1]["index"] = "INVERTED"
-    code, out = _apply(tmp_path, _release(tmp_path, backend, corpus, "v1", fields))
+    code, out = _apply(tmp_path, _release(tmp_path, backend, corpus, "v1", fields, vectors=IMAGE))
     assert code == ExitCode.FAILED and "invalid release spec" in out, out
     assert "spec.collection.fields[2]" in out and "Milvus 2.3.5 does not support nullable" in out
     assert "spec.collection.fields[1].index" in out and "INVERTED" in out
+    assert "spec.collection.vectors" in out
+    assert "Milvus 2.3.5 does not support several vector fields" in out
     assert backend.inspect()["collections"] == {}  # refused before anything was created
+
+
+IMAGE = [{"name": "image", "dimension": 4, "metric": "L2", "index": {"type": "FLAT"}}]
+
+
+@pytest.mark.parametrize("backend", ["fake", "lite"], indirect=True)
+def test_a_second_vector_field_is_released_and_searchable_on_its_own(
+    tmp_path: Path, backend: Backend, corpus: Corpus
+) -> None:
+    """Milvus 2.3.5 refuses several vector fields (the test above); the fake and Lite
+    build them: each row's image is stored, indexed with its own metric and searched."""
+    fields = _fields(backend, nullable=False)
+    code, out = _apply(tmp_path, _release(tmp_path, backend, corpus, "v1", fields, vectors=IMAGE))
+    assert code == 0, out
+    assert backend.alias_target() == f"{backend.alias}__v1"
+    name = f"{backend.alias}__v1"
+    with backend.port() as port:
+        schema = port.collection_schema(name)
+        assert schema.vectors == (VectorField("image", 4),)
+        assert schema.fields == tuple(FieldSpec.model_validate(f) for f in fields)
+        port.load(name)  # Lite releases it when the controller exits
+        ids = corpus.ids.tolist()
+        stored = {
+            int(i): [float(x) for x in b.fields["image"][row]]
+            for b in port.iterate_rows(name, 1000, ["image"], vectors=False)
+            for row, i in enumerate(b.ids.tolist())
+        }
+        assert stored == {i: _image(i) for i in ids}
+        queries = np.asarray([_image(i) for i in ids[:5]], dtype=np.float32) + 0.1
+        found = port.search_ids(name, queries, 1, {}, field="image")
+        assert found[:, 0].tolist() == ids[:5]
+
+
+@pytest.mark.parametrize("backend", ["fake", pytest.param("lite", marks=REAL)], indirect=True)
+def test_a_release_without_the_second_vector_is_refused_as_breaking(
+    tmp_path: Path, corpus: Corpus, backend: Backend
+) -> None:
+    """The live collection's image vectors are what some readers search: dropping them
+    (or changing their dimension) is a breaking change."""
+    fields = _fields(backend, nullable=False)
+    assert (
+        _apply(tmp_path, _release(tmp_path, backend, corpus, "v1", fields, vectors=IMAGE))[0] == 0
+    )
+    code, out = _apply(tmp_path, _release(tmp_path, backend, corpus, "v2", fields))
+    assert code == ExitCode.FAILED and "invalid release spec" in out, out
+    assert "spec.collection.vectors" in out and "vector field 'image'" in out and "missing" in out
+    assert backend.alias_target() == f"{backend.alias}__v1"
+
+
+# The refusal is the engine's, before Milvus is asked: the fake is enough.
+@pytest.mark.parametrize("backend", ["fake"], indirect=True)
+def test_a_delta_over_a_base_with_a_second_vector_is_refused(
+    tmp_path: Path, corpus: Corpus, backend: Backend
+) -> None:
+    """A delta copies its base's rows with the one vector field: refused, named, before
+    anything is built, rather than a candidate without the image vectors."""
+    fields = _fields(backend, nullable=False)
+    assert (
+        _apply(tmp_path, _release(tmp_path, backend, corpus, "v1", fields, vectors=IMAGE))[0] == 0
+    )
+    upserts = _rich_source(tmp_path / "upserts.parquet", corpus, "v1", nullable=False)
+    doc = release_yaml(backend, "v2", upserts)
+    spec = doc["spec"]
+    assert isinstance(spec, dict)
+    spec["collection"] |= {"fields": fields, "dynamicField": True}
+    spec["source"] = {"delta": {"base": "live", "upserts": {"uri": str(upserts)}}}
+    before = backend.inspect()["collections"]
+    code, out = _apply(tmp_path, write_release(tmp_path / "v2.yaml", doc))
+    assert code == ExitCode.FAILED, out
+    assert "vector fields 'image' besides vector, which a delta does not copy" in out, out
+    assert backend.inspect()["collections"] == before

@@ -31,14 +31,14 @@ import json
 import threading
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import numpy as np
 
 from controller.errors import EmbrelError, MilvusRejected, MilvusUnavailable, NotFound
 from controller.ports import ImportJob, MilvusPort
-from controller.schema import Features, Schema
+from controller.schema import Features, Schema, VectorIndex
 from controller.sources.base import VectorBatch
 from controller.spec import FieldSpec
 
@@ -79,6 +79,7 @@ class _Collection:
     rows: dict[int, tuple[np.ndarray, dict[str, Any]]] = field(default_factory=dict)
     flushed: int = 0  # rows get_collection_stats counts without a flush
     metric: str | None = None  # set by the index
+    vector_metrics: dict[str, str] = field(default_factory=dict)  # other vector fields' indexes
     loaded: bool = False
     _matrix: tuple[np.ndarray, np.ndarray] | None = None  # (ids, vectors) for scans
 
@@ -242,10 +243,16 @@ class FakeMilvus:
         def create() -> None:
             if name in self.state.collections:
                 raise MilvusRejected(f"collection '{name}' already exists")
+            most = self.state.features.max_vector_fields
+            if most is not None and 1 + len(schema.vectors) > most:  # as 2.3.5 answers
+                raise MilvusRejected(
+                    f"creating collection {name}: Milvus refused (multiple vector fields is "
+                    "not supported, code 65535)"
+                )
             # Like Milvus: indexes are not part of the schema, ensure_index adds them.
             fields = tuple(f.model_copy(update={"index": None}) for f in schema.fields)
             self.state.collections[name] = _Collection(
-                Schema(schema.dimension, fields, schema.dynamic_field), {**properties}
+                replace(schema, fields=fields), {**properties}
             )
 
         self._call("create_collection", create)
@@ -283,9 +290,10 @@ class FakeMilvus:
             raise MilvusRejected(
                 f"vector field 'vector' expected dim {c.dimension}, got {batch.vectors.shape[1]}"
             )
-        declared = {f.name for f in c.fields}
+        declared = {f.name for f in c.fields} | {v.name for v in c.schema.vectors}
         if set(batch.fields) != declared:
             raise MilvusRejected(f"insert into {name}: fields {sorted(batch.fields)} != schema")
+        _check_other_vectors(c, batch)
         n, fault = len(batch.ids), self.state.insert_fault
         if fault is not None and fault.rows_left < n:
             n, error = fault.rows_left, fault.error
@@ -298,6 +306,8 @@ class FakeMilvus:
         defaults = {f.name: f.default for f in c.fields if f.default is not None}
         for row, i in enumerate(batch.ids[:n].tolist()):
             scalars = {f: values[row] for f, values in batch.fields.items()}
+            for v in c.schema.vectors:  # stored as Milvus returns them: float32 values
+                scalars[v.name] = np.asarray(scalars[v.name], dtype=np.float32).tolist()
             for f, default in defaults.items():  # Milvus stores a missing value as its default
                 if scalars[f] is None:
                     scalars[f] = default
@@ -351,7 +361,8 @@ class FakeMilvus:
 
         def snapshot() -> list[tuple[int, np.ndarray, dict[str, Any]]]:
             c = self._readable(name)
-            if unknown := set(fields) - {f.name for f in c.fields}:
+            known = {f.name for f in c.fields} | {v.name for v in c.schema.vectors}
+            if unknown := set(fields) - known:
                 raise MilvusRejected(f"{name} has no field {sorted(unknown)}")
             return [(i, *c.rows[i]) for i in sorted(c.rows)]
 
@@ -419,9 +430,16 @@ class FakeMilvus:
         metric: str,
         params: Mapping[str, Any],
         scalar_indexes: Mapping[str, str] | None = None,
+        vector_indexes: Mapping[str, VectorIndex] | None = None,
     ) -> None:
         def index() -> None:
             c = self._get(name)
+            for field_name, vector in (vector_indexes or {}).items():
+                if c.schema.vector(field_name) is None:
+                    raise MilvusRejected(f"{name} has no vector field {field_name!r}")
+                if vector.metric not in ("COSINE", "IP", "L2"):
+                    raise MilvusRejected(f"metric type {vector.metric} not supported")
+                c.vector_metrics.setdefault(field_name, vector.metric)
             if c.metric is None:  # like the gateway: an existing index is kept
                 if metric not in ("COSINE", "IP", "L2"):
                     raise MilvusRejected(f"metric type {metric} not supported")
@@ -433,7 +451,7 @@ class FakeMilvus:
                 else f
                 for f in c.schema.fields
             )
-            c.schema = Schema(c.schema.dimension, fields, c.schema.dynamic_field)
+            c.schema = replace(c.schema, fields=fields)
 
         self._call("ensure_index", index)
 
@@ -456,6 +474,9 @@ class FakeMilvus:
             c = self._get(name)
             if c.metric is None:
                 raise MilvusRejected(f"index not found for {name} (code 700)")
+            # Like the 2.4+ server (Lite loads without them): every vector field indexed.
+            if missing := [v.name for v in c.schema.vectors if v.name not in c.vector_metrics]:
+                raise MilvusRejected(f"there is no vector index on fields {missing} of {name}")
             c.loaded = True
 
         self._call("load", load)
@@ -510,25 +531,38 @@ class FakeMilvus:
         k: int,
         params: Mapping[str, Any],
         consistency: str = "Strong",
+        field: str = "vector",
     ) -> np.ndarray:
-        return self._call("search_ids", lambda: self._search(target, queries, k))
+        return self._call("search_ids", lambda: self._search(target, queries, k, field))
 
-    def _search(self, target: str, queries: np.ndarray, k: int) -> np.ndarray:
+    def _search(self, target: str, queries: np.ndarray, k: int, field: str) -> np.ndarray:
         c = self._readable(target, through_alias=True)
         q = np.asarray(queries, dtype=np.float32)
-        if q.ndim != 2 or q.shape[1] != c.dimension:  # as the gateway translates it
+        other = c.schema.vector(field)
+        if field != "vector" and other is None:
+            raise MilvusRejected(f"searching {target}: field {field} does not exist")
+        dimension = c.dimension if other is None else other.dimension
+        if q.ndim != 2 or q.shape[1] != dimension:  # as the gateway translates it
             raise MilvusUnavailable(
                 f"searching {target}: Milvus is unavailable (vector dimension mismatch: "
-                f"{q.shape[-1]} != {c.dimension}: service internal error)"
+                f"{q.shape[-1]} != {dimension}: service internal error)"
             )
         out = np.full((len(q), k), -1, dtype=np.int64)
         if not c.rows:
             return out
-        ids, data = c.matrix()
-        if c.metric == "L2":  # squared distances, expanded: no (nq, n, d) temporary
+        if other is None:
+            ids, data = c.matrix()
+            metric = c.metric
+        else:
+            ids = np.fromiter(c.rows, dtype=np.int64, count=len(c.rows))
+            data = np.asarray([s[field] for _, s in c.rows.values()], dtype=np.float32)
+            metric = c.vector_metrics[field]
+            if metric == "COSINE":
+                data = data / np.maximum(np.linalg.norm(data, axis=1, keepdims=True), 1e-30)
+        if metric == "L2":  # squared distances, expanded: no (nq, n, d) temporary
             worse = (q**2).sum(axis=1)[:, None] - 2 * (q @ data.T) + (data**2).sum(axis=1)
         else:
-            if c.metric == "COSINE":
+            if metric == "COSINE":
                 q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-30)
             worse = -(q @ data.T)
         for row in range(len(q)):
@@ -543,6 +577,17 @@ class FakeMilvus:
 
     def close(self) -> None:
         self.closed = True
+
+
+def _check_other_vectors(c: _Collection, batch: VectorBatch) -> None:
+    """Like Milvus: each vector field's values are vectors of its dimension."""
+    for v in c.schema.vectors:
+        for value in batch.fields[v.name]:
+            if value is None or len(value) != v.dimension:
+                got = "null" if value is None else len(value)
+                raise MilvusRejected(
+                    f"vector field {v.name!r} expected dim {v.dimension}, got {got}"
+                )
 
 
 def _read_staged(path: str, c: _Collection) -> VectorBatch:

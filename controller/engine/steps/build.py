@@ -51,7 +51,7 @@ from controller.incremental import (
     documents_base,
 )
 from controller.ports import EmbedderPort
-from controller.schema import Schema, breaking_changes, unsupported
+from controller.schema import Schema, VectorIndex, breaking_changes, unsupported
 from controller.spec import EmbeddingRelease, FieldSpec
 from controller.status import Reason
 from controller.validation.inputs import check_validation_inputs
@@ -190,7 +190,9 @@ def check_schema(
         candidate = Schema.of(collection, extra)
         problems += [
             (
-                "spec.collection.fields",
+                "spec.collection.vectors"
+                if why.startswith("vector field")
+                else "spec.collection.fields",
                 f"{why}, compared with the live collection {live.name}; queries may rely on "
                 "it (set spec.collection.allowSchemaChange: true to release it anyway)",
             )
@@ -217,11 +219,17 @@ def discard_incomplete(
 
 
 def index(ctx: StepContext, release: EmbeddingRelease, step: Step, obs: Observation) -> None:
-    """Build the spec's index and wait until every row is indexed."""
+    """Build the spec's indexes and wait until every row is indexed in each vector index."""
     idx = release.spec.collection.index
     collection = release.spec.collection
     scalar = Schema.of(collection).scalar_indexes
-    ctx.milvus.ensure_index(step.target, idx.type, collection.metric, idx.build_params, scalar)
+    vectors = {
+        v.name: VectorIndex(v.index.type, v.metric, v.index.build_params)
+        for v in collection.vectors
+    }
+    ctx.milvus.ensure_index(
+        step.target, idx.type, collection.metric, idx.build_params, scalar, vectors
+    )
     timeout = ctx.settings.index_timeout
     deadline = time.monotonic() + timeout
     with ctx.reporter.progress(f"indexing {step.target}", None) as advance:
