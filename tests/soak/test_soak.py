@@ -15,7 +15,9 @@ candidate had passed validation, and not before the alias was first pointed at i
 RSS and open file descriptors flat from after the warm-up to the end.
 
     make soak                       # SOAK_CYCLES=200 by default
-    SOAK_CYCLES=5 .venv/bin/python -m pytest -m soak -s
+    SOAK_CYCLES=5 .venv/bin/python -m pytest -m soak -s tests/soak
+
+SOAK_KEEP_PREVIOUS (default 1) sets the release's ``retention.keepPrevious``.
 
 Not in `make test`: the module is marked ``soak``, which every step there deselects.
 """
@@ -246,6 +248,7 @@ class Soak:
     baseline: Usage | None = None  # after WARMUP cycles: what "flat" is measured from
     end: Usage | None = None
     live: dict[str, FirstLive] = field(default_factory=dict)
+    rss_kib: list[int] = field(default_factory=list)  # after every cycle
 
 
 def cycles(track: Track, controller: subprocess.Popen[bytes], sampler: Collections) -> Soak:
@@ -274,10 +277,11 @@ def cycles(track: Track, controller: subprocess.Popen[bytes], sampler: Collectio
             assert target() == f"{alias}__v{n}", out
             sampler.sample(client)
             assert controller.poll() is None, "the controller exited"
+            now = usage(controller.pid)
+            soak.rss_kib.append(now.rss_kib)
             if n - 1 == WARMUP:
-                soak.baseline = usage(controller.pid)
+                soak.baseline = now
             if (n - 1) % 10 == 0:
-                now = usage(controller.pid)
                 print(
                     f"  cycle {n - 1}/{CYCLES}: {time.monotonic() - began:.0f} s, "
                     f"RSS {now.rss_kib // 1024} MiB, {now.fds} fds, "
@@ -338,6 +342,13 @@ def report_and_check(soak: Soak, searches: list[Search], sampler: Collections, p
         f"{baseline.rss_kib} KiB after {WARMUP} warm-up cycles, {end.rss_kib} KiB at the end; "
         f"fds {start.fds}, {baseline.fds}, {end.fds}"
     )
+    after = soak.rss_kib[WARMUP - 1 :]
+    if len(after) > 1:
+        slope = np.polyfit(np.arange(len(after)), np.asarray(after, dtype=float), 1)[0]
+        print(
+            f"  controller RSS after the warm-up: {min(after)}..{max(after)} KiB, "
+            f"trend {slope:+.0f} KiB a cycle (least squares over {len(after)} cycles)"
+        )
     for text, count in cleared.most_common():
         print(f"  cleared by the retry: {count} x {text}")
     for text, count in failed.most_common():
