@@ -6,7 +6,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: run test lint unit benchmarks manifests clean
+.PHONY: run test lint unit soak benchmarks manifests clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,13 @@ test: lint
 
 unit: $(VENV)/.test-installed
 	$(PY) -m pytest tests/unit
+
+# Release cycles in a row on the real server (apply, rollback, promote, retention) while
+# readers search through the alias (tests/soak); not part of `make test`. About 200 x
+# the seconds of a cycle; SOAK_CYCLES=5 for a quick one.
+SOAK_CYCLES ?= 200
+soak: $(VENV)/.test-installed
+	SOAK_CYCLES=$(SOAK_CYCLES) $(PY) -m pytest -m soak -s tests/soak
 
 # The CRD (from the spec model), the PrometheusRule and the chart's copy of the alert
 # rules, the argocd-cm health-check patch and the chart's values schema; a test fails

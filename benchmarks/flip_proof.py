@@ -29,10 +29,10 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from benchmarks.alias_readers import Search, process_reader, read_loop
 from benchmarks.flip_latency import INDEX_PARAMS, _drop_alias, _indexed
 from benchmarks.support import (
     QuietReporter,
@@ -43,7 +43,6 @@ from benchmarks.support import (
     table,
     unit_vectors,
 )
-from controller.client import AliasSearcher, is_transient
 from controller.engine import Engine
 from controller.milvus import MilvusGateway
 from controller.schema import Schema
@@ -53,40 +52,10 @@ from controller.spec import EmbeddingRelease, release_from_dict
 DIM, ROWS, B_OFFSET = 32, 2000, 1_000_000
 LATE = 2.0  # seconds: the bound for detecting and healing a lost flip
 
-# (started, finished, served "A" | "B" | "error", error text, retried); a reader ends
-# with (0, count, "retried", message, False) tallies of the errors its retry cleared.
-Search = tuple[float, float, str, str, bool]
 
-
-def read_loop(
-    uri: str, alias: str, query: list[float], stop: Any, out: list[Search], ready: Any = None
-) -> None:
-    searcher = AliasSearcher(uri, alias)
-    try:
-        searcher.search([query], limit=1)  # connected and served once before flips begin
-        if ready is not None:
-            ready.set()
-        while not stop.is_set():
-            started, before = time.time(), searcher.retried
-            try:
-                hits = searcher.search([query], limit=1, output_fields=["id"])
-                served = "B" if int(hits[0][0]["id"]) >= B_OFFSET else "A"
-                out.append((started, time.time(), served, "", searcher.retried > before))
-            except Exception as exc:  # counted, never hidden
-                text = f"{'transient ' if is_transient(exc) else ''}{exc}"[:160]
-                out.append((started, time.time(), "error", text, searcher.retried > before))
-    finally:
-        for text, count in searcher.retried_errors.items():
-            out.append((0.0, float(count), "retried", text, False))  # a tally, not a search
-        searcher.close()
-
-
-def _process_reader(
-    uri: str, alias: str, query: list[float], stop: Any, ready: Any, queue: Any
-) -> None:
-    out: list[Search] = []
-    read_loop(uri, alias, query, stop, out, ready)
-    queue.put(out)
+def served_by(hit_id: int) -> str:
+    """Which of the two collections holds ``hit_id``."""
+    return "B" if hit_id >= B_OFFSET else "A"
 
 
 @dataclass
@@ -152,11 +121,14 @@ def run_mode(mode: str, uri: str, flips: int, interval: float, threads: int) -> 
     spawn = mp.get_context("spawn")
     stop_t, stop_p, ready = threading.Event(), spawn.Event(), spawn.Event()
     queue = spawn.Queue()
-    proc = spawn.Process(target=_process_reader, args=(uri, alias, query, stop_p, ready, queue))
+    proc = spawn.Process(
+        target=process_reader, args=(uri, alias, query, stop_p, ready, queue, served_by)
+    )
     proc.start()
     outs: list[list[Search]] = [[] for _ in range(threads)]
     workers = [
-        threading.Thread(target=read_loop, args=(uri, alias, query, stop_t, o)) for o in outs
+        threading.Thread(target=read_loop, args=(uri, alias, query, stop_t, o, served_by))
+        for o in outs
     ]
     for w in workers:
         w.start()
