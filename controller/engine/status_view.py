@@ -126,20 +126,25 @@ def history(
     attempt by when its collection was created. Versions retention has dropped come
     from the previous status, where they keep their place.
     """
-    latest: dict[str, tuple[str, HistoryEntry]] = {}  # collection -> (when, entry)
+    # collection -> (when, changed in this pass, entry). Stamps have one-second steps:
+    # within a second, what changed in this pass happened after what was recorded.
+    latest: dict[str, tuple[str, bool, HistoryEntry]] = {}
+    recorded = {h.collection: h.outcome for h in before}
     when = ""
     for h in before:  # dropped attempts keep the place they had
         c = obs.collections.get(h.collection)
         when = _when(h, c) or when
-        latest[h.collection] = (when, _settle(h, obs))
+        settled = _settle(h, obs)
+        latest[h.collection] = (when, settled.outcome != h.outcome, settled)
     for c in obs.owned(release.track):
         entry = _entry(c, obs)
         if entry is None:
             latest.pop(c.name, None)  # judged again since (a new validation pending)
         else:
-            latest[c.name] = (_when(entry, c) or when, entry)
-    ordered = sorted(latest.values(), key=lambda pair: pair[0])  # stable: ties keep order
-    entries = [entry for _, entry in ordered]
+            changed = recorded.get(c.name) != entry.outcome
+            latest[c.name] = (_when(entry, c) or when, changed, entry)
+    ordered = sorted(latest.values(), key=lambda item: item[:2])  # stable: ties keep order
+    entries = [entry for _, _, entry in ordered]
     return bounded_history(entries, release.spec.history_limit, obs.alias_target)
 
 

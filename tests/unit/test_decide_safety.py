@@ -175,6 +175,25 @@ def test_history_has_one_entry_per_version_with_its_latest_outcome_in_time_order
     ]
 
 
+def test_history_puts_what_changed_in_this_pass_after_what_was_recorded_in_the_same_second() -> (
+    None
+):
+    """v3 failed, then a rollback made v1 live again within the same second."""
+    before = [
+        HistoryEntry("v1", "products__v1", "Retired"),
+        HistoryEntry("v2", "products__v2", "Live"),
+        HistoryEntry("v3", "products__v3", "Failed"),
+    ]
+    obs = snapshot(
+        "products__v1",
+        coll("v1", promoted=T2, retired=T1, **{P_CREATED_AT: T1}),
+        coll("v2", promoted=T1, retired=T2, **{P_ROLLED_BACK_AT: T2, P_CREATED_AT: T1}),
+        coll("v3", validation="failed", **{P_CREATED_AT: T2}),
+    )
+    got = [(h.version, h.outcome) for h in history(release("v1"), obs, before)]
+    assert got == [("v2", "RolledBack"), ("v3", "Failed"), ("v1", "Live")]
+
+
 def test_history_keeps_history_limit_entries_but_never_drops_the_live_one() -> None:
     entries = [HistoryEntry(f"v{i}", f"products__v{i}", "Retired", f"t{i}") for i in range(5)]
     newest3 = history_of(entries, 3, live=None)
