@@ -126,23 +126,22 @@ def history(
     attempt by when its collection was created. Versions retention has dropped come
     from the previous status, where they keep their place.
     """
-    # collection -> (when, changed in this pass, entry). Stamps have one-second steps:
-    # within a second, what changed in this pass happened after what was recorded.
+    # collection -> (when, new in this pass, entry). Stamps have one-second steps: within
+    # a second, a live period or an attempt first seen now comes after those recorded.
     latest: dict[str, tuple[str, bool, HistoryEntry]] = {}
-    recorded = {h.collection: h.outcome for h in before}
+    recorded = {h.collection: h.promoted_at for h in before}
     when = ""
     for h in before:  # dropped attempts keep the place they had
         c = obs.collections.get(h.collection)
         when = _when(h, c) or when
-        settled = _settle(h, obs)
-        latest[h.collection] = (when, settled.outcome != h.outcome, settled)
+        latest[h.collection] = (when, False, _settle(h, obs))
     for c in obs.owned(release.track):
         entry = _entry(c, obs)
         if entry is None:
             latest.pop(c.name, None)  # judged again since (a new validation pending)
         else:
-            changed = recorded.get(c.name) != entry.outcome
-            latest[c.name] = (_when(entry, c) or when, changed, entry)
+            new = c.name not in recorded or recorded[c.name] != entry.promoted_at
+            latest[c.name] = (_when(entry, c) or when, new, entry)
     ordered = sorted(latest.values(), key=lambda item: item[:2])  # stable: ties keep order
     entries = [entry for _, _, entry in ordered]
     return bounded_history(entries, release.spec.history_limit, obs.alias_target)

@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from controller.engine import (
     P_ABORTED_AT,
@@ -175,19 +176,20 @@ def test_history_has_one_entry_per_version_with_its_latest_outcome_in_time_order
     ]
 
 
-def test_history_puts_what_changed_in_this_pass_after_what_was_recorded_in_the_same_second() -> (
-    None
-):
-    """v3 failed, then a rollback made v1 live again within the same second."""
+@pytest.mark.parametrize("v2_promoted", [T1, T2])
+def test_history_puts_a_live_period_begun_in_this_pass_after_those_recorded(
+    v2_promoted: str,
+) -> None:
+    """v3 failed, then a rollback made v1 live again, within one second of the stamps."""
     before = [
-        HistoryEntry("v1", "products__v1", "Retired"),
-        HistoryEntry("v2", "products__v2", "Live"),
+        HistoryEntry("v1", "products__v1", "Retired", T1),
+        HistoryEntry("v2", "products__v2", "Live", v2_promoted),
         HistoryEntry("v3", "products__v3", "Failed"),
     ]
     obs = snapshot(
         "products__v1",
-        coll("v1", promoted=T2, retired=T1, **{P_CREATED_AT: T1}),
-        coll("v2", promoted=T1, retired=T2, **{P_ROLLED_BACK_AT: T2, P_CREATED_AT: T1}),
+        coll("v1", promoted=T2, retired=T2, **{P_CREATED_AT: T1}),
+        coll("v2", promoted=v2_promoted, retired=T2, **{P_ROLLED_BACK_AT: T2, P_CREATED_AT: T1}),
         coll("v3", validation="failed", **{P_CREATED_AT: T2}),
     )
     got = [(h.version, h.outcome) for h in history(release("v1"), obs, before)]
