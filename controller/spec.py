@@ -332,6 +332,17 @@ class LoadSpec(_Model):
     mmap: bool | None = None  # memory-map the data instead of holding it all in RAM
 
 
+def _own_unique_names(what: str, names: list[str]) -> None:
+    """Names that are unique and none of embrel's own (primary key, vector, content hash)."""
+    if reserved := sorted({"id", "vector", CONTENT_HASH_FIELD} & set(names)):
+        raise ValueError(
+            f"{what} names {reserved} are reserved for the primary key, the search vector "
+            "and the content hash of documents releases"
+        )
+    if len(set(names)) != len(names):
+        raise ValueError(f"{what} names must be unique, got {names}")
+
+
 class CollectionSpec(_Model):
     _ADDED_LATER: ClassVar[frozenset[str]] = frozenset(
         {"dynamic_field", "num_partitions", "load", "allow_schema_change", "vectors"}
@@ -354,14 +365,7 @@ class CollectionSpec(_Model):
     @classmethod
     def _unique_field_names(cls, fields: list[FieldSpec]) -> list[FieldSpec]:
         names = [f.name for f in fields]
-        reserved = {"id", "vector", CONTENT_HASH_FIELD} & set(names)
-        if reserved:
-            raise ValueError(
-                f"field names {sorted(reserved)} are reserved for the primary key, the vector "
-                "and the content hash of documents releases"
-            )
-        if len(set(names)) != len(names):
-            raise ValueError(f"field names must be unique, got {names}")
+        _own_unique_names("field", names)
         keys = [f.name for f in fields if f.partition_key]
         if len(keys) > 1:
             raise ValueError(f"a collection has at most one partition key, got {keys}")
@@ -370,14 +374,7 @@ class CollectionSpec(_Model):
     @model_validator(mode="after")
     def _unique_vector_names(self) -> CollectionSpec:
         names = [v.name for v in self.vectors]
-        reserved = {"id", "vector", CONTENT_HASH_FIELD} & set(names)
-        if reserved:
-            raise ValueError(
-                f"vectors names {sorted(reserved)} are reserved for the primary key, the "
-                "search vector and the content hash of documents releases"
-            )
-        if len(set(names)) != len(names):
-            raise ValueError(f"vectors names must be unique, got {names}")
+        _own_unique_names("vectors", names)
         if taken := sorted(set(names) & {f.name for f in self.fields}):
             raise ValueError(f"vectors {taken} have the names of scalar fields in fields")
         return self

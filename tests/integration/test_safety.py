@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -274,16 +275,15 @@ def test_abort_while_apply_runs_stops_before_the_flip(
 FAKE_ONLY = pytest.mark.parametrize("backend", ["fake"], indirect=True)
 
 
+def apply_spec(specs: dict[str, Path], version: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return embrel("--config", str(specs["config"]), "apply", "-f", str(specs[version]), cwd=cwd)
+
+
 @FAKE_ONLY  # an insert that fails part-way cannot be caused on a real Milvus on purpose
 def test_an_insert_failing_part_way_never_reaches_the_alias_and_is_rebuilt(
     tmp_path: Path, backend: Backend, crash_specs: dict[str, Path]
 ) -> None:
-    def apply(version: str) -> subprocess.CompletedProcess[str]:
-        return embrel(
-            *("--config", str(crash_specs["config"])),
-            *("apply", "-f", str(crash_specs[version])),
-            cwd=tmp_path,
-        )
+    apply = partial(apply_spec, crash_specs, cwd=tmp_path)
 
     assert apply("v1").returncode == 0
     assert backend.fake is not None
@@ -303,12 +303,7 @@ def test_an_insert_failing_part_way_never_reaches_the_alias_and_is_rebuilt(
 def test_milvus_unavailable_during_validation_leaves_the_alias_and_a_retry_releases(
     tmp_path: Path, backend: Backend, crash_specs: dict[str, Path]
 ) -> None:
-    def apply(version: str) -> subprocess.CompletedProcess[str]:
-        return embrel(
-            *("--config", str(crash_specs["config"])),
-            *("apply", "-f", str(crash_specs[version])),
-            cwd=tmp_path,
-        )
+    apply = partial(apply_spec, crash_specs, cwd=tmp_path)
 
     assert apply("v1").returncode == 0
     assert backend.fake is not None
@@ -334,12 +329,7 @@ def test_a_flip_interrupted_before_its_proof_is_proven_and_recorded_by_the_next_
     crash_specs: dict[str, Path],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def apply(version: str) -> subprocess.CompletedProcess[str]:
-        return embrel(
-            *("--config", str(crash_specs["config"])),
-            *("apply", "-f", str(crash_specs[version])),
-            cwd=tmp_path,
-        )
+    apply = partial(apply_spec, crash_specs, cwd=tmp_path)
 
     assert apply("v1").returncode == 0
     assert backend.fake is not None
