@@ -34,11 +34,11 @@ lint: $(VENV)/.test-installed
 	$(VENV)/bin/mypy controller
 	$(VENV)/bin/lint-imports
 
-# Three steps, timed on 2 cores: the default suite (about 2 min): unit, Kubernetes driver,
+# Three steps, timed on 2 cores: the default suite (about 6 min): unit, Kubernetes driver,
 # every scenario on the in-memory fake, the MilvusPort contract on the fake and Milvus
-# Lite, the lifecycle scenario on Lite; then every scenario on Milvus Lite (about 8 min)
-# and on the real server, and the contract on the server (about 2 min, with its start);
-# then the heavy end-to-end checks (Prometheus, Kubernetes mock, embedder).
+# Lite, the lifecycle scenario on Lite; then every scenario on Milvus Lite and on the real
+# server, and the contract on the server (about 40 min); then the heavy end-to-end checks
+# (Prometheus, Kubernetes mock, embedder, network faults and Milvus restarts, about 22 min).
 test: lint
 	$(PY) -m pytest
 	$(PY) -m pytest -m 'real and not heavy'
