@@ -75,11 +75,11 @@ def test_a_flip_never_recorded_is_proven_before_anything_else() -> None:
     assert serving_before(r, at(5, "products__v2", v1, coll("v2")), "products__v2") == (
         "products__v1"
     )
-    # Going back to a retired version (a rollback) that was interrupted the same way.
+    # On another version of the track, unrecorded: maybe another controller's flip in
+    # progress (it records its own), never this release's to prove.
     v1_retired = coll("v1", promoted=stamp(-100), retired=stamp(-50))
     v2 = coll("v2", promoted=stamp(-50))
-    back = decide(r, at(5, "products__v1", v1_retired, v2), Intents())
-    assert (back.name, back.target, back.rollback) == ("verify_flip", "products__v1", True)
+    assert decide(r, at(5, "products__v1", v1_retired, v2), Intents()).name != "verify_flip"
     assert serving_before(r, at(5, "products__v1", v1_retired, v2), "products__v1") == (
         "products__v2"
     )

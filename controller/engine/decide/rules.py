@@ -202,10 +202,12 @@ def unproven_flip(s: Situation) -> Step | None:
 
 
 def interrupted_flip(s: Situation) -> Step | None:
-    """A flip that took effect but was never proven nor recorded (Milvus went away in
-    between): prove it now, then record its live period; nothing is dropped before."""
+    """A flip to this release's version that took effect but was never proven nor
+    recorded (Milvus went away in between): prove it now, then record its live period;
+    nothing is dropped before. Only the spec's own version: an alias on another version
+    of the track may be another controller's flip in progress, which it records itself."""
     target = interrupted(s.release, s.obs)
-    if target is None:
+    if target is None or target.name != s.desired:
         return None
     alias, judged = s.release.spec.alias, target.get(P_VALIDATION)
     # Only a validated collection is ever flipped to; Milvus 2.3 can lose the latest
