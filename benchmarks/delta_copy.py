@@ -44,6 +44,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,7 @@ from benchmarks.support import (
     TimedReporter,
     fresh_alias,
     machine,
+    median,
     open_backend,
     release_doc,
     table,
@@ -127,14 +129,29 @@ def write_delta(folder: Path, rows: int, dim: int, upserts: float, deletes: floa
 
 @dataclass
 class StageReporter(TimedReporter):
-    """TimedReporter, plus when each progress stage was opened: the copy stage's first
-    page is read after it opens, so open -> last tick is the whole copy."""
+    """TimedReporter, plus when each progress stage was opened and every tick: the copy
+    stage's first page is read after it opens, so open -> last tick is the whole copy,
+    and the gaps between ticks are the time of each page (read and written)."""
 
     opened: dict[str, float] = field(default_factory=dict)
+    ticks: dict[str, list[float]] = field(default_factory=dict)
 
     def progress(self, stage: str, total: int | None) -> AbstractContextManager[Advance]:
         self.opened.setdefault(stage, time.perf_counter())
-        return super().progress(stage, total)
+        ticks = self.ticks.setdefault(stage, [])
+        inner = super().progress(stage, total)
+
+        @contextmanager
+        def recording() -> Iterator[Advance]:
+            with inner as advance:
+
+                def tick(rows: int) -> None:
+                    advance(rows)
+                    ticks.append(time.perf_counter())
+
+                yield tick
+
+        return recording()
 
     def opened_at(self, prefix: str) -> float:
         return min(stamp for stage, stamp in self.opened.items() if stage.startswith(prefix))
@@ -144,6 +161,14 @@ class StageReporter(TimedReporter):
         if not any(s.startswith(prefix) for s in self.last_tick):
             return 0.0
         return self.last_tick_of(prefix) - self.opened_at(prefix)
+
+    def gaps(self, prefix: str) -> list[float]:
+        """Seconds from the stage's opening to its first tick, then between ticks."""
+        stage = next((s for s in self.ticks if s.startswith(prefix)), None)
+        if stage is None:
+            return []
+        stamps = [self.opened[stage], *self.ticks[stage]]
+        return [b - a for a, b in pairwise(stamps)]
 
 
 # -- memory ------------------------------------------------------------------------
@@ -392,6 +417,20 @@ def _rss(release: Release) -> str:
     return f"{release.peak_rss / MB:,.0f}" if release.peak_rss else "n/a"
 
 
+def _per_batch(gaps: Sequence[float]) -> str:
+    """First, median, last and max of a stage's per-batch seconds, and how the last
+    quarter's median compares with the first's (growth along the copy)."""
+    if not gaps:
+        return "none"
+    quarter = max(1, len(gaps) // 4)
+    growth = median(gaps[-quarter:]) / median(gaps[:quarter])
+    return (
+        f"{len(gaps)} batches, first {gaps[0]:.3f}, median {median(gaps):.3f}, "
+        f"last {gaps[-1]:.3f}, max {max(gaps):.3f} s; last quarter / first quarter "
+        f"x{growth:.2f}"
+    )
+
+
 def report(r: Result) -> str:
     d = r.delta
     head = (
@@ -466,7 +505,13 @@ def report(r: Result) -> str:
         "the release"
         + (" (Milvus Lite included: it serves from this process)" if r.kind == "lite" else "")
     )
-    return f"{head}\n\n{summary}\n\n{phases}\n\n{note}"
+    batches = (
+        f"Per batch of {r.batch:,}:\n"
+        f"  base inserts: {_per_batch(r.base.reporter.gaps('loading '))}\n"
+        f"  delta copy (page read + kept rows upserted): "
+        f"{_per_batch(r.change.reporter.gaps('copying '))}"
+    )
+    return f"{head}\n\n{summary}\n\n{phases}\n\n{note}\n\n{batches}"
 
 
 def timeline(release: Release) -> str:
