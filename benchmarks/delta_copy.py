@@ -422,12 +422,13 @@ def _per_batch(gaps: Sequence[float]) -> str:
     quarter's median compares with the first's (growth along the copy)."""
     if not gaps:
         return "none"
-    quarter = max(1, len(gaps) // 4)
-    growth = median(gaps[-quarter:]) / median(gaps[:quarter])
+    full = gaps[:-1] if len(gaps) > 2 else gaps  # the last batch may be partial
+    quarter = max(1, len(full) // 4)
+    growth = median(full[-quarter:]) / median(full[:quarter])
     return (
         f"{len(gaps)} batches, first {gaps[0]:.3f}, median {median(gaps):.3f}, "
         f"last {gaps[-1]:.3f}, max {max(gaps):.3f} s; last quarter / first quarter "
-        f"x{growth:.2f}"
+        f"x{growth:.2f} (full batches)"
     )
 
 
