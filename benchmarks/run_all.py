@@ -6,7 +6,8 @@ Takes a while (about 25 minutes on 2 cores): build throughput on Milvus Lite and
 real server (and the client-side share of it), the 100k and 1M-row memory builds (and
 Arrow's share of them), the flip latencies on both backends, and an incremental
 documents release against a full re-embed (about 8 minutes: it embeds 8,000 texts),
-and the CLI's own latency (--help, status, rollback as fresh processes).
+a delta release's base copy against plain insert (100k rows on each backend, about
+2 minutes each), and the CLI's own latency (--help, status, rollback as fresh processes).
 The real server is started and stopped by each benchmark in turn.
 """
 
@@ -20,6 +21,7 @@ from benchmarks import (
     build_memory,
     build_throughput,
     cli_latency,
+    delta_copy,
     flip_latency,
     incremental_release,
     ingest_overhead,
@@ -45,6 +47,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(flush=True)
     inc_ratio, speeds = incremental_release.run(incremental_release.parse([]))
     print(flush=True)
+    deltas = []
+    for kind in BACKENDS:
+        deltas.append(delta_copy.run(delta_copy.parse(["--backend", kind, "--rows", "100000"])))
+        print(flush=True)
     cli = cli_latency.run(10, BACKENDS)
     rows = [
         [
@@ -81,6 +87,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{'met' if inc_ratio <= incremental_release.TARGET_RATIO else 'NOT met'}",
         ]
     )
+    rows += [
+        [
+            f"delta base copy ({d.kind}, {d.rows:,} rows, {d.index})",
+            f"copy {d.copy_rps:,.0f} rows/s vs plain insert {d.insert_rps:,.0f}",
+            f"{d.copy_rps / d.insert_rps:.2f} (reported, no target)",
+        ]
+        for d in deltas
+    ]
     rows += [[f"embedder throughput (batch {s[1]})", f"{s[4]} texts/s", s[0]] for s in speeds]
     rows += [
         [
