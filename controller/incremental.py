@@ -22,7 +22,7 @@ looked up in the embedding cache, and only cache misses are embedded.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, closing
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -39,6 +39,7 @@ from controller.ports import (
     EmbeddingCachePort,
     MilvusPort,
 )
+from controller.read_ahead import read_ahead
 from controller.sources.base import VectorBatch, VectorSource
 from controller.sources.documents import DocumentBatch
 from controller.spec import CONTENT_HASH_FIELD, EmbeddingRelease, FieldSpec, FilesSource
@@ -263,8 +264,11 @@ class DeltaBuild:
         ports, spec = self.ports, self.ports.release.spec.collection
         extras = [f.name for f in spec.fields]
         copied = replaced = deleted = 0
-        with ports.progress(f"copying {self.base} into {target}", None) as advance:
-            for batch in ports.milvus.iterate_rows(self.base, ports.batch_size, extras):
+        # The next page is read while this one is written: a copy waits for Milvus on
+        # both sides, so overlapping them hides the shorter.
+        pages = read_ahead(ports.milvus.iterate_rows(self.base, ports.batch_size, extras), 2)
+        with ports.progress(f"copying {self.base} into {target}", None) as advance, closing(pages):
+            for batch in pages:
                 upserted, gone = _in(batch.ids, self.upsert_ids), _in(batch.ids, self.delete_ids)
                 keep = ~(upserted | gone)
                 replaced += int(upserted.sum())

@@ -22,13 +22,13 @@ import numpy as np
 import numpy.typing as npt
 
 from controller.errors import SourceError
+from controller.read_ahead import read_ahead
 from controller.sources.base import VectorBatch, VectorSource
 from controller.sources.location import (
     IDS_SUFFIX,
     SourceFile,
     StorageSettings,
     match_files,
-    read_ahead,
     read_failure,
     shown,
     storage_errors,

@@ -17,10 +17,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from controller.errors import SourceError, TemporaryError
+from controller.read_ahead import read_ahead
 from controller.secrets import storage_settings
 from controller.sources import LocalFiles, open_files_source
 from controller.sources.base import VectorBatch
-from controller.sources.location import StorageSettings, read_ahead
+from controller.sources.location import StorageSettings
 from controller.spec import DocumentsSource, FilesSource, SourceSpec, release_from_dict
 from tests.support.s3_server import S3Bucket, free_port
 from tests.support.specs import minimal_release
