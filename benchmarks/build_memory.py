@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks.support import (
+    INDEXES,
     Backend,
     fresh_alias,
     machine,
@@ -37,7 +38,7 @@ BATCH = 5000
 REPO = Path(__file__).resolve().parents[1]
 # IVF_FLAT builds in seconds where HNSW on 1M rows takes many minutes on 2 cores; the
 # index is built by the server, so it does not change the embrel process's memory.
-INDEX = {"type": "IVF_FLAT", "params": {"nlist": 1024}}
+INDEX = INDEXES["IVF_FLAT"]
 MB = 1e6
 
 

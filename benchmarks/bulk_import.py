@@ -11,6 +11,7 @@ collection's creation to the "loaded N rows" event: inserts and flush, or stagin
 the import jobs) and the controller's peak RSS (VmHWM).
 
     python -m benchmarks.bulk_import --backend server [--rows 1000000] [--dim 128]
+        [--small-rows 100000] [--index IVF_FLAT|FLAT|HNSW]
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks.build_memory import INDEX, MB, Run, import_floor, run_measured
+from benchmarks.build_memory import MB, Run, import_floor, run_measured
 from benchmarks.support import (
+    INDEXES,
     Backend,
     fresh_alias,
     machine,
@@ -39,7 +41,9 @@ ROWS_PER_FILE = 250_000
 LOAD_PHASE = ("created ", "loaded ")
 
 
-def apply_once(backend: Backend, source: Path, rows: int, dim: int, load: str, work: Path) -> Run:
+def apply_once(
+    backend: Backend, source: Path, rows: int, dim: int, load: str, index: str, work: Path
+) -> Run:
     """`embrel apply` of ``source`` with ``load``; the collection is dropped afterwards."""
     alias = fresh_alias("bi")
     folder = work / alias
@@ -54,7 +58,13 @@ def apply_once(backend: Backend, source: Path, rows: int, dim: int, load: str, w
     )
     uri = backend.uri(alias)
     doc = release_doc(
-        name="bulk", alias=alias, version="v1", uri=uri, source=source, dim=dim, index=INDEX
+        name="bulk",
+        alias=alias,
+        version="v1",
+        uri=uri,
+        source=source,
+        dim=dim,
+        index=INDEXES[index],
     )
     doc["spec"]["source"]["files"]["load"] = load
     spec = write_yaml(folder / "release.yaml", doc)
@@ -118,10 +128,10 @@ def report(floor: Run, runs: Sequence[Run]) -> str:
     return out
 
 
-def run(rows: int, dim: int, small_rows: int) -> list[Run]:
+def run(rows: int, dim: int, small_rows: int, index: str) -> list[Run]:
     print(
         f"bulk import vs insert: `embrel apply` of {rows:,} x {dim}-dim rows from Parquet, "
-        f"{ROWS_PER_FILE:,} rows per staged file, on {machine()}",
+        f"{ROWS_PER_FILE:,} rows per staged file, {index} index, on {machine()}",
         flush=True,
     )
     floor = import_floor()
@@ -133,12 +143,12 @@ def run(rows: int, dim: int, small_rows: int) -> list[Run]:
         work = Path(tmp)
         source = write_vectors(work / "vectors.parquet", rows, dim)
         for load in ("insert", "bulkImport"):
-            runs.append(apply_once(backend, source, rows, dim, load, work))
+            runs.append(apply_once(backend, source, rows, dim, load, index, work))
             print(f"  {runs[-1].label}: {runs[-1].wall:.1f} s", flush=True)
         source.unlink()
         if small_rows:
             small = write_vectors(work / "small.parquet", small_rows, dim)
-            runs.append(apply_once(backend, small, small_rows, dim, "bulkImport", work))
+            runs.append(apply_once(backend, small, small_rows, dim, "bulkImport", index, work))
             print(f"  {runs[-1].label}: {runs[-1].wall:.1f} s", flush=True)
     for r in runs:
         start = r.output[0][0] if r.output else 0.0
@@ -156,12 +166,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--small-rows", type=int, default=100_000, help="a bulk import this size too (0: none)"
     )
+    p.add_argument("--index", choices=sorted(INDEXES), default="IVF_FLAT")
     return p.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    run(args.rows, args.dim, args.small_rows)
+    run(args.rows, args.dim, args.small_rows, args.index)
     return 0
 
 

@@ -55,6 +55,7 @@ from pymilvus import MilvusClient
 
 from benchmarks.support import (
     BACKENDS,
+    INDEXES,
     Backend,
     TimedReporter,
     fresh_alias,
@@ -73,13 +74,6 @@ from controller.incremental import BuildResult, DeltaBuild
 from controller.ports import Advance
 from controller.status import Phase
 
-# FLAT builds nothing and IVF_FLAT builds in seconds; HNSW on 1M rows takes many
-# minutes on 2 cores and would dominate both releases (the index is not what is measured).
-INDEXES: dict[str, dict[str, Any]] = {
-    "FLAT": {"type": "FLAT", "params": {}},
-    "IVF_FLAT": {"type": "IVF_FLAT", "params": {"nlist": 1024}},
-    "HNSW": {"type": "HNSW", "params": {"M": 8, "efConstruction": 32}},
-}
 NEW_SHARE = 0.5  # of the upserts, the share with ids the base lacks
 MB = 1e6
 

@@ -296,3 +296,13 @@ class QuietReporter:
 
     def progress(self, stage: str, total: int | None) -> Any:
         return contextlib.nullcontext(lambda n: None)
+
+
+# The indexes a benchmark may build (--index). FLAT builds nothing; at 1M x 128 on 2
+# cores IVF_FLAT (nlist 1024) takes about 5 minutes and HNSW far longer, which dominates
+# any run whose subject is not the index.
+INDEXES: dict[str, dict[str, Any]] = {
+    "FLAT": {"type": "FLAT", "params": {}},
+    "IVF_FLAT": {"type": "IVF_FLAT", "params": {"nlist": 1024}},
+    "HNSW": {"type": "HNSW", "params": {"M": 8, "efConstruction": 32}},
+}

@@ -177,7 +177,7 @@ def test_a_production_schema_round_trips(subject: Subject) -> None:
     ids = np.arange(10)
     columns: dict[str, list[object]] = {"tenant": [f"t{i % 3}" for i in ids], "n": list(ids)}
     if features.nullable:
-        columns["price"] = [None, *[float(i) for i in ids[1:]]]
+        columns["price"] = [None, *[float(i) for i in ids[1:]]]  # null: the default, 1.5
     port.insert(name, VectorBatch(ids, vectors(7, n=10), columns, "contract", 0))
     assert port.row_count(name) == 10
     port.ensure_index(name, "FLAT", "COSINE", {}, schema.scalar_indexes)
@@ -185,6 +185,10 @@ def test_a_production_schema_round_trips(subject: Subject) -> None:
     assert port.collection_schema(name) == schema
     port.ensure_index(name, "FLAT", "COSINE", {}, schema.scalar_indexes)  # kept, no error
     assert port.collection_schema(name) == schema
+    port.load(name)  # read back by pages: strings, and nulls where the backend has them
+    pages = list(port.iterate_rows(name, 4, list(columns)))
+    stored = {**columns, "price": [1.5, *columns["price"][1:]]} if features.nullable else columns
+    assert {f: [v for p in pages for v in p.fields[f]] for f in columns} == stored
 
 
 def test_several_vector_fields_round_trip_where_the_backend_has_them(subject: Subject) -> None:
@@ -397,6 +401,25 @@ def test_iterate_rows_reads_every_row_by_id_in_bounded_batches(subject: Subject)
 
     bare = list(subject.port.iterate_rows(name, 1000, vectors=False))
     assert [b.vectors.shape for b in bare] == [(ROWS, 0)] and bare[0].fields == {}
+
+
+def test_iterate_rows_pages_by_id_across_segments_written_out_of_order(subject: Subject) -> None:
+    """Pages continue after the last id read, so every segment must give its smallest
+    ids first: rows written in shuffled order over three flushed segments come back
+    once each, by id."""
+    port, name = subject.port, subject.name("shuffled")
+    port.create_collection(name, SCHEMA, {})
+    vecs = vectors(4)
+    for part in np.array_split(np.random.default_rng(5).permutation(ROWS), 3):
+        port.insert(name, batch(part, vecs[part]))
+        port.row_count(name, flush=True)  # seals a segment
+    port.ensure_index(name, "FLAT", "COSINE", {})
+    wait_indexed(port, name, ROWS)
+    port.load(name)
+    pages = list(port.iterate_rows(name, 7, fields=["title"]))
+    assert np.concatenate([p.ids for p in pages]).tolist() == list(range(ROWS))
+    assert np.array_equal(np.concatenate([p.vectors for p in pages]), vecs)
+    assert [t for p in pages for t in p.fields["title"]] == [f"t{i}" for i in range(ROWS)]
 
 
 # -- aliases -------------------------------------------------------------------------

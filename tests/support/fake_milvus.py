@@ -66,7 +66,7 @@ _METRIC_OP = {
     "search_ids": "search",
     "vectors_by_id": "get",
     "sample_ids": "query_iterator",
-    "iterate_rows": "query_iterator",
+    "iterate_rows": "query_page",
     "bulk_import": "do_bulk_insert",
     "import_job": "get_bulk_insert_state",
 }
