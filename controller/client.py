@@ -49,7 +49,7 @@ from controller.embedding.descriptor import (
     spec_from_descriptor,
 )
 from controller.ports import EmbedderFactory, EmbedderPort
-from controller.spec import EmbedderSpec
+from controller.spec import PRIMARY_VECTOR, EmbedderSpec
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -59,6 +59,8 @@ T = TypeVar("T")
 VERSION_PROPERTY = "embrel.version"
 ALIAS_PROPERTY = "embrel.alias"
 PROMOTED_AT_PROPERTY = "embrel.promotedAt"
+# The vector field the release searches (spec.collection.searchField); absent: "vector".
+SEARCH_FIELD_PROPERTY = "embrel.searchField"
 # On the live collection while a candidate is validated: JSON {"version", "collection",
 # "encoder": <descriptor>}; the empty string when nothing is announced.
 NEXT_PROPERTY = "embrel.next"
@@ -196,6 +198,7 @@ class CollectionInfo:
     alias: str | None
     promoted_at: str
     announced: dict[str, Any] | None  # the encoder of the candidate in embrel.next
+    search_field: str = PRIMARY_VECTOR  # the vector field its encoder's queries search
 
     @classmethod
     def read(cls, client: MilvusClient, name: str) -> CollectionInfo:
@@ -207,6 +210,7 @@ class CollectionInfo:
             alias=props.get(ALIAS_PROPERTY) or None,
             promoted_at=props.get(PROMOTED_AT_PROPERTY) or "",
             announced=_announced_encoder(props.get(NEXT_PROPERTY) or ""),
+            search_field=props.get(SEARCH_FIELD_PROPERTY) or PRIMARY_VECTOR,
         )
 
     def summary(self) -> str:
@@ -460,7 +464,8 @@ class ReleaseClient(_RetryingSearcher):
             filter=filter,
             output_fields=output_fields,
             search_params=search_params or {},
-            anns_field="vector",  # the encoder's vectors; Lite would search the first field
+            # The field the release declared; named always, as Lite would search the first.
+            anns_field=target.search_field,
         )
         answers = [
             Answer([dict(hit) for hit in hits], target.version, target.name, target.encoder)

@@ -23,7 +23,7 @@ import numpy as np
 
 from controller.errors import MilvusRejected
 from controller.ports import MilvusPort
-from controller.spec import EmbeddingRelease
+from controller.spec import PRIMARY_VECTOR, EmbeddingRelease
 from controller.validation.gates import search_params
 
 # Components of each probe vector kept in the fingerprint: enough to tell two
@@ -178,10 +178,11 @@ PROBE_K = 10
 
 @dataclass(frozen=True)
 class Probes:
-    """A fingerprint and the vectors of its probe queries."""
+    """A fingerprint, the vectors of its probe queries and the vector field it reads."""
 
     fp: Fingerprint
     queries: np.ndarray
+    field: str = PRIMARY_VECTOR
 
 
 class _Probe:
@@ -192,6 +193,7 @@ class _Probe:
         self.fp, self.queries = probes.fp, probes.queries if probes.fp.query_ids else None
         self.k = len(self.fp.new_answers[0]) if self.fp.new_answers else PROBE_K
         self.params = search_params(release, self.k)
+        self.field = probes.field
         self.client = milvus.fresh()
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embrel-probe")
 
@@ -203,14 +205,16 @@ class _Probe:
         request refreshes the proxy's alias cache while Bounded ones kept the old
         target for seconds (docs/benchmarks.md §7): only both together prove a flip.
         """
-        fp, c = self.fp, self.client
+        fp, c, field = self.fp, self.client, self.field
         as_apps = (
-            self.pool.submit(c.search_ids, self.alias, self.queries, self.k, self.params, "Bounded")
+            self.pool.submit(
+                c.search_ids, self.alias, self.queries, self.k, self.params, "Bounded", field
+            )
             if self.queries is not None
-            else self.pool.submit(c.vectors_by_id, self.alias, fp.ids, "Bounded")
+            else self.pool.submit(c.vectors_by_id, self.alias, fp.ids, "Bounded", field)
         )
         try:
-            strong = c.vectors_by_id(self.alias, fp.ids) if fp.ids else {}
+            strong = c.vectors_by_id(self.alias, fp.ids, "Strong", field) if fp.ids else {}
             seen = as_apps.result()
         except MilvusRejected:  # e.g. the old collection has another dimension
             return Seen.OLD
@@ -288,30 +292,42 @@ def read_probes(
     written since (that is what drift is). Bounded reads: both are long flushed.
     """
     k, seed, bounded = PROBE_K, release.spec.validation.seed, "Bounded"
+    field = probe_field(milvus, release, new, old)
     if hint is not None:
         ids, query_ids, query_from = list(hint.ids), list(hint.query_ids), hint.query_from
     else:
         ids, query_ids, query_from = milvus.sample_ids(new, 1024, seed).tolist(), [], new
-    new_v = milvus.vectors_by_id(new, ids, bounded)
-    old_v = milvus.vectors_by_id(old, ids, bounded)
+    new_v = milvus.vectors_by_id(new, ids, bounded, field)
+    old_v = milvus.vectors_by_id(old, ids, bounded, field)
     if hint is None:
         query_ids = [i for i in ids if i in new_v][:16]
     source = new_v if query_from == new else old_v if query_from == old else {}
     if query_ids and any(i not in source for i in query_ids):
-        source = milvus.vectors_by_id(query_from, query_ids, bounded)
+        source = milvus.vectors_by_id(query_from, query_ids, bounded, field)
     query_ids = [i for i in query_ids if i in source]
     dims = {len(v) for v in (*new_v.values(), *old_v.values(), *source.values())}
     if not query_ids or len(dims) != 1:  # another dimension: ids alone tell them apart
         empty = np.empty((0, k), dtype=np.int64)
         fp = fingerprint(new, old, ids, new_v, old_v, [], empty, empty)
-        return Probes(fp, np.empty((0, 0), dtype=np.float32))
+        return Probes(fp, np.empty((0, 0), dtype=np.float32), field)
     queries = np.stack([source[i] for i in query_ids])
     params = search_params(release, k)
-    answers = [milvus.search_ids(side, queries, k, params, bounded) for side in (new, old)]
+    answers = [milvus.search_ids(side, queries, k, params, bounded, field) for side in (new, old)]
     fp = fingerprint(new, old, ids, new_v, old_v, query_ids, *answers)
     fp = replace(fp, query_from=query_from)
     kept = [query_ids.index(q) for q in fp.query_ids]
-    return Probes(fp, queries[kept])
+    return Probes(fp, queries[kept], field)
+
+
+def probe_field(milvus: MilvusPort, release: EmbeddingRelease, new: str, old: str) -> str:
+    """The vector field probes read and search: the release's search field, as its
+    applications search, when both collections have it; else ``vector``, which every
+    collection has (a probe on a field one side lacks would only ever be refused)."""
+    field = release.spec.collection.search_field
+    if field == PRIMARY_VECTOR:
+        return field
+    both = all(milvus.collection_schema(c).vector(field) is not None for c in (new, old))
+    return field if both else PRIMARY_VECTOR
 
 
 def verified_flip(

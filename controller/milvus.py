@@ -45,7 +45,7 @@ from controller.errors import (
 from controller.ports import ImportJob, ImportState
 from controller.schema import Features, Schema, VectorField, VectorIndex, features_of
 from controller.sources.base import VectorBatch
-from controller.spec import FieldSpec, redact_uri
+from controller.spec import PRIMARY_VECTOR, FieldSpec, redact_uri
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -87,7 +87,7 @@ LITE_LOCK_FILE = "LOCK"
 # Milvus refuses larger query pages (limit) and pymilvus larger query_iterator pages.
 QUERY_ITERATOR_MAX_BATCH = 16_384
 ID_FIELD = "id"
-VECTOR_FIELD = "vector"
+VECTOR_FIELD = PRIMARY_VECTOR
 # GetImportState's states, as embrel names them (Persisted: rows written, segments not
 # yet handed over; only Completed rows are counted and searchable).
 _IMPORT_STATES: dict[int, ImportState] = {
@@ -400,20 +400,22 @@ class MilvusGateway:
         return int(stats["row_count"])
 
     def vectors_by_id(
-        self, name: str, ids: Sequence[int], consistency: str = "Strong"
+        self, name: str, ids: Sequence[int], consistency: str = "Strong", field: str = VECTOR_FIELD
     ) -> dict[int, np.ndarray]:
         rows = self._call(
             f"reading vectors from {name}",
             lambda: self._client.get(
                 name,
                 ids=list(ids),
-                output_fields=[VECTOR_FIELD],
+                output_fields=[field],
                 consistency_level=consistency,
                 timeout=self.call_timeout,
             ),
             op="get",
         )
-        return {int(r[ID_FIELD]): np.asarray(r[VECTOR_FIELD], dtype=np.float32) for r in rows}
+        if rows and field not in rows[0]:  # Lite leaves an unknown output field out
+            raise MilvusRejected(f"reading vectors from {name}: field {field} does not exist")
+        return {int(r[ID_FIELD]): np.asarray(r[field], dtype=np.float32) for r in rows}
 
     def sample_ids(self, name: str, n: int, seed: int, scan_limit: int = 1_000_000) -> np.ndarray:
         """A seeded uniform sample of up to ``n`` ids (reservoir over the first

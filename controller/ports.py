@@ -88,10 +88,10 @@ class MilvusPort(Protocol):
         k: int,
         params: Mapping[str, Any],
         consistency: str = "Strong",
-        field: str = "vector",  # which vector field; gates and probes search ``vector``
+        field: str = "vector",  # which vector field: spec.collection.searchField
     ) -> np.ndarray: ...
     def vectors_by_id(
-        self, name: str, ids: Sequence[int], consistency: str = "Strong"
+        self, name: str, ids: Sequence[int], consistency: str = "Strong", field: str = "vector"
     ) -> dict[int, np.ndarray]: ...
     def sample_ids(self, name: str, n: int, seed: int) -> np.ndarray: ...
     def iterate_rows(

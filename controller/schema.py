@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.spec import CONTENT_HASH_FIELD, CollectionSpec, FieldSpec
+from controller.spec import CONTENT_HASH_FIELD, PRIMARY_VECTOR, CollectionSpec, FieldSpec
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,13 @@ class Schema:
 
     def vector(self, name: str) -> VectorField | None:
         return next((v for v in self.vectors if v.name == name), None)
+
+    def dimension_of(self, name: str) -> int | None:
+        """The dimension of the vector field ``name`` (``vector`` too); None if absent."""
+        if name == PRIMARY_VECTOR:
+            return self.dimension
+        found = self.vector(name)
+        return found.dimension if found else None
 
     @property
     def scalar_indexes(self) -> dict[str, str]:

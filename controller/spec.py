@@ -24,6 +24,7 @@ from pydantic import (
     StrictInt,
     StrictStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_serializer,
     model_validator,
@@ -56,6 +57,8 @@ DEFAULT_HISTORY_LIMIT = 10
 OPERATING_FIELDS = frozenset({"suspend", "history_limit", "storage"})
 # The VARCHAR field in which documents releases store each row's content hash.
 CONTENT_HASH_FIELD = "embrel_content_hash"
+# The primary vector field: collection.dimension, metric and index; searched by default.
+PRIMARY_VECTOR = "vector"
 
 
 class _Model(BaseModel):
@@ -334,7 +337,7 @@ class LoadSpec(_Model):
 
 def _own_unique_names(what: str, names: list[str]) -> None:
     """Names that are unique and none of embrel's own (primary key, vector, content hash)."""
-    if reserved := sorted({"id", "vector", CONTENT_HASH_FIELD} & set(names)):
+    if reserved := sorted({"id", PRIMARY_VECTOR, CONTENT_HASH_FIELD} & set(names)):
         raise ValueError(
             f"{what} names {reserved} are reserved for the primary key, the search vector "
             "and the content hash of documents releases"
@@ -345,14 +348,21 @@ def _own_unique_names(what: str, names: list[str]) -> None:
 
 class CollectionSpec(_Model):
     _ADDED_LATER: ClassVar[frozenset[str]] = frozenset(
-        {"dynamic_field", "num_partitions", "load", "allow_schema_change", "vectors"}
+        {
+            "dynamic_field",
+            "num_partitions",
+            "load",
+            "allow_schema_change",
+            "vectors",
+            "search_field",
+        }
     )
 
     dimension: Annotated[int, Field(ge=2, le=32768)]
     metric: Metric = "COSINE"
     index: IndexSpec = IndexSpec()
     fields: list[FieldSpec] = []
-    # Vector fields besides ``vector`` (Milvus 2.4+); gates and probes search ``vector``.
+    # Vector fields besides ``vector`` (Milvus 2.4+), each read from its own source column.
     vectors: list[VectorFieldSpec] = []
     # Rows may carry keys beyond the schema (Milvus' $meta field), as applications write.
     dynamic_field: bool = False
@@ -360,6 +370,9 @@ class CollectionSpec(_Model):
     load: LoadSpec = LoadSpec()
     # Release a candidate whose schema drops or retypes a field the live collection has.
     allow_schema_change: bool = False
+    # The vector field gates, probes, drift and ReleaseClient search: ``vector`` or one
+    # of ``vectors``. Declared after ``vectors`` so that its validator can see them.
+    search_field: str = PRIMARY_VECTOR
 
     @field_validator("fields")
     @classmethod
@@ -379,6 +392,18 @@ class CollectionSpec(_Model):
             raise ValueError(f"vectors {taken} have the names of scalar fields in fields")
         return self
 
+    @field_validator("search_field")
+    @classmethod
+    def _search_field_is_declared(cls, name: str, info: ValidationInfo) -> str:
+        if "vectors" not in info.data:  # vectors failed validation: reported on their own
+            return name
+        allowed = [PRIMARY_VECTOR, *(v.name for v in info.data["vectors"])]
+        if name not in allowed:
+            raise ValueError(
+                f"{name!r} is not a vector field of the collection; use one of {allowed}"
+            )
+        return name
+
     @model_validator(mode="after")
     def _partitions_need_a_key(self) -> CollectionSpec:
         if self.num_partitions is not None and self.partition_key is None:
@@ -397,6 +422,23 @@ class CollectionSpec(_Model):
     @property
     def partition_key(self) -> FieldSpec | None:
         return next((f for f in self.fields if f.partition_key), None)
+
+    @property
+    def searched(self) -> VectorFieldSpec:
+        """The search field with its own dimension, metric and index: what every query
+        vector of gates, probes, drift and clients must match."""
+        if self.search_field == PRIMARY_VECTOR:
+            return VectorFieldSpec(
+                name=PRIMARY_VECTOR, dimension=self.dimension, metric=self.metric, index=self.index
+            )
+        return next(v for v in self.vectors if v.name == self.search_field)
+
+    def search_dimension_text(self) -> str:
+        """Where the dimension every query vector must have is declared, for errors."""
+        s = self.searched
+        if s.name == PRIMARY_VECTOR:
+            return f"collection.dimension: {s.dimension}"
+        return f"collection.searchField: {s.name}, a {s.dimension}-dim field of collection.vectors"
 
 
 # How a files build writes its rows: ``insert`` batches through the proxy; ``bulkImport``

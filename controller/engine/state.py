@@ -54,6 +54,9 @@ P_BUILD = "embrel.build"  # JSON: status.build, the counts of how it was built
 P_ADOPTED = "embrel.adopted"
 # Model changes: how queries are embedded for a collection, and what comes next.
 P_ENCODER = "embrel.encoder"  # descriptor JSON of the encoder (controller.embedding.descriptor)
+# The vector field queries search (spec.collection.searchField); absent means "vector",
+# so collections of releases that never set it read as they always did.
+P_SEARCH_FIELD = "embrel.searchField"
 # On the live collection while a candidate is validated, until the flip (or abort):
 # JSON {"version", "collection", "encoder": descriptor or null}, so clients can preload it.
 P_NEXT = "embrel.next"

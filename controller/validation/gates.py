@@ -28,8 +28,9 @@ from controller.ports import DataPort, EmbedderFactory, EmbedderPort, MilvusPort
 from controller.sources.base import VectorBatch, sample_rows
 from controller.sources.labelled_queries import LabelledQueries
 from controller.sources.location import shown
-from controller.spec import EmbeddingRelease, GoldenSetSpec
+from controller.spec import PRIMARY_VECTOR, EmbeddingRelease, GoldenSetSpec
 from controller.validation import metrics as m
+from controller.validation.inputs import check_query_dimension
 from controller.validation.results import Check, Outcome, ValidationRun, judge, judge_drop
 from controller.validation.space import (
     VectorSpace,
@@ -57,6 +58,7 @@ class GateContext:
     milvus: MilvusPort
     data: DataPort
     live_encoder: dict[str, Any] | None = None  # live's embrel.encoder descriptor, if any
+    live_search_field: str = PRIMARY_VECTOR  # live's embrel.searchField
     embedders: EmbedderFactory | None = None  # golden sets of query texts embed with these
 
 
@@ -75,10 +77,11 @@ def live_space(ctx: GateContext) -> VectorSpace | None:
     dimension = ctx.live_encoder.get("dimension") if ctx.live_encoder else None
     if not isinstance(dimension, int):
         try:
-            dimension = ctx.milvus.collection_schema(ctx.live).dimension
+            schema = ctx.milvus.collection_schema(ctx.live)
+            dimension = schema.dimension_of(ctx.live_search_field)
         except MilvusRejected:  # gone or unreadable: unknown, so never the same space
             dimension = None
-    return VectorSpace(ctx.live_model, dimension, ctx.live_encoder)
+    return VectorSpace(ctx.live_model, dimension, ctx.live_encoder, ctx.live_search_field)
 
 
 def same_space_as_live(ctx: GateContext) -> bool:
@@ -99,7 +102,7 @@ def model_boundary(ctx: GateContext) -> Boundary:
 
 def search_params(release: EmbeddingRelease, k: int) -> dict[str, Any]:
     params: dict[str, Any] = dict(release.spec.validation.search_params)
-    if release.spec.collection.index.type == "HNSW":
+    if release.spec.collection.searched.index.type == "HNSW":
         params.setdefault("ef", max(64, 2 * k))
     return params
 
@@ -180,9 +183,19 @@ def content_batches(ctx: GateContext, batch_size: int) -> Iterator[VectorBatch]:
     (by id, Strong consistency).
     """
     files = ctx.release.spec.source.files
-    if files is not None:
+    field = ctx.release.spec.collection.search_field
+    if files is None:  # only files releases have vector fields besides ``vector``
+        return ctx.milvus.iterate_rows(ctx.candidate, batch_size)
+    if field == PRIMARY_VECTOR:
         return ctx.data.open_vectors(files, ()).batches(batch_size)
-    return ctx.milvus.iterate_rows(ctx.candidate, batch_size)
+    batches = ctx.data.open_vectors(files, (field,)).batches(batch_size)
+    return (searched_column(b, field) for b in batches)
+
+
+def searched_column(batch: VectorBatch, field: str) -> VectorBatch:
+    """``batch`` with the vector field ``field`` as its vectors, the one searched."""
+    vectors = np.asarray(batch.fields[field], dtype=np.float32).reshape(len(batch.ids), -1)
+    return VectorBatch(batch.ids, vectors, {}, batch.origin, batch.first_row)
 
 
 def _query_set(ctx: GateContext, sample_vectors: np.ndarray) -> tuple[np.ndarray, str]:
@@ -193,19 +206,22 @@ def _query_set(ctx: GateContext, sample_vectors: np.ndarray) -> tuple[np.ndarray
     queries = ctx.data.read_query_vectors(
         v.queries.uri, v.queries.vector_field, v.queries.sample, v.seed
     )
-    dim = ctx.release.spec.collection.dimension
-    if queries.shape[1] != dim:
-        raise SourceError(
-            f"query set {shown(v.queries.uri)} has {queries.shape[1]}-dim vectors, "
-            f"the spec says collection.dimension: {dim}"
-        )
+    check_query_dimension(queries, ctx.release.spec.collection, f"query set {shown(v.queries.uri)}")
     return queries, f"{len(queries)} queries from {shown(v.queries.uri)} (seed {v.seed})"
+
+
+def _field(ctx: GateContext, target: str) -> str:
+    """The vector field ``target`` is searched on: live's own, recorded with its release."""
+    if target == ctx.live and target != ctx.candidate:
+        return ctx.live_search_field
+    return ctx.release.spec.collection.search_field
 
 
 def _search(
     ctx: GateContext, target: str, queries: np.ndarray, k: int, consistency: str = "Strong"
 ) -> np.ndarray:
-    return ctx.milvus.search_ids(target, queries, k, search_params(ctx.release, k), consistency)
+    params = search_params(ctx.release, k)
+    return ctx.milvus.search_ids(target, queries, k, params, consistency, _field(ctx, target))
 
 
 def _against_live(
@@ -271,12 +287,7 @@ def _golden_set(ctx: GateContext, run: ValidationRun, boundary: Boundary) -> lis
         return _golden_texts(ctx, run, golden, boundary)
     assert golden.uri is not None  # the spec gives exactly one of uri and texts
     gs = ctx.data.read_golden_set(golden.uri)
-    dim = ctx.release.spec.collection.dimension
-    if gs.queries.shape[1] != dim:
-        raise SourceError(
-            f"golden set {gs.origin} has {gs.queries.shape[1]}-dim query vectors, "
-            f"the spec says collection.dimension: {dim}"
-        )
+    check_query_dimension(gs.queries, ctx.release.spec.collection, f"golden set {gs.origin}")
     k = golden.k
     cand = _Scores.of(_search(ctx, ctx.candidate, gs.queries, k), gs.relevant, None, k)
     live: _Scores | _Unmeasured
@@ -306,12 +317,8 @@ def _golden_texts(
     embedder = ctx.release.spec.embedder
     assert embedder is not None  # the spec refuses texts without spec.embedder
     vectors = _factory(ctx)(embedder).embed_queries(queries.texts)
-    dim = ctx.release.spec.collection.dimension
-    if vectors.ndim != 2 or vectors.shape[1] != dim:
-        raise SourceError(
-            f"spec.embedder produced query vectors of shape {vectors.shape}; "
-            f"collection.dimension is {dim}"
-        )
+    what = f"what spec.embedder ({embedder.model}) produced"
+    check_query_dimension(vectors, ctx.release.spec.collection, what)
     k = golden.k
     found = _search(ctx, ctx.candidate, vectors, k)
     cand = _Scores.of(found, queries.relevant, queries.grades, k)
@@ -556,8 +563,8 @@ def _paired_vectors(ctx: GateContext, live: str, ids: np.ndarray) -> tuple[np.nd
     theirs: dict[int, np.ndarray] = {}
     for start in range(0, len(ids), FETCH_CHUNK):
         chunk = [int(i) for i in ids[start : start + FETCH_CHUNK]]
-        ours.update(ctx.milvus.vectors_by_id(ctx.candidate, chunk))
-        theirs.update(ctx.milvus.vectors_by_id(live, chunk))
+        ours.update(_vectors_of(ctx, ctx.candidate, chunk))
+        theirs.update(_vectors_of(ctx, live, chunk))
     common = [int(i) for i in ids if int(i) in ours and int(i) in theirs]
     if not common:
         return np.empty((0, 0), np.float32), np.empty((0, 0), np.float32)
@@ -614,7 +621,7 @@ def _ann_recall(ctx: GateContext, queries: np.ndarray) -> list[Check]:
         return []
     q = queries[: gate.sample]
     ann = _search(ctx, ctx.candidate, q, gate.k)
-    exact = m.StreamingTopK(q, gate.k, ctx.release.spec.collection.metric)
+    exact = m.StreamingTopK(q, gate.k, ctx.release.spec.collection.searched.metric)
     for batch in content_batches(ctx, 20_000):
         exact.add(batch.vectors, batch.ids)
     value = m.ann_recall(ann, exact.result(), gate.k)
@@ -693,7 +700,8 @@ def _own_queries(ctx: GateContext, live: str, sample_ids: np.ndarray, n: int) ->
 def _vectors_of(ctx: GateContext, name: str, ids: list[int]) -> dict[int, np.ndarray]:
     out: dict[int, np.ndarray] = {}
     for start in range(0, len(ids), FETCH_CHUNK):
-        out.update(ctx.milvus.vectors_by_id(name, ids[start : start + FETCH_CHUNK]))
+        chunk = ids[start : start + FETCH_CHUNK]
+        out.update(ctx.milvus.vectors_by_id(name, chunk, "Strong", _field(ctx, name)))
     return out
 
 
@@ -713,14 +721,18 @@ def warm_up(milvus: MilvusPort, data: DataPort, release: EmbeddingRelease, targe
             v.queries.uri, v.queries.vector_field, v.warmup_queries, v.seed
         )
     else:
-        with closing(milvus.iterate_rows(target, v.warmup_queries)) as rows:
+        field = release.spec.collection.search_field
+        others = [] if field == PRIMARY_VECTOR else [field]
+        with closing(milvus.iterate_rows(target, v.warmup_queries, others, not others)) as rows:
             first = next(rows, None)
         if first is None:
             return 0
-        queries = first.vectors[: v.warmup_queries]
+        queries = (searched_column(first, field) if others else first).vectors
+        queries = queries[: v.warmup_queries]
     params = search_params(release, 10)
+    field = release.spec.collection.search_field
     for i in range(len(queries)):
-        milvus.search_ids(target, queries[i : i + 1], 10, params, "Bounded")
+        milvus.search_ids(target, queries[i : i + 1], 10, params, "Bounded", field)
     return len(queries)
 
 

@@ -1,7 +1,9 @@
 """The model boundary: may one collection's vectors be searched in, or compared with,
 another's? Pure: no I/O.
 
-Two collections are in one space when both record an encoder descriptor
+Two collections are in one space when they are searched on the same vector field
+(``spec.collection.searchField``, recorded as ``embrel.searchField``) and both
+record an encoder descriptor
 (``embrel.encoder``) and ``same_space`` says so. A collection without one (built
 before descriptors were recorded, or a files release without ``spec.embedder``)
 falls back to the older rule: the same ``embrel.model`` label and the same
@@ -17,7 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from controller.embedding.descriptor import encoder_descriptor, same_space
-from controller.spec import EmbedderSpec, EmbeddingRelease
+from controller.spec import PRIMARY_VECTOR, EmbedderSpec, EmbeddingRelease
 
 
 @dataclass(frozen=True)
@@ -27,24 +29,30 @@ class VectorSpace:
     model: str | None  # the embrel.model label; None when not recorded
     dimension: int | None  # None when it could not be read
     encoder: dict[str, Any] | None = None  # the embrel.encoder descriptor, if recorded
+    field: str = PRIMARY_VECTOR  # the vector field searched (embrel.searchField)
 
     def describe(self) -> str:
+        on = "" if self.field == PRIMARY_VECTOR else f" on field {self.field}"
         if self.encoder is not None:
-            return f"{self.encoder.get('model')} ({self.encoder.get('dimension')}-dim)"
+            return f"{self.encoder.get('model')} ({self.encoder.get('dimension')}-dim){on}"
         dim = f"{self.dimension}-dim" if self.dimension is not None else "dimension unknown"
-        return f"{self.model or 'unknown model'} ({dim})"
+        return f"{self.model or 'unknown model'} ({dim}){on}"
 
 
 def release_space(release: EmbeddingRelease) -> VectorSpace:
     """The space a release's collection is built in."""
     spec = release.spec
-    dim = spec.collection.dimension
+    searched = spec.collection.searched
+    dim = searched.dimension
     encoder = encoder_descriptor(spec.embedder, dim) if spec.embedder is not None else None
-    return VectorSpace(spec.model.label(), dim, encoder)
+    return VectorSpace(spec.model.label(), dim, encoder, searched.name)
 
 
 def in_same_space(a: VectorSpace, b: VectorSpace) -> bool:
-    """Whether vectors of ``a`` may be searched in, or compared with, ``b``."""
+    """Whether vectors of ``a`` may be searched in, or compared with, ``b``: another
+    search field is another space, as another model is."""
+    if a.field != b.field:
+        return False
     if a.encoder is not None and b.encoder is not None:
         return same_space(a.encoder, b.encoder)
     return (
@@ -57,8 +65,9 @@ def in_same_space(a: VectorSpace, b: VectorSpace) -> bool:
 
 def boundary_reason(candidate: VectorSpace, live: VectorSpace) -> str:
     """Why the two sides are in different spaces, for a NotApplicable detail."""
+    what = "search field" if candidate.field != live.field else "model"
     return (
-        f"model changed ({live.describe()} -> {candidate.describe()}): the vectors live in "
+        f"{what} changed ({live.describe()} -> {candidate.describe()}): the vectors live in "
         "different spaces"
     )
 

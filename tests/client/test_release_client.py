@@ -15,6 +15,7 @@ from controller.client import (
     ALIAS_PROPERTY,
     NEXT_PROPERTY,
     PROMOTED_AT_PROPERTY,
+    SEARCH_FIELD_PROPERTY,
     VERSION_PROPERTY,
     Answer,
     EncoderCache,
@@ -255,3 +256,4 @@ def test_the_property_names_are_the_controllers() -> None:
     assert ALIAS_PROPERTY == state.P_ALIAS
     assert PROMOTED_AT_PROPERTY == state.P_PROMOTED_AT
     assert NEXT_PROPERTY == "embrel.next"
+    assert SEARCH_FIELD_PROPERTY == state.P_SEARCH_FIELD

@@ -218,6 +218,11 @@ def test_several_vector_fields_round_trip_where_the_backend_has_them(subject: Su
     )
     assert near.tolist() == [[3, 4]]  # by L2 on image: 3 (0.04) before 4 (0.64) and 2 (1.44)
     assert port.search_ids(name, main[5:6], 1, {}).tolist() == [[5]]  # vector, by default
+    by_id = port.vectors_by_id(name, [3, 4], field="image")
+    assert {i: [float(x) for x in v] for i, v in by_id.items()} == {3: images[3], 4: images[4]}
+    assert port.vectors_by_id(name, [3])[3].tolist() == main[3].tolist()  # vector, by default
+    with pytest.raises(MilvusRejected):
+        port.vectors_by_id(name, [3], field="audio")
     stored = {
         int(i): b.fields["image"][row]
         for b in port.iterate_rows(name, 100, ["image"], vectors=False)

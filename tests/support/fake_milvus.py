@@ -330,11 +330,13 @@ class FakeMilvus:
         return self._call("row_count", count)
 
     def vectors_by_id(
-        self, name: str, ids: Sequence[int], consistency: str = "Strong"
+        self, name: str, ids: Sequence[int], consistency: str = "Strong", field: str = "vector"
     ) -> dict[int, np.ndarray]:
         def get() -> dict[int, np.ndarray]:
-            rows = self._readable(name, through_alias=True).rows
-            return {int(i): rows[int(i)][0].copy() for i in ids if int(i) in rows}
+            c = self._readable(name, through_alias=True)
+            if field != "vector" and c.schema.vector(field) is None:
+                raise MilvusRejected(f"reading vectors from {name}: field {field} does not exist")
+            return {int(i): _stored(c.rows[int(i)], field) for i in ids if int(i) in c.rows}
 
         return self._call("vectors_by_id", get)
 
@@ -607,3 +609,11 @@ def _read_staged(path: str, c: _Collection) -> VectorBatch:
 
 
 _: MilvusPort = FakeMilvus()  # mypy checks that the fake implements the whole port
+
+
+def _stored(row: tuple[np.ndarray, dict[str, Any]], field: str) -> np.ndarray:
+    """One row's vector of ``field``, a copy as Milvus returns it."""
+    vector, scalars = row
+    if field == "vector":
+        return vector.copy()
+    return np.asarray(scalars[field], dtype=np.float32)

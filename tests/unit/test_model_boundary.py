@@ -11,6 +11,7 @@ from controller.embedding.descriptor import ENCODER_PROPERTY, encoder_descriptor
 from controller.engine.state import P_ENCODER, P_NEXT
 from controller.errors import MilvusRejected
 from controller.schema import Schema as CollectionSchema
+from controller.schema import VectorField
 from controller.spec import EmbedderSpec, release_from_dict
 from controller.validation.gates import GateContext, model_boundary, same_space_as_live
 from controller.validation.space import (
@@ -87,6 +88,31 @@ def test_same_space_as_live_reads_the_live_dimension_through_the_port() -> None:
     assert not same_space_as_live(gate_context(sixteen, "m", Schema(None))), "unreadable live"
     boundary = model_boundary(gate_context(sixteen, "m", Schema(32)))
     assert not boundary.same_space and "model changed" in boundary.why and "32-dim" in boundary.why
+
+
+class WithImage(Schema):
+    """A live collection with a 16-dim ``vector`` and an ``image`` of ``dimension``."""
+
+    def collection_schema(self, name: str) -> CollectionSchema:
+        assert self.dimension is not None
+        return CollectionSchema(16, vectors=(VectorField("image", self.dimension),))
+
+
+def test_another_search_field_is_another_space() -> None:
+    """Queries for one vector field are not queries for another, even of one model and
+    one dimension: a changed searchField crosses the boundary as a model change does."""
+    image = {"vectors": [{"name": "image", "dimension": 16}], "searchField": "image"}
+    on_image = {"collection": {"dimension": 16} | image}
+    assert not in_same_space(VectorSpace("m", 16, MINILM, "image"), VectorSpace("m", 16, MINILM))
+    assert release_space(release_from_dict(doc(**on_image))).field == "image"
+    live = WithImage(16)
+    assert same_space_as_live(gate_context(on_image, "m", live, live_search_field="image"))
+    assert not same_space_as_live(
+        gate_context(on_image, "m", WithImage(8), live_search_field="image")
+    )
+    boundary = model_boundary(gate_context(on_image, "m", Schema(16)))
+    assert not boundary.same_space and "search field changed" in boundary.why
+    assert "on field image" in boundary.why
 
 
 def test_same_space_as_live_compares_descriptors_first() -> None:

@@ -48,7 +48,7 @@ def test_hashes_of_existing_specs_are_unchanged() -> None:
     spelled = ", partitionKey: false, nullable: false, default: null, index: null"
     more = (
         "\n    dynamicField: false\n    load: {replicas: 1}\n    allowSchemaChange: false"
-        "\n    vectors: []"
+        "\n    vectors: []\n    searchField: vector"
     )
     assert _hashes(spelled, more) == HASHES
 
@@ -213,6 +213,38 @@ def test_a_second_vector_field_is_parsed_with_its_own_index() -> None:
 def test_a_bad_vector_field_is_refused(collection: dict[str, object], problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
         CollectionSpec.model_validate({"dimension": 8} | collection)
+
+
+SEARCHING = "\n    vectors: [{name: image, dimension: 4, metric: L2}]\n    searchField: %s"
+
+
+def test_the_search_field_is_vector_unless_the_spec_names_another() -> None:
+    plain = parse_release((SPEC % ("", "")).encode(), "r.yaml").spec.collection
+    assert plain.search_field == "vector"
+    assert (plain.searched.name, plain.searched.dimension, plain.searched.metric) == (
+        "vector",
+        64,
+        "COSINE",
+    )
+    image = parse_release((SPEC % ("", SEARCHING % "image")).encode(), "r.yaml")
+    searched = image.spec.collection.searched
+    assert (searched.name, searched.dimension, searched.metric) == ("image", 4, "L2")
+    assert "collection.searchField: image, a 4-dim field" in (
+        image.spec.collection.search_dimension_text()
+    )
+    # Another search field is another build: the same rows, searched elsewhere.
+    r = parse_release((SPEC % ("", SEARCHING % "vector")).encode(), "r.yaml")
+    assert r.build_hash() != image.build_hash() and r.spec_hash() != image.spec_hash()
+
+
+@pytest.mark.parametrize("name", ["audio", "id", "title"])
+def test_a_search_field_that_is_no_vector_field_is_a_spec_error(name: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        parse_release((SPEC % ("", SEARCHING % name)).encode(), "r.yaml")
+    problems = dict(caught.value.problems)
+    assert problems.keys() == {"spec.collection.searchField"}, problems
+    assert f"'{name}' is not a vector field" in problems["spec.collection.searchField"]
+    assert "['vector', 'image']" in problems["spec.collection.searchField"]
 
 
 @pytest.mark.parametrize(

@@ -248,6 +248,26 @@ def test_validation_inputs_of_the_wrong_dimension_are_refused_before_the_build(
         check_validation_inputs(release, LocalFiles(tmp_path))
 
 
+def test_validation_inputs_must_have_the_search_fields_dimension(tmp_path: Path) -> None:
+    """With ``searchField`` naming a vectors[] entry, its dimension is the one queries
+    must have, not collection.dimension's."""
+    text = (
+        "apiVersion: embrel.dev/v1alpha1\nkind: EmbeddingRelease\nmetadata: {name: p}\n"
+        "spec: {alias: p, version: v1, model: {name: m}, milvus: {uri: ./m.db},\n"
+        f"  collection: {{dimension: {DIM}, vectors: [{{name: image, dimension: 2}}],\n"
+        "    searchField: image}, source: {files: {uri: d.parquet}},\n"
+        "  validation: {goldenSet: {uri: g.parquet, minRecall: 0.5}}}\n"
+    )
+    release = parse_release(text)
+    write_golden(tmp_path / "g.parquet", [[1.0, 0.0]], [[1]])  # 2-dim, as image is
+    check_validation_inputs(release, LocalFiles(tmp_path))
+    write_golden(tmp_path / "g.parquet", [[1.0] * DIM], [[1]])  # collection.dimension's
+    with pytest.raises(SourceError) as err:
+        check_validation_inputs(release, LocalFiles(tmp_path))
+    assert f"has {DIM}-dim vectors" in str(err.value)
+    assert "collection.searchField: image, a 2-dim field of collection.vectors" in str(err.value)
+
+
 def test_validation_inputs_that_fit_pass(tmp_path: Path) -> None:
     write_golden(tmp_path / "g.parquet", [[1.0, 0.0, 0.0, 1.0]], [[1]])
     release = release_with(tmp_path, "{goldenSet: {uri: g.parquet, minRecall: 0.5}}")

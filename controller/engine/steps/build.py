@@ -29,6 +29,7 @@ from controller.engine.state import (
     P_ENCODER,
     P_MODEL,
     P_OWNER,
+    P_SEARCH_FIELD,
     P_SOURCE_ROWS,
     P_SPEC_HASH,
     P_TRACK,
@@ -52,7 +53,7 @@ from controller.incremental import (
 )
 from controller.ports import EmbedderPort
 from controller.schema import Schema, VectorIndex, breaking_changes, unsupported
-from controller.spec import EmbeddingRelease, FieldSpec
+from controller.spec import PRIMARY_VECTOR, EmbeddingRelease, FieldSpec
 from controller.status import Reason
 from controller.validation.inputs import check_validation_inputs
 
@@ -163,9 +164,12 @@ def create_collection(
         P_MODEL: spec.model.label(),
         P_CREATED_AT: ctx.clock(),
     }
+    searched = spec.collection.searched
     if spec.embedder is not None:  # the encoder this collection's queries need
-        descriptor = encoder_descriptor(spec.embedder, spec.collection.dimension)
+        descriptor = encoder_descriptor(spec.embedder, searched.dimension)
         identity[P_ENCODER] = descriptor_json(descriptor)
+    if searched.name != PRIMARY_VECTOR:  # the field those queries search
+        identity[P_SEARCH_FIELD] = searched.name
     if spec.collection.load.mmap is not None:
         identity[MMAP_PROPERTY] = str(spec.collection.load.mmap).lower()
     ctx.milvus.create_collection(

@@ -32,9 +32,9 @@ def capture_reference(
     assert ctx.references is not None
     mon, live, milvus = release.spec.monitoring, step.target, ctx.milvus
     ids = milvus.sample_ids(live, mon.sample, release.spec.validation.seed)
-    vectors = milvus.vectors_by_id(live, ids.tolist())
+    vectors = _searched_vectors(ctx, release, live, ids.tolist())
     ids = np.asarray([i for i in ids.tolist() if i in vectors], dtype=np.int64)
-    dim = release.spec.collection.dimension
+    dim = release.spec.collection.searched.dimension
     sample = np.stack([vectors[int(i)] for i in ids]) if len(ids) else np.empty((0, dim))
     canaries = _canary_queries(ctx, release, sample)
     answers = _canary_answers(ctx, release, live, canaries)
@@ -63,7 +63,7 @@ def monitor(ctx: StepContext, release: EmbeddingRelease, step: Step, obs: Observ
         warnings.simplefilter("ignore", RuntimeWarning)
         values = monitoring.measure(
             ref,
-            current=ctx.milvus.vectors_by_id(live, ref.ids.tolist()),
+            current=_searched_vectors(ctx, release, live, ref.ids.tolist()),
             fresh_sample=_fresh_sample(ctx, release, live),
             canary_answers=_canary_answers(ctx, release, live, ref.canary_queries),
             row_count=ctx.milvus.row_count(live, flush=False),
@@ -110,15 +110,24 @@ def _canary_answers(
     k = release.spec.monitoring.canary_k
     if not len(queries):  # an empty live collection has no sample to ask with
         return np.empty((0, k), dtype=np.int64)
-    return ctx.milvus.search_ids(live, queries, k, search_params(release, k))
+    field = release.spec.collection.search_field
+    return ctx.milvus.search_ids(live, queries, k, search_params(release, k), field=field)
+
+
+def _searched_vectors(
+    ctx: StepContext, release: EmbeddingRelease, live: str, ids: list[int]
+) -> dict[int, np.ndarray]:
+    """Drift is measured on the field that is searched: the vectors queries meet."""
+    field = release.spec.collection.search_field
+    return ctx.milvus.vectors_by_id(live, ids, "Strong", field)
 
 
 def _fresh_sample(ctx: StepContext, release: EmbeddingRelease, live: str) -> np.ndarray:
     """A new sample each time (seeded by the clock), so rows added since the reference
     are seen too (among the first 1M ids in key order: ``sample_ids``' scan bound)."""
     ids = ctx.milvus.sample_ids(live, release.spec.monitoring.sample, int(time.time()))
-    vectors = ctx.milvus.vectors_by_id(live, ids.tolist())
-    dim = release.spec.collection.dimension
+    vectors = _searched_vectors(ctx, release, live, ids.tolist())
+    dim = release.spec.collection.searched.dimension
     return np.stack(list(vectors.values())) if vectors else np.empty((0, dim), np.float32)
 
 

@@ -30,6 +30,7 @@ from controller.engine.state import (
     P_MODEL,
     P_NEXT,
     P_REPORT,
+    P_SEARCH_FIELD,
     P_SOURCE_ROWS,
     P_VALIDATED_HASH,
     P_VALIDATION,
@@ -45,7 +46,7 @@ from controller.engine.steps.build import create_collection
 from controller.engine.steps.context import StepContext
 from controller.engine.steps.flip import read_fingerprint
 from controller.errors import PermanentError
-from controller.spec import EmbeddingRelease
+from controller.spec import PRIMARY_VECTOR, EmbeddingRelease
 from controller.status import Reason
 from controller.validation.gates import GateContext, run_validation
 from controller.validation.report import render_report
@@ -103,6 +104,7 @@ def _gate_context(
         milvus=ctx.milvus,
         data=ctx.data,
         live_encoder=parse_descriptor(live.get(P_ENCODER)) if live else None,
+        live_search_field=(live.get(P_SEARCH_FIELD) if live else "") or PRIMARY_VECTOR,
         embedders=ctx.embedders,
     )
 
