@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from controller.sources import location
 from tests.conftest import (
     REAL,
     Backend,
@@ -72,15 +71,15 @@ def test_a_release_from_object_storage_goes_live(
     # The same objects again: the build hash (from their ETags) is unchanged, no rebuild.
     r = embrel(*state, "apply", "-f", str(spec), cwd=tmp_path)
     assert r.returncode == 0 and "building" not in r.stdout, r.stdout + r.stderr
+    for text in (r.stdout, r.stderr):
+        assert store.secret not in text
+    if store.scheme != "s3":
+        return  # that each store's failure to answer is temporary: the unit tests
     # The store unreachable: what serves stands, nothing is rebuilt or failed.
-    monkeypatch.setattr(location, "GCS_RETRY_S", 1.0)  # in this process (the fake)
-    for name, value in store.unreachable.items():
-        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", store.unreachable["AWS_ENDPOINT_URL"])
     r = embrel(*state, "apply", "-f", str(spec), cwd=tmp_path)
     assert r.returncode == 0 and "building" not in r.stdout, r.stdout + r.stderr
     assert backend.alias_target() == f"{backend.alias}__v1"
-    for text in (r.stdout, r.stderr):
-        assert store.secret not in text
 
 
 @every_store()
