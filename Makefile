@@ -20,8 +20,9 @@ $(VENV)/.installed: pyproject.toml
 # build that lies on these machines before the embedder extra asks for it.
 # Azurite (npm), the Azure Blob Storage emulator of the object storage tests
 # (tests/support/azurite.py), goes into .tools/; Node.js and npm come from Debian
-# where the machine lacks them.
-AZURITE_VERSION ?= 3.37.0
+# where the machine lacks them. 3.35.0 is the last release that runs on Node.js
+# before 21 (Debian 12 has 18; later releases ask for 21 and 22).
+AZURITE_VERSION ?= 3.35.0
 $(VENV)/.test-installed: $(VENV)/.installed
 	command -v promtool >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus)
 	command -v npm >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm)
