@@ -18,8 +18,15 @@ $(VENV)/.installed: pyproject.toml
 # suite starts it once per session (tests/support/milvus_server.py).
 # prometheus/promtool (Debian) prove the alert rules; torch is pinned to the CPU
 # build that lies on these machines before the embedder extra asks for it.
+# Azurite (npm), the Azure Blob Storage emulator of the object storage tests
+# (tests/support/azurite.py), goes into .tools/; Node.js and npm come from Debian
+# where the machine lacks them. 3.35.0 is the last release that runs on Node.js
+# before 21 (Debian 12 has 18; later releases ask for 21 and 22).
+AZURITE_VERSION ?= 3.35.0
 $(VENV)/.test-installed: $(VENV)/.installed
 	command -v promtool >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus)
+	command -v npm >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm)
+	npm install --prefix .tools --no-audit --no-fund --silent azurite@$(AZURITE_VERSION)
 	$(PIP) install 'torch==2.13.0'
 	$(PIP) install -e '.[test,embed]'
 	$(PIP) install 'milvus==2.3.5'
@@ -64,7 +71,7 @@ benchmarks: $(VENV)/.test-installed
 	$(PY) -m benchmarks.run_all
 
 clean:
-	rm -rf $(VENV) .demo .embrel .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .tools .demo .embrel .mypy_cache .ruff_cache .pytest_cache
 
 # The container image (Dockerfile), tagged with the name manifests/ and the chart run
 # (`python -m controller.manifests --image`: embrel/embrel:<version>). Settings are

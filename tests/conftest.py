@@ -42,8 +42,9 @@ from tests.support.milvus_server import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-# The S3 server fixtures (s3_server, s3): a real S3 API on loopback.
-pytest_plugins = ["tests.support.s3_server"]
+# The object store fixtures: s3_server and s3 (a real S3 API on loopback); gcs_server,
+# azurite and store (S3, GCS or Azure, by the test's parameter).
+pytest_plugins = ["tests.support.s3_server", "tests.support.object_stores"]
 
 
 @pytest.fixture(scope="session")

@@ -59,7 +59,11 @@ S3_SETTINGS = (
     "AWS_ENDPOINT_URL",
 )
 GCS_SETTINGS = ("GOOGLE_OAUTH_ACCESS_TOKEN", "STORAGE_EMULATOR_HOST")
-AZURE_SETTINGS = ("AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_ACCOUNT_KEY")
+AZURE_SETTINGS = (
+    "AZURE_STORAGE_ACCOUNT_NAME",
+    "AZURE_STORAGE_ACCOUNT_KEY",
+    "AZURE_STORAGE_ENDPOINT",
+)
 STORAGE_SETTINGS = S3_SETTINGS + GCS_SETTINGS + AZURE_SETTINGS
 # Values that are secrets: scrubbed from every message, whatever the library said.
 _SECRET_SETTINGS = frozenset(
@@ -78,10 +82,16 @@ REDACTED = "<redacted>"
 CONNECT_TIMEOUT_S = 5.0
 REQUEST_TIMEOUT_S = 30.0
 S3_ATTEMPTS = 3
+# How long one GCS call retries before it gives up (the library's own default is minutes).
+GCS_RETRY_S = 15.0
+# How long a GOOGLE_OAUTH_ACCESS_TOKEN is taken to stay valid (a filesystem lives for one
+# read of the sources; a token from the metadata server lives an hour).
+GCS_TOKEN_LIFETIME_S = 3600.0
 # Failures a retry can cure (pyarrow reports them as OSError text, with the SDK's
 # error names): the store unreachable, a timeout, throttling or a 5xx.
 _TRANSIENT = re.compile(
-    r"NETWORK_CONNECTION|curlCode|Couldn't connect|Connection refused|timed? ?out|Timeout|"
+    r"NETWORK_CONNECTION|curlCode|Couldn't connect|Could not connect|Connection refused|"
+    r"Fail to get a new connection|timed? ?out|Timeout|"
     r"SLOW_DOWN|THROTTL|SERVICE_UNAVAILABLE|INTERNAL_FAILURE|REQUEST_TIME|"
     r"HTTP response code: 5\d\d|Unable to connect|Temporary failure|try again",
     re.IGNORECASE,
@@ -93,7 +103,11 @@ _PERMANENT = (
         "access denied",
     ),
     (
-        re.compile(r"INVALID_ACCESS_KEY_ID|SIGNATURE_DOES_NOT_MATCH|UNAUTHENTICATED", re.I),
+        re.compile(
+            r"INVALID_ACCESS_KEY_ID|SIGNATURE_DOES_NOT_MATCH|UNAUTHENTICATED|"
+            r"AuthorizationFailure|AuthenticationFailed",
+            re.I,
+        ),
         "the credentials were refused",
     ),
     (
@@ -419,22 +433,88 @@ def _remote(uri: str, settings: StorageSettings) -> _Remote:
 
 
 def _filesystem(scheme: str, user: str, password: str, settings: StorageSettings) -> Any:
-    import pyarrow.fs as pafs
-
     if scheme == "s3":
         return _s3(user, password, settings)
     if scheme == "gs":
-        endpoint = settings.get("STORAGE_EMULATOR_HOST")
-        return pafs.GcsFileSystem(
-            access_token=settings.get("GOOGLE_OAUTH_ACCESS_TOKEN"),
-            endpoint_override=urlsplit(endpoint).netloc if endpoint else None,
-            scheme=urlsplit(endpoint).scheme if endpoint else None,
-            anonymous=bool(endpoint) and not settings.get("GOOGLE_OAUTH_ACCESS_TOKEN"),
+        return _gcs(settings)
+    return _azure(user, password, settings)
+
+
+def _gcs(settings: StorageSettings) -> Any:
+    """``STORAGE_EMULATOR_HOST`` (``host:port`` or a URL, as Google's libraries take it)
+    points at an emulator or a private endpoint: anonymous there unless a token is set."""
+    import datetime
+
+    import pyarrow.fs as pafs
+
+    endpoint = _endpoint_url(settings.get("STORAGE_EMULATOR_HOST"), "http")
+    token = settings.get("GOOGLE_OAUTH_ACCESS_TOKEN")
+    expiry = None
+    if token:
+        # pyarrow takes a token only with its expiry, which a bare token does not carry.
+        expiry = datetime.datetime.now(datetime.UTC) + datetime.timedelta(
+            seconds=GCS_TOKEN_LIFETIME_S
         )
-    return pafs.AzureFileSystem(
-        account_name=user or settings.get("AZURE_STORAGE_ACCOUNT_NAME") or "",
-        account_key=password or settings.get("AZURE_STORAGE_ACCOUNT_KEY"),
+    return pafs.GcsFileSystem(
+        access_token=token,
+        credential_token_expiration=expiry,
+        endpoint_override=endpoint.netloc if endpoint else None,
+        scheme=endpoint.scheme if endpoint else None,
+        anonymous=bool(endpoint) and not token,
+        retry_time_limit=datetime.timedelta(seconds=GCS_RETRY_S),
     )
+
+
+def _azure(user: str, password: str, settings: StorageSettings) -> Any:
+    """``AZURE_STORAGE_ENDPOINT`` is the Blob service endpoint of the account when it is
+    not ``https://ACCOUNT.blob.core.windows.net``: another cloud or a private endpoint
+    (``https://ACCOUNT.blob.core.chinacloudapi.cn``), or an emulator, which takes the
+    account in the path (``http://127.0.0.1:10000/devstoreaccount1``, Azurite's)."""
+    import pyarrow.fs as pafs
+
+    account = user or settings.get("AZURE_STORAGE_ACCOUNT_NAME") or ""
+    endpoint = _endpoint_url(settings.get("AZURE_STORAGE_ENDPOINT"), "https")
+    where: dict[str, str] = {}
+    if endpoint:
+        path = endpoint.path.strip("/")
+        host = endpoint.netloc
+        if path and path != account:
+            raise SourceError(
+                f"AZURE_STORAGE_ENDPOINT {endpoint.geturl()!r} has the path /{path}; give the "
+                f"Blob service endpoint: https://{account or 'ACCOUNT'}.blob.<domain>, or an "
+                f"emulator's http://host:port/{account or 'ACCOUNT'}"
+            )
+        if not path and account and host.lower().startswith(f"{account.lower()}."):
+            # ACCOUNT.blob.<domain>: pyarrow puts the account in front of ".blob.<domain>".
+            blob = host[len(account) :]
+            dfs = blob.replace(".blob.", ".dfs.", 1)
+        else:  # the account goes in the path
+            blob = dfs = host
+        where = {
+            "blob_storage_authority": blob,
+            "dfs_storage_authority": dfs,
+            "blob_storage_scheme": endpoint.scheme,
+            "dfs_storage_scheme": endpoint.scheme,
+        }
+    return pafs.AzureFileSystem(
+        account_name=account,
+        account_key=password or settings.get("AZURE_STORAGE_ACCOUNT_KEY"),
+        **where,
+    )
+
+
+def _endpoint_url(value: str | None, default_scheme: str) -> Any:
+    """``value`` as a parsed URL (``host:port`` taken as ``default_scheme://host:port``),
+    None when unset."""
+    if not value:
+        return None
+    text = value.strip()
+    if "://" not in text:
+        text = f"{default_scheme}://{text}"
+    parts = urlsplit(text)
+    if not parts.netloc:
+        raise SourceError(f"the object storage endpoint {value!r} names no host")
+    return parts
 
 
 def _s3(user: str, password: str, settings: StorageSettings) -> Any:

@@ -1,6 +1,8 @@
-"""Sources in object storage, read from a real S3 API server on loopback (moto_server,
-IAM enforced: tests/support/s3_server.py): globs, hive-partitioned datasets, every
-format and input kind, the source identity, and each failure with its cause.
+"""Sources in object storage, read from real APIs on loopback: S3 (moto_server, IAM
+enforced: tests/support/s3_server.py), Google Cloud Storage (gcp-storage-emulator) and
+Azure Blob Storage (Azurite), tests/support/object_stores.py. Globs, hive-partitioned
+datasets and each failure with its cause on all three; every format and input kind and
+the source identity on S3.
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ import pytest
 from controller.errors import SourceError, TemporaryError
 from controller.read_ahead import read_ahead
 from controller.secrets import storage_settings
-from controller.sources import LocalFiles, open_files_source
+from controller.sources import LocalFiles, location, open_files_source
 from controller.sources.base import VectorBatch
 from controller.sources.location import StorageSettings
 from controller.spec import DocumentsSource, FilesSource, SourceSpec, release_from_dict
-from tests.support.s3_server import S3Bucket, free_port
+from tests.support.object_stores import Bucket, every_store
+from tests.support.s3_server import S3Bucket
 from tests.support.specs import minimal_release
 
 
@@ -41,46 +44,51 @@ def rows(uri: str, extras: tuple[str, ...] = (), **kw: object) -> list[VectorBat
     return list(open_files_source(uri, "id", "vector", extras, **kw).batches(100))  # type: ignore[arg-type]
 
 
-def test_a_glob_reads_every_matching_object_in_key_order(s3: S3Bucket, tmp_path: Path) -> None:
+@every_store()
+def test_a_glob_reads_every_matching_object_in_key_order(store: Bucket, tmp_path: Path) -> None:
     for key, first in (("emb/b.parquet", 10), ("emb/a.parquet", 0), ("emb/c.parquet", 20)):
-        s3.put(key, parquet_bytes(tmp_path, first))
-    s3.put("emb/notes.txt", b"not data")
-    s3.put("emb/deeper/d.parquet", parquet_bytes(tmp_path, 90))  # * stays in one segment
-    source = open_files_source(s3.uri("emb/*.parquet"), "id", "vector")
-    assert source.describe() == f"3 parquet files matching {s3.uri('emb/*.parquet')}"
+        store.put(key, parquet_bytes(tmp_path, first))
+    store.put("emb/notes.txt", b"not data")
+    store.put("emb/deeper/d.parquet", parquet_bytes(tmp_path, 90))  # * stays in one segment
+    source = open_files_source(store.uri("emb/*.parquet"), "id", "vector")
+    assert source.describe() == f"3 parquet files matching {store.uri('emb/*.parquet')}"
     assert source.count_rows() == 9
     batches = list(source.batches(2))
     assert [b.origin for b in batches if b.first_row == 0] == [
-        s3.uri(f"emb/{name}.parquet") for name in "abc"
+        store.uri(f"emb/{name}.parquet") for name in "abc"
     ]
     assert np.concatenate([b.ids for b in batches]).tolist() == [0, 1, 2, 10, 11, 12, 20, 21, 22]
     assert batches[0].vectors.tolist() == [[0, 1, 2, 3], [4, 5, 6, 7]]
-    every = rows(s3.uri("emb/**/*.parquet"))  # ** spans folders
+    every = rows(store.uri("emb/**/*.parquet"))  # ** spans folders
     assert sorted(np.concatenate([b.ids for b in every]).tolist())[-1] == 92
 
 
-def test_a_folder_is_a_hive_partitioned_dataset(s3: S3Bucket, tmp_path: Path) -> None:
-    s3.put("ds/year=2025/lang=fr/part-0.parquet", parquet_bytes(tmp_path, 20, n=2))
-    s3.put("ds/year=2024/lang=en/part-0.parquet", parquet_bytes(tmp_path, 0, n=2))
-    s3.put("ds/_SUCCESS", b"")
-    batches = rows(s3.uri("ds"), ("year", "lang"))
+@every_store()
+def test_a_folder_is_a_hive_partitioned_dataset(store: Bucket, tmp_path: Path) -> None:
+    store.put("ds/year=2025/lang=fr/part-0.parquet", parquet_bytes(tmp_path, 20, n=2))
+    store.put("ds/year=2024/lang=en/part-0.parquet", parquet_bytes(tmp_path, 0, n=2))
+    store.put("ds/_SUCCESS", b"")
+    batches = rows(store.uri("ds"), ("year", "lang"))
     assert [(b.ids.tolist(), b.fields) for b in batches] == [
         ([0, 1], {"year": [2024, 2024], "lang": ["en", "en"]}),
         ([20, 21], {"year": [2025, 2025], "lang": ["fr", "fr"]}),
     ]
-    assert rows(s3.uri("ds/"))[0].origin == s3.uri("ds/year=2024/lang=en/part-0.parquet")
+    assert rows(store.uri("ds/"))[0].origin == store.uri("ds/year=2024/lang=en/part-0.parquet")
 
 
-def test_missing_object_empty_glob_and_missing_bucket_are_named(s3: S3Bucket) -> None:
-    s3.put("emb/a.txt", b"1\n")
+@every_store()
+def test_missing_object_empty_glob_and_missing_bucket_are_named(store: Bucket) -> None:
+    store.put("emb/a.txt", b"1\n")
     with pytest.raises(SourceError, match="does not exist") as missing:
-        rows(s3.uri("emb/missing.parquet"))
-    assert s3.uri("emb/missing.parquet") in str(missing.value)
+        rows(store.uri("emb/missing.parquet"))
+    assert store.uri("emb/missing.parquet") in str(missing.value)
     with pytest.raises(SourceError, match=r"no objects match the source pattern .*emb/\*\.parquet"):
-        rows(s3.uri("emb/*.parquet"))
-    for uri in ("s3://no-such-bucket/emb/a.parquet", "s3://no-such-bucket/emb/*.parquet"):
-        with pytest.raises(SourceError, match="bucket 'no-such-bucket' does not exist"):
+        rows(store.uri("emb/*.parquet"))
+    for key in ("emb/a.parquet", "emb/*.parquet"):
+        uri = f"{store.scheme}://no-such-bucket/{key}"
+        with pytest.raises(SourceError, match="bucket 'no-such-bucket' does not exist") as info:
             rows(uri)
+        assert uri in str(info.value)
 
 
 def test_access_denied_fails_at_once_with_its_cause(s3: S3Bucket, tmp_path: Path) -> None:
@@ -90,15 +98,67 @@ def test_access_denied_fails_at_once_with_its_cause(s3: S3Bucket, tmp_path: Path
         with pytest.raises(SourceError, match=r"access denied .*ACCESS_DENIED") as denied:
             rows(target, settings=nobody)
         assert not isinstance(denied.value, TemporaryError)
-    wrong = s3.server.env() | {"AWS_SECRET_ACCESS_KEY": "not-the-secret"}
-    with pytest.raises(SourceError, match=r"credentials were refused|access denied"):
-        rows(s3.uri("emb/*.parquet"), settings=StorageSettings(environ=wrong))
 
 
-def test_an_unreachable_store_is_temporary(s3: S3Bucket) -> None:
-    closed = s3.server.env() | {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"}
-    with pytest.raises(TemporaryError, match="object storage is unavailable"):
-        rows(s3.uri("emb/a.parquet"), settings=StorageSettings(environ=closed))
+# GCS is left out: its emulator takes any credentials (tests/support/gcs_server.py).
+@every_store("s3", "az")
+def test_refused_credentials_fail_at_once_and_are_never_shown(
+    store: Bucket, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store.put("emb/a.parquet", parquet_bytes(tmp_path, 0))
+    assert store.refused is not None
+    refused = StorageSettings(environ=store.refused)
+    caplog.set_level(logging.DEBUG)
+    for target in (store.uri("emb/a.parquet"), store.uri("emb/*.parquet")):
+        with pytest.raises(SourceError, match=r"credentials were refused|access denied") as info:
+            rows(target, settings=refused)
+        assert not isinstance(info.value, TemporaryError)
+        assert target in str(info.value)
+        for secret in refused.secret_values():
+            assert secret not in str(info.value)
+            assert secret not in caplog.text
+
+
+@every_store()
+def test_an_unreachable_store_is_temporary(store: Bucket, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(location, "GCS_RETRY_S", 1.0)  # GCS retries for as long as told
+    with pytest.raises(TemporaryError, match="object storage is unavailable") as info:
+        rows(store.uri("emb/a.parquet"), settings=StorageSettings(environ=store.unreachable))
+    assert store.secret not in str(info.value)
+
+
+def options(uri: str, **environ: str) -> dict[str, object]:
+    """The options pyarrow's filesystem for ``uri`` was made with (no request is sent)."""
+    fs = location.one_file(uri, None, StorageSettings(environ=environ)).fs
+    return dict(fs.__reduce__()[1][0])
+
+
+def test_an_azure_endpoint_names_the_account_by_host_or_by_path() -> None:
+    key = {"AZURE_STORAGE_ACCOUNT_NAME": "acct", "AZURE_STORAGE_ACCOUNT_KEY": "a2V5"}
+    cloud = options("az://c/k", **key, AZURE_STORAGE_ENDPOINT="https://acct.blob.core.cn/")
+    assert (cloud["blob_storage_authority"], cloud["dfs_storage_authority"]) == (
+        ".blob.core.cn",
+        ".dfs.core.cn",
+    )
+    assert cloud["blob_storage_scheme"] == "https"
+    for endpoint in ("http://127.0.0.1:10000/acct", "127.0.0.1:10000"):
+        emulator = options("az://c/k", **key, AZURE_STORAGE_ENDPOINT=endpoint)
+        assert emulator["blob_storage_authority"] == "127.0.0.1:10000"
+        assert emulator["dfs_storage_authority"] == "127.0.0.1:10000"
+    assert options("az://c/k", **key)["blob_storage_authority"] == ".blob.core.windows.net"
+    with pytest.raises(SourceError, match="has the path /other"):
+        options("az://c/k", **key, AZURE_STORAGE_ENDPOINT="http://127.0.0.1:10000/other")
+
+
+def test_a_gcs_emulator_host_may_omit_the_scheme_and_a_token_is_sent() -> None:
+    bare = options("gs://b/k", STORAGE_EMULATOR_HOST="localhost:4443")
+    assert (bare["scheme"], bare["endpoint_override"], bare["anonymous"]) == (
+        "http",
+        "localhost:4443",
+        True,
+    )
+    token = options("gs://b/k", GOOGLE_OAUTH_ACCESS_TOKEN="ya29.t")
+    assert token["access_token"] == "ya29.t" and not token["anonymous"]
 
 
 def test_a_secret_in_the_uri_is_used_and_never_shown(
