@@ -12,6 +12,7 @@ size of its vectors. A bare `embrel --help` gives the import floor.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -97,11 +98,17 @@ def _sample(pid: int, samples: list[tuple[float, int, int]], stop: threading.Eve
             samples.append((time.perf_counter(), *memory))
 
 
-def run_measured(argv: list[str], run: Run) -> Run:
-    """Run ``argv``; peak RSS is the last VmHWM read; RSS samples give the peak per phase."""
+def run_measured(argv: list[str], run: Run, env: dict[str, str] | None = None) -> Run:
+    """Run ``argv`` (with ``env`` added to the environment); peak RSS is the last VmHWM
+    read; RSS samples give the peak per phase."""
     started = time.perf_counter()
     proc = subprocess.Popen(
-        argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        argv,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **(env or {})},
     )
     stop = threading.Event()
     sampler = threading.Thread(target=_sample, args=(proc.pid, run.samples, stop), daemon=True)

@@ -77,7 +77,7 @@ def release_doc(
     alias: str,
     version: str,
     uri: str,
-    source: Path,
+    source: Path | str,
     dim: int,
     index: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
