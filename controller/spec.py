@@ -1026,11 +1026,10 @@ class AnalysisSpec(_SecretSource):
 class StorageSpec(_Model):
     """Credentials for the object storage uris of the spec (``s3://``, ``gs://``,
     ``az://``): the Kubernetes Secret ``secretRef`` in the release's namespace, whose keys
-    are the variables object storage reads (``AWS_ACCESS_KEY_ID``,
-    ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_REGION``, ``AWS_ENDPOINT_URL``,
-    ``GOOGLE_OAUTH_ACCESS_TOKEN``, ``AZURE_STORAGE_ACCOUNT_NAME``,
-    ``AZURE_STORAGE_ACCOUNT_KEY``); its keys win over the controller's environment. Read
-    by the Kubernetes driver; the local driver reads the environment only."""
+    are the variables object storage reads (``AWS_*``, ``GOOGLE_OAUTH_ACCESS_TOKEN``,
+    ``STORAGE_EMULATOR_HOST``, ``AZURE_STORAGE_*``; the list is in docs/sources.md); its
+    keys win over the controller's environment. Read by the Kubernetes driver; the local
+    driver reads the environment only."""
 
     secret_ref: _SECRET_NAME | None = None
 
