@@ -423,8 +423,8 @@ class MilvusGateway:
         rng = np.random.default_rng(seed)
         reservoir: list[int] = []
         seen = 0
-        # Retried: a sample bears a page read twice; a copy (iterate_rows) does not.
-        pages = self._pages(name, f"reading ids of {name}", 10_000, [ID_FIELD], retried=True)
+        # Retried: a sample bears a page read twice.
+        pages = self._pages(name, f"reading ids of {name}", 10_000, [ID_FIELD])
         with closing(pages):
             for page in pages:
                 for row in page:
@@ -499,7 +499,7 @@ class MilvusGateway:
         return VectorBatch(ids, matrix, extras, f"collection {name}", first_row)
 
     def _pages(
-        self, name: str, action: str, batch_size: int, output: list[str], retried: bool
+        self, name: str, action: str, batch_size: int, output: list[str]
     ) -> Generator[list[dict[str, Any]], None, None]:
         """The ``output`` fields of every row of ``name``, by id, in pages read with
         Strong consistency through ``query_iterator`` (closed when the generator is)."""
@@ -516,7 +516,7 @@ class MilvusGateway:
             op="query_iterator",
         )
         try:
-            while page := self._call(action, it.next, op="query_iterator_next", retried=retried):
+            while page := self._call(action, it.next, op="query_iterator_next"):
                 yield page
         finally:
             it.close()
