@@ -491,10 +491,13 @@ class MilvusGateway:
         if not len(page):
             return None
         columns = _page_columns(page, output)
-        if columns is None:
-            return _rows_to_batch(list(page), name, first_row, fields, vectors)
-        matrix = columns[VECTOR_FIELD] if vectors else np.empty((len(page), 0), np.float32)
+        if columns is None:  # pymilvus decodes it, row by row
+            columns = {f: [row[f] for row in page] for f in output}
         ids = np.asarray(columns[ID_FIELD], dtype=np.int64)
+        if vectors:
+            matrix = np.asarray(columns[VECTOR_FIELD], dtype=np.float32)
+        else:
+            matrix = np.empty((len(ids), 0), dtype=np.float32)
         extras = {f: columns[f] for f in fields}
         return VectorBatch(ids, matrix, extras, f"collection {name}", first_row)
 
@@ -862,15 +865,3 @@ def _page_columns(page: Any, output: Sequence[str]) -> dict[str, Any] | None:
         if name not in columns:
             columns[name] = [row[name] for row in rows]
     return columns
-
-
-def _rows_to_batch(
-    page: list[dict[str, Any]], name: str, first_row: int, fields: Sequence[str], vectors: bool
-) -> VectorBatch:
-    ids = np.fromiter((int(r[ID_FIELD]) for r in page), dtype=np.int64, count=len(page))
-    if vectors:
-        matrix = np.asarray([r[VECTOR_FIELD] for r in page], dtype=np.float32)
-    else:
-        matrix = np.empty((len(page), 0), dtype=np.float32)
-    extras = {f: [r[f] for r in page] for f in fields}
-    return VectorBatch(ids, matrix, extras, f"collection {name}", first_row)
