@@ -713,7 +713,7 @@ def warm_up(milvus: MilvusPort, data: DataPort, release: EmbeddingRelease, targe
     one, of the collection's own first rows (validation's default queries are sampled
     source vectors: the same distribution, without reading the source again).
     """
-    v = release.spec.validation
+    v, field = release.spec.validation, release.spec.collection.search_field
     if v.warmup_queries == 0:
         return 0
     if v.queries is not None:
@@ -721,7 +721,6 @@ def warm_up(milvus: MilvusPort, data: DataPort, release: EmbeddingRelease, targe
             v.queries.uri, v.queries.vector_field, v.warmup_queries, v.seed
         )
     else:
-        field = release.spec.collection.search_field
         others = [] if field == PRIMARY_VECTOR else [field]
         with closing(milvus.iterate_rows(target, v.warmup_queries, others, not others)) as rows:
             first = next(rows, None)
@@ -730,7 +729,6 @@ def warm_up(milvus: MilvusPort, data: DataPort, release: EmbeddingRelease, targe
         queries = (searched_column(first, field) if others else first).vectors
         queries = queries[: v.warmup_queries]
     params = search_params(release, 10)
-    field = release.spec.collection.search_field
     for i in range(len(queries)):
         milvus.search_ids(target, queries[i : i + 1], 10, params, "Bounded", field)
     return len(queries)
