@@ -36,6 +36,7 @@ from benchmarks.support import (
     open_backend,
     release_doc,
     table,
+    write_parts,
     write_vectors,
     write_yaml,
 )
@@ -143,19 +144,6 @@ def report(floor: Run, runs: Sequence[Run]) -> str:
             f"x{growth:.2f}."
         )
     return out
-
-
-def write_parts(folder: Path, rows: int, dim: int, files: int) -> list[Path]:
-    """The source as ``files`` Parquet files of consecutive ids (10,000-row groups)."""
-    import pyarrow.parquet as pq
-
-    whole = pq.read_table(write_vectors(folder / "whole.parquet", rows, dim))
-    (folder / "whole.parquet").unlink()
-    per = -(-rows // files)
-    parts = [folder / f"part-{i:03d}.parquet" for i in range(files)]
-    for i, part in enumerate(parts):
-        pq.write_table(whole.slice(i * per, per), part, compression="none", row_group_size=10_000)
-    return parts
 
 
 @contextmanager

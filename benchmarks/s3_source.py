@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from benchmarks.support import machine, table, write_vectors
+from benchmarks.support import machine, table, write_parts
 from controller.sources import open_files_source
 from controller.sources.location import match_files
 from tests.support.s3_server import running_s3_server
@@ -74,25 +74,10 @@ def measure(uri: str, env: dict[str, str]) -> dict[str, float]:
     return result
 
 
-def write_parts(folder: Path, rows: int, files: int) -> list[Path]:
-    """``files`` Parquet files of consecutive ids (10,000-row row groups)."""
-    whole = write_vectors(folder / "whole.parquet", rows, DIM)
-    table_ = pq.read_table(whole)
-    per = -(-rows // files)
-    parts = []
-    for i in range(files):
-        part = folder / "local" / f"part-{i}.parquet"
-        part.parent.mkdir(exist_ok=True)
-        pq.write_table(table_.slice(i * per, per), part, compression="none", row_group_size=10_000)
-        parts.append(part)
-    whole.unlink()
-    return parts
-
-
 def run(rows: int, files: int, repeat: int) -> list[list[str]]:
     print(f"s3 source: {rows:,} x {DIM}-dim float32 in {files} Parquet files, on {machine()}")
     with tempfile.TemporaryDirectory(prefix="embrel-bench-s3-") as tmp:
-        parts = write_parts(Path(tmp), rows, files)
+        parts = write_parts(Path(tmp) / "local", rows, DIM, files)
         with running_s3_server(Path(tmp) / "moto.log") as s3:
             bucket = s3.bucket()
             started = time.perf_counter()

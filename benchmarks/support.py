@@ -298,6 +298,19 @@ class QuietReporter:
         return contextlib.nullcontext(lambda n: None)
 
 
+def write_parts(folder: Path, rows: int, dim: int, files: int) -> list[Path]:
+    """``rows`` x ``dim`` vectors as ``files`` Parquet files of consecutive ids in
+    ``folder`` (10,000-row groups, uncompressed): a source cut as object stores hold one."""
+    folder.mkdir(parents=True, exist_ok=True)
+    whole = pq.read_table(write_vectors(folder / "whole.parquet", rows, dim))
+    (folder / "whole.parquet").unlink()
+    per = -(-rows // files)
+    parts = [folder / f"part-{i:03d}.parquet" for i in range(files)]
+    for i, part in enumerate(parts):
+        pq.write_table(whole.slice(i * per, per), part, compression="none", row_group_size=10_000)
+    return parts
+
+
 # The indexes a benchmark may build (--index). FLAT builds nothing; at 1M x 128 on 2
 # cores IVF_FLAT (nlist 1024) takes about 5 minutes and HNSW far longer, which dominates
 # any run whose subject is not the index.
